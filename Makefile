@@ -1,0 +1,57 @@
+# The two commands a newcomer needs are `make run` and `make test`; every
+# other target is something they call. Everything they need is built or
+# installed here and cached, so a second run is fast.
+
+GO      ?= go
+BIN     := $(CURDIR)/bin
+PLUGIN  := vault-plugin-secrets-credentials
+VERSION ?= v0.1.0
+LDFLAGS := -s -w -X github.com/clankteam/credentials/plugin.Version=$(VERSION)
+
+# The race-enabled engine the integration tests register in Vault, so races
+# inside the plugin process fail the tests too.
+RACE_PLUGIN := $(BIN)/race/$(PLUGIN)
+GOSRC := plugin portal cmd testing
+
+.PHONY: all run test vault plugin portal fmt lint vet unit bench clean
+
+all: vault plugin portal
+
+## run: Vault dev server + engine + portal + demo org, until Ctrl-C
+run: vault plugin portal
+	$(GO) build -o $(BIN)/devstack ./cmd/devstack
+	$(BIN)/devstack -plugin $(BIN)/$(PLUGIN)
+
+## test: vet, unit and integration tests against the real Vault, with -race
+test: vault vet
+	$(GO) build -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
+	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) \
+		$(GO) test -race -count=1 -timeout 20m ./...
+
+## vault: the real HashiCorp Vault, built from its Go module (testing/vault).
+## Rebuilt only when that module changes; a cold build takes ~10 minutes.
+vault: $(BIN)/vault
+
+$(BIN)/vault: testing/vault/go.mod testing/vault/go.sum testing/vault/main.go
+	cd testing/vault && $(GO) build -ldflags "-s -w" -o $(BIN)/vault .
+
+plugin:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
+
+portal:
+	$(GO) build -trimpath -o $(BIN)/portal ./cmd/portal
+
+vet:
+	@test -z "$$(gofmt -l $(GOSRC))" || { gofmt -l $(GOSRC); echo "run make fmt"; exit 1; }
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $(GOSRC)
+
+lint: vet
+
+unit:
+	$(GO) test -race -short ./plugin/... ./portal/...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,149 @@
+// Command portal serves the credentials web portal and broker, and carries
+// the operator commands that provision orgs in Vault.
+//
+//	portal serve [-addr 127.0.0.1:8080]          serve the portal (VAULT_ADDR names Vault)
+//	portal org create <org>                      provision an org (needs an operator VAULT_TOKEN)
+//	portal person create -org <org> [-role admin|member] <username>
+//	                                             add a userpass login; the password is read from stdin
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/clankteam/credentials/cmd/internal/hardening"
+	"github.com/clankteam/credentials/portal"
+	"github.com/clankteam/credentials/portal/provision"
+)
+
+const usage = `usage:
+  portal serve [-addr 127.0.0.1:8080]
+  portal org create <org>
+  portal person create -org <org> [-role admin|member] <username>   (password on stdin)
+
+Vault is found through VAULT_ADDR; operator commands use VAULT_TOKEN.`
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "portal:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	hardening.DisableCoreDumps()
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	switch {
+	case args[0] == "serve":
+		return serve(ctx, args[1:])
+	case len(args) >= 2 && args[0] == "org" && args[1] == "create":
+		return orgCreate(ctx, args[2:], stdout)
+	case len(args) >= 2 && args[0] == "person" && args[1] == "create":
+		return personCreate(ctx, args[2:], stdin, stdout)
+	}
+	return fmt.Errorf("unknown command %q\n%s", strings.Join(args, " "), usage)
+}
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	vaultAddr := os.Getenv("VAULT_ADDR")
+	if vaultAddr == "" {
+		return errors.New("VAULT_ADDR must name the Vault server")
+	}
+	srv, err := portal.NewServer(portal.Config{
+		Addr:      *addr,
+		VaultAddr: vaultAddr,
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	slog.Info("portal listening", "url", srv.URL(), "vault", vaultAddr)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+func operatorClient() (*api.Client, error) {
+	c, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	if c.Token() == "" {
+		return nil, errors.New("VAULT_TOKEN must hold an operator token")
+	}
+	return c, nil
+}
+
+func orgCreate(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return errors.New("usage: portal org create <org>")
+	}
+	c, err := operatorClient()
+	if err != nil {
+		return err
+	}
+	org := args[0]
+	if err := provision.CreateOrg(ctx, c, org); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "org %s ready: mount %s/, policies %s and %s\n",
+		org, provision.MountPath(org), provision.AdminPolicy(org), provision.MemberPolicy(org))
+	return nil
+}
+
+func personCreate(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("person create", flag.ContinueOnError)
+	org := fs.String("org", "", "the person's org")
+	role := fs.String("role", string(provision.RoleMember), "admin or member")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *org == "" {
+		return errors.New("usage: portal person create -org <org> [-role admin|member] <username>")
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reading password: %w", err)
+	}
+	password := strings.TrimRight(line, "\r\n")
+	c, err := operatorClient()
+	if err != nil {
+		return err
+	}
+	if err := provision.CreatePerson(ctx, c, *org, fs.Arg(0), password, provision.Role(*role)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "person %s can sign in to org %s as %s\n", fs.Arg(0), *org, *role)
+	return nil
+}

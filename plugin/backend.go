@@ -1,0 +1,134 @@
+// Package credentials is a Vault secrets engine that keeps an organization's
+// credentials for its AI agents: OAuth 2.0 grants, API keys, usernames and
+// passwords, and files. One mount serves one organization; Vault gives each
+// mount its own storage view, so tenants are isolated by Vault itself.
+package credentials
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Version is the plugin's semantic version, reported to Vault as its
+// running version. Release builds override it with -ldflags -X.
+var Version = "v0.1.0"
+
+// Factory returns a configured instance of the engine; Vault calls it once per
+// mount.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend(conf)
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// backend is the engine for one mount (one organization).
+type backend struct {
+	*framework.Backend
+
+	// logger never receives secret values: callers pass names and kinds only.
+	logger hclog.Logger
+
+	// now is the clock; tests replace it to move time without sleeping.
+	now func() time.Time
+
+	// credLocks serialise changes to one credential (keyed by name): every
+	// read-modify-write of a credential holds its lock.
+	credLocks []*locksutil.LockEntry
+
+	// refsMu guards references from credentials to apps and custom
+	// services: writers of oauth2 credentials hold it shared, deleting an
+	// app or changing a custom service holds it exclusively.
+	refsMu sync.RWMutex
+
+	// index is the inventory LIST creds/ answers from.
+	index credIndex
+
+	// lastUse holds uses not yet written to storage.
+	lastUse lastUseTracker
+}
+
+func newBackend(conf *logical.BackendConfig) *backend {
+	b := &backend{
+		logger:    hclog.NewNullLogger(),
+		now:       time.Now,
+		credLocks: locksutil.CreateLocks(),
+	}
+	if conf != nil && conf.Logger != nil {
+		b.logger = conf.Logger
+	}
+
+	b.Backend = &framework.Backend{
+		Help:        strings.TrimSpace(backendHelp),
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			// Credential entries hold secrets: seal-wrap them where the
+			// server supports it (Vault Enterprise with an HSM).
+			SealWrapStorage: []string{"config", "creds/"},
+		},
+		// Most specific patterns first: creds/<name>/connect before
+		// creds/<name>.
+		Paths: framework.PathAppend(
+			pathConfig(b),
+			pathServices(b),
+			pathApps(b),
+			pathCreds(b),
+		),
+		Invalidate:     b.invalidate,
+		PeriodicFunc:   b.periodic,
+		RunningVersion: Version,
+	}
+	return b
+}
+
+// invalidate drops cached state another node changed (performance standbys
+// and replicas receive the active node's writes this way).
+func (b *backend) invalidate(_ context.Context, key string) {
+	if isIndexKey(key) {
+		b.index.reset()
+	}
+}
+
+// periodic runs about once a minute: it stores the uses recorded in memory
+// since the last run. Only the node that may write the mount's storage does
+// this work.
+func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
+	if !b.writeSafe() {
+		return nil
+	}
+	if err := b.flushLastUse(ctx, req.Storage); err != nil {
+		b.logger.Warn("storing last use", "error", err)
+	}
+	return nil
+}
+
+// writeSafe says whether this node may write the mount's storage: not a
+// performance standby or a performance secondary's replicated mount.
+func (b *backend) writeSafe() bool {
+	sys := b.System()
+	if sys == nil {
+		return true
+	}
+	state := sys.ReplicationState()
+	if state.HasState(consts.ReplicationPerformanceStandby) {
+		return false
+	}
+	return sys.LocalMount() || !state.HasState(consts.ReplicationPerformanceSecondary)
+}
+
+const backendHelp = `
+The credentials engine keeps an organization's credentials for its AI agents:
+OAuth 2.0 grants (kept fresh), API keys, usernames and passwords, and files
+such as GCP service-account keys. Reads return metadata only; agents use a
+credential through the broker (proxy/<name>), which injects it into their
+requests so that no agent ever sees the secret itself.
+`

@@ -1,0 +1,299 @@
+package credentials
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Credential types.
+const (
+	typeOAuth2   = "oauth2"
+	typeAPIKey   = "api_key"
+	typePassword = "password"
+	typeFile     = "file"
+)
+
+var credTypes = []string{typeOAuth2, typeAPIKey, typePassword, typeFile}
+
+// Injection styles: how the broker puts a secret into a request.
+const (
+	injectHeader = "header" // a header, value from Format with {secret}
+	injectBasic  = "basic"  // HTTP basic; an API key is the user name
+	injectQuery  = "query"  // a query parameter
+)
+
+// Revocation styles of OAuth providers.
+const (
+	revokeRFC7009 = "rfc7009" // POST token=... to revoke_url
+	revokeGitHub  = "github"  // DELETE /applications/{client_id}/token, basic auth
+	revokeSlack   = "slack"   // auth.revoke with the token as bearer
+	revokeNone    = "none"    // the provider has no per-token revocation
+)
+
+// service is one entry of the catalog: what a service accepts and how the
+// engine talks to it. Built-in services come from catalog.json; custom ones
+// are stored per mount. Nothing in it is secret.
+type service struct {
+	Name        string `json:"name"`
+	DisplayName string `json:"display_name"`
+	// Types are the credential types the service takes.
+	Types []string `json:"types"`
+	// BaseURLs are the only origins (and path prefixes) the broker may call;
+	// a host may start with "*." to allow its subdomains.
+	BaseURLs []string `json:"base_urls,omitempty"`
+	// AllowPrivateTargets lets the broker call loopback, private and
+	// link-local addresses. Only custom services may set it.
+	AllowPrivateTargets bool `json:"allow_private_targets,omitempty"`
+	// Injection says, per credential type, how the broker injects it.
+	Injection map[string]injection `json:"injection,omitempty"`
+	OAuth     *oauthSpec           `json:"oauth,omitempty"`
+	Verify    *verifyCall          `json:"verify,omitempty"`
+	// RequiresHost marks services whose password credentials need a host
+	// and port (SMTP).
+	RequiresHost bool `json:"requires_host,omitempty"`
+	// ServiceAccountJSON marks services whose files must be GCP
+	// service-account keys.
+	ServiceAccountJSON bool `json:"service_account_json,omitempty"`
+	// Builtin is set for catalog presets, which cannot be changed.
+	Builtin bool `json:"builtin,omitempty"`
+}
+
+// injection is how one credential type is put into a brokered request.
+type injection struct {
+	Style  string `json:"style"`
+	Header string `json:"header,omitempty"`
+	// Format is the header value; {secret} is replaced by the secret.
+	Format string `json:"format,omitempty"`
+	Query  string `json:"query,omitempty"`
+	// Headers are added when the caller did not set them (API versions).
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// oauthSpec holds a provider's OAuth endpoints and quirks.
+type oauthSpec struct {
+	AuthURL     string `json:"auth_url,omitempty"`
+	TokenURL    string `json:"token_url"`
+	RevokeURL   string `json:"revoke_url,omitempty"`
+	RevokeStyle string `json:"revoke_style,omitempty"`
+	// UserinfoURL answers with the account the grant belongs to.
+	UserinfoURL    string              `json:"userinfo_url,omitempty"`
+	DefaultScopes  []string            `json:"default_scopes,omitempty"`
+	ScopeSets      map[string][]string `json:"scope_sets,omitempty"`
+	ScopeSeparator string              `json:"scope_separator,omitempty"`
+	// AuthParams are extra authorize parameters (Google's access_type).
+	AuthParams map[string]string `json:"auth_params,omitempty"`
+	PKCE       bool              `json:"pkce,omitempty"`
+	// ErrorsWith200: the token endpoint reports errors with HTTP 200.
+	ErrorsWith200 bool `json:"errors_with_200,omitempty"`
+	// AcceptJSON: the token endpoint answers form-encoded unless asked for
+	// JSON.
+	AcceptJSON bool `json:"accept_json,omitempty"`
+	// OKField: responses carry "ok": false on failure (Slack).
+	OKField bool `json:"ok_field,omitempty"`
+	// SingleUseRefresh: each refresh token works once (rotation).
+	SingleUseRefresh bool `json:"single_use_refresh,omitempty"`
+	// KeepAlive refreshes a grant that was idle this long, before the
+	// provider expires unused refresh tokens.
+	KeepAlive duration `json:"keep_alive,omitempty"`
+}
+
+// verifyCall is a cheap authenticated request that proves a credential works.
+type verifyCall struct {
+	Method       string `json:"method"`
+	URL          string `json:"url"`
+	Body         string `json:"body,omitempty"`
+	ExpectStatus int    `json:"expect_status"`
+}
+
+// duration reads and writes Go duration strings in JSON.
+type duration time.Duration
+
+func (d duration) MarshalJSON() ([]byte, error) {
+	if d == 0 {
+		return []byte(`""`), nil
+	}
+	return json.Marshal(time.Duration(d).String())
+}
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"720h\"")
+	}
+	if s == "" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("duration %q is not a positive Go duration such as \"720h\"", s)
+	}
+	*d = duration(v)
+	return nil
+}
+
+//go:embed catalog.json
+var catalogJSON []byte
+
+// builtinServices are the catalog's presets, parsed and checked once.
+var builtinServices = mustLoadCatalog(catalogJSON)
+
+func mustLoadCatalog(raw []byte) map[string]*service {
+	var m map[string]*service
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		panic(fmt.Sprintf("catalog.json: %v", err))
+	}
+	for name, svc := range m {
+		svc.Name = name
+		svc.Builtin = true
+		if err := svc.validate(); err != nil {
+			panic(fmt.Sprintf("catalog.json: service %s: %v", name, err))
+		}
+	}
+	return m
+}
+
+var serviceNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+
+// takes says whether the service accepts credentials of type t.
+func (s *service) takes(t string) bool { return slices.Contains(s.Types, t) }
+
+// validate checks a service definition; the message names the bad field.
+func (s *service) validate() error {
+	if !serviceNamePattern.MatchString(s.Name) {
+		return fmt.Errorf("service name must be 1-64 lowercase letters, digits, '-', '_' or '.'")
+	}
+	if len(s.Types) == 0 {
+		return fmt.Errorf("types must name at least one of %s", strings.Join(credTypes, ", "))
+	}
+	for _, t := range s.Types {
+		if !slices.Contains(credTypes, t) {
+			return fmt.Errorf("types: unknown credential type %q (want %s)", t, strings.Join(credTypes, ", "))
+		}
+	}
+	for _, raw := range s.BaseURLs {
+		if err := validateBaseURL(raw); err != nil {
+			return err
+		}
+	}
+	for t, inj := range s.Injection {
+		if !s.takes(t) {
+			return fmt.Errorf("injection for %q, a type the service does not take", t)
+		}
+		if err := inj.validate(t); err != nil {
+			return fmt.Errorf("injection for %s: %w", t, err)
+		}
+	}
+	if s.takes(typeOAuth2) {
+		if s.OAuth == nil || s.OAuth.AuthURL == "" || s.OAuth.TokenURL == "" {
+			return fmt.Errorf("a service taking oauth2 needs oauth.auth_url and oauth.token_url")
+		}
+	}
+	if s.OAuth != nil {
+		if err := s.OAuth.validate(); err != nil {
+			return fmt.Errorf("oauth: %w", err)
+		}
+	}
+	if v := s.Verify; v != nil {
+		if !slices.Contains([]string{http.MethodGet, http.MethodPost, http.MethodHead}, v.Method) {
+			return fmt.Errorf("verify.method must be GET, POST or HEAD")
+		}
+		if err := validateAbsURL("verify.url", v.URL); err != nil {
+			return err
+		}
+		if v.ExpectStatus < 100 || v.ExpectStatus > 599 {
+			return fmt.Errorf("verify.expect_status must be an HTTP status")
+		}
+	}
+	if s.Builtin && s.AllowPrivateTargets {
+		return fmt.Errorf("built-in services may not allow private targets")
+	}
+	return nil
+}
+
+func (inj injection) validate(credType string) error {
+	switch inj.Style {
+	case injectHeader:
+		if inj.Header == "" || !strings.Contains(inj.Format, "{secret}") {
+			return fmt.Errorf("style header needs header and a format containing {secret}")
+		}
+		if strings.ContainsAny(inj.Header, " :\r\n") {
+			return fmt.Errorf("header %q is not a valid header name", inj.Header)
+		}
+	case injectBasic:
+		if credType != typeAPIKey && credType != typePassword {
+			return fmt.Errorf("style basic suits api_key and password credentials only")
+		}
+	case injectQuery:
+		if inj.Query == "" {
+			return fmt.Errorf("style query needs query, the parameter name")
+		}
+	default:
+		return fmt.Errorf("style must be header, basic or query, not %q", inj.Style)
+	}
+	for k := range inj.Headers {
+		if strings.ContainsAny(k, " :\r\n") {
+			return fmt.Errorf("headers: %q is not a valid header name", k)
+		}
+	}
+	return nil
+}
+
+func (o *oauthSpec) validate() error {
+	for field, raw := range map[string]string{
+		"auth_url": o.AuthURL, "token_url": o.TokenURL,
+		"revoke_url": o.RevokeURL, "userinfo_url": o.UserinfoURL,
+	} {
+		if raw == "" {
+			continue
+		}
+		if err := validateAbsURL(field, strings.ReplaceAll(raw, "{client_id}", "x")); err != nil {
+			return err
+		}
+	}
+	switch o.RevokeStyle {
+	case "", revokeNone:
+	case revokeRFC7009, revokeGitHub, revokeSlack:
+		if o.RevokeURL == "" {
+			return fmt.Errorf("revoke_style %s needs revoke_url", o.RevokeStyle)
+		}
+	default:
+		return fmt.Errorf("revoke_style must be rfc7009, github, slack or none, not %q", o.RevokeStyle)
+	}
+	if o.ScopeSeparator != "" && o.ScopeSeparator != " " && o.ScopeSeparator != "," {
+		return fmt.Errorf("scope_separator must be a space or a comma")
+	}
+	return nil
+}
+
+func validateAbsURL(field, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("%s must be an absolute http or https URL", field)
+	}
+	return nil
+}
+
+func validateBaseURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("base_urls: %q is not an absolute http or https URL", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("base_urls: %q must have no query, fragment or user info", raw)
+	}
+	if strings.Contains(strings.TrimPrefix(u.Hostname(), "*."), "*") {
+		return fmt.Errorf("base_urls: %q may use a wildcard only as its first label (*.example.com)", raw)
+	}
+	return nil
+}

@@ -1,0 +1,221 @@
+package credentials
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Statuses a credential can have; the first three are derived on read from
+// what is stored and the clock.
+const (
+	statusActive         = "active"
+	statusNeedsAttention = "needs_attention"
+	statusExpired        = "expired"
+	statusDisconnected   = "disconnected"
+)
+
+var statuses = []string{statusActive, statusNeedsAttention, statusExpired, statusDisconnected}
+
+const credStoragePrefix = "creds/"
+
+func credStorageKey(name string) string { return credStoragePrefix + name }
+
+// credNamePattern allows names that are safe as one path segment anywhere:
+// in Vault paths, portal URLs and storage keys.
+var credNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
+
+func validateCredName(name string) error {
+	if !credNamePattern.MatchString(name) || strings.Trim(name, ".") == "" {
+		return fmt.Errorf("credential name must be 1-128 lowercase letters, digits, '-', '_' or '.', and not only dots")
+	}
+	return nil
+}
+
+// credential is one stored credential. The secret fields are never returned
+// by any path; everything else is metadata.
+type credential struct {
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	Service     string `json:"service"`
+	Description string `json:"description,omitempty"`
+
+	// Secrets, by type.
+	APIKey   string `json:"api_key,omitempty"`
+	Password string `json:"password,omitempty"`
+	File     []byte `json:"file,omitempty"`
+	// OAuth holds an oauth2 credential's grant.
+	OAuth *oauthGrant `json:"oauth,omitempty"`
+
+	// Metadata.
+	KeyHint  string `json:"key_hint,omitempty"`
+	Username string `json:"username,omitempty"`
+	Host     string `json:"host,omitempty"`
+	Port     int    `json:"port,omitempty"`
+	Filename string `json:"filename,omitempty"`
+	// ServiceAccount describes a GCP service-account file, without its key.
+	ServiceAccount *serviceAccountInfo `json:"service_account,omitempty"`
+	// App names the OAuth client registration (apps/<name>) of an oauth2
+	// credential.
+	App string `json:"app,omitempty"`
+
+	// ExpiresAt is when the credential itself stops working, if known.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// State is the stored part of the status: active, needs_attention or
+	// disconnected; expired and the expiry warning are derived.
+	State       string    `json:"state"`
+	StateReason string    `json:"state_reason,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	LastUsedAt  time.Time `json:"last_used_at,omitzero"`
+	// LastUsedBy is the caller (Vault entity or token display name) of the
+	// last use.
+	LastUsedBy string `json:"last_used_by,omitempty"`
+}
+
+// oauthGrant is an oauth2 credential's grant from its provider.
+type oauthGrant struct {
+	AccessToken  string    `json:"access_token,omitempty"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	TokenType    string    `json:"token_type,omitempty"`
+	Expiry       time.Time `json:"expiry,omitzero"`
+	Scopes       []string  `json:"scopes,omitempty"`
+	// Account is who granted access (an email or login), for people to see.
+	Account     string    `json:"account,omitempty"`
+	ConnectedAt time.Time `json:"connected_at,omitzero"`
+	// RefreshedAt is the last successful refresh, for keep-alive.
+	RefreshedAt time.Time `json:"refreshed_at,omitzero"`
+}
+
+// connected says whether the grant can produce access tokens.
+func (g *oauthGrant) connected() bool {
+	return g != nil && (g.RefreshToken != "" || g.AccessToken != "")
+}
+
+// serviceAccountInfo is what is shown of a GCP service-account key.
+type serviceAccountInfo struct {
+	ClientEmail  string `json:"client_email"`
+	ProjectID    string `json:"project_id,omitempty"`
+	PrivateKeyID string `json:"private_key_id,omitempty"`
+	TokenURI     string `json:"token_uri"`
+}
+
+// credSummary is a credential's line in the inventory index: all LIST needs
+// to filter and describe it, and no secret.
+type credSummary struct {
+	Type        string     `json:"t"`
+	Service     string     `json:"s"`
+	Description string     `json:"d,omitempty"`
+	App         string     `json:"a,omitempty"`
+	State       string     `json:"st"`
+	StateReason string     `json:"r,omitempty"`
+	ExpiresAt   *time.Time `json:"e,omitempty"`
+	LastUsedAt  time.Time  `json:"u,omitzero"`
+	// NotConnected marks an oauth2 credential without a grant yet.
+	NotConnected bool `json:"nc,omitempty"`
+}
+
+func (c *credential) summary() credSummary {
+	return credSummary{
+		Type:         c.Type,
+		Service:      c.Service,
+		Description:  c.Description,
+		App:          c.App,
+		State:        c.State,
+		StateReason:  c.StateReason,
+		ExpiresAt:    c.ExpiresAt,
+		LastUsedAt:   c.LastUsedAt,
+		NotConnected: c.Type == typeOAuth2 && !c.OAuth.connected() && c.State != statusDisconnected,
+	}
+}
+
+// status derives the status a person sees, with its reason, at time now.
+func (s credSummary) status(now time.Time, warnBefore time.Duration) (string, string) {
+	switch {
+	case s.State == statusDisconnected:
+		return statusDisconnected, s.StateReason
+	case s.ExpiresAt != nil && !now.Before(*s.ExpiresAt):
+		return statusExpired, "expired on " + s.ExpiresAt.UTC().Format("2006-01-02")
+	case s.NotConnected:
+		return statusNeedsAttention, "not connected yet"
+	case s.State == statusNeedsAttention:
+		return statusNeedsAttention, s.StateReason
+	case s.ExpiresAt != nil && s.ExpiresAt.Sub(now) <= warnBefore:
+		return statusNeedsAttention, "expires " + humanIn(s.ExpiresAt.Sub(now))
+	}
+	return statusActive, ""
+}
+
+// humanIn says how far away d is in words a person reads at a glance.
+func humanIn(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "in less than a minute"
+	case d < time.Hour:
+		return plural(int(d/time.Minute), "minute")
+	case d < 48*time.Hour:
+		return plural(int(d/time.Hour), "hour")
+	}
+	return plural(int(d/(24*time.Hour)), "day")
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "in 1 " + unit
+	}
+	return fmt.Sprintf("in %d %ss", n, unit)
+}
+
+// getCredential reads a credential; nil when there is none.
+func getCredential(ctx context.Context, s logical.Storage, name string) (*credential, error) {
+	entry, err := s.Get(ctx, credStorageKey(name))
+	if err != nil {
+		return nil, fmt.Errorf("reading credential %s: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	c := new(credential)
+	if err := entry.DecodeJSON(c); err != nil {
+		return nil, fmt.Errorf("decoding credential %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// saveCredential stores c and its index line. The caller holds the
+// credential's lock. A pending marker written first and removed last lets
+// the index be repaired if the process dies between the two writes.
+func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *credential) error {
+	if err := b.index.markPending(ctx, s, c.Name); err != nil {
+		return err
+	}
+	entry, err := logical.StorageEntryJSON(credStorageKey(c.Name), c)
+	if err != nil {
+		return fmt.Errorf("encoding credential %s: %w", c.Name, err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing credential %s: %w", c.Name, err)
+	}
+	if err := b.index.put(ctx, s, c.Name, c.summary()); err != nil {
+		return err
+	}
+	return b.index.clearPending(ctx, s, c.Name)
+}
+
+// deleteCredential removes c and its index line; the caller holds its lock.
+func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, name string) error {
+	if err := b.index.markPending(ctx, s, name); err != nil {
+		return err
+	}
+	if err := s.Delete(ctx, credStorageKey(name)); err != nil {
+		return fmt.Errorf("deleting credential %s: %w", name, err)
+	}
+	if err := b.index.remove(ctx, s, name); err != nil {
+		return err
+	}
+	return b.index.clearPending(ctx, s, name)
+}

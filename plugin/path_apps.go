@@ -1,0 +1,285 @@
+package credentials
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const appStoragePrefix = "apps/"
+
+var appNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
+
+// oauthApp is an OAuth client registration with a provider.
+type oauthApp struct {
+	Name     string `json:"name"`
+	Service  string `json:"service"`
+	ClientID string `json:"client_id"`
+	// ClientSecret is write-only.
+	ClientSecret string   `json:"client_secret,omitempty"`
+	Scopes       []string `json:"scopes,omitempty"`
+	Description  string   `json:"description,omitempty"`
+}
+
+func getApp(ctx context.Context, s logical.Storage, name string) (*oauthApp, error) {
+	entry, err := s.Get(ctx, appStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading app %s: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	a := new(oauthApp)
+	if err := entry.DecodeJSON(a); err != nil {
+		return nil, fmt.Errorf("decoding app %s: %w", name, err)
+	}
+	return a, nil
+}
+
+func pathApps(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "apps/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "credentials",
+				OperationSuffix: "apps",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: b.pathAppsList,
+					Summary:  "List OAuth client registrations.",
+				},
+			},
+			HelpSynopsis:    pathAppsHelpSyn,
+			HelpDescription: pathAppsHelpDesc,
+		},
+		{
+			Pattern: "apps/" + credNameSegment("name") + "$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "credentials",
+				OperationSuffix: "app",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"name": {
+					Type:        framework.TypeString,
+					Description: "Name of the registration: 1-128 lowercase letters, digits, '-', '_' or '.'.",
+					Required:    true,
+				},
+				"service": {
+					Type:        framework.TypeString,
+					Description: "The catalog service (taking oauth2) the client is registered with.",
+				},
+				"client_id": {
+					Type:        framework.TypeString,
+					Description: "The OAuth client ID.",
+				},
+				"client_secret": {
+					Type:         framework.TypeString,
+					Description:  "The OAuth client secret. Write-only.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				"scopes": {
+					Type:        framework.TypeCommaStringSlice,
+					Description: "Scopes to request; default the service's default scopes. A name of one of the service's scope_sets (e.g. gmail) stands for its scopes.",
+				},
+				"description": {
+					Type:        framework.TypeString,
+					Description: "What the registration is for.",
+				},
+			},
+			ExistenceCheck: b.appExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathAppWrite, Summary: "Register an OAuth client."},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathAppWrite, Summary: "Change an OAuth client registration."},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathAppRead, Summary: "Read a registration (never the client secret)."},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathAppDelete, Summary: "Delete a registration no credential uses."},
+			},
+			HelpSynopsis:    pathAppsHelpSyn,
+			HelpDescription: pathAppsHelpDesc,
+		},
+	}
+}
+
+func (b *backend) appExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	a, err := getApp(ctx, req.Storage, d.Get("name").(string))
+	return a != nil, err
+}
+
+func (b *backend) pathAppsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, appStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing apps: %w", err)
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if !appNamePattern.MatchString(name) || strings.Trim(name, ".") == "" {
+		return logical.ErrorResponse("app name must be 1-128 lowercase letters, digits, '-', '_' or '.'"), nil
+	}
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	b.refsMu.Lock()
+	defer b.refsMu.Unlock()
+
+	a, err := getApp(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	creating := a == nil
+	if creating {
+		a = &oauthApp{Name: name}
+	}
+	if v, ok := d.GetOk("service"); ok {
+		if !creating && v.(string) != a.Service {
+			return logical.ErrorResponse("service cannot change (app %q is for %s)", name, a.Service), nil
+		}
+		a.Service = v.(string)
+	}
+	if a.Service == "" {
+		return logical.ErrorResponse("service is required"), nil
+	}
+	svc, err := b.getService(ctx, req.Storage, a.Service)
+	if err != nil {
+		return nil, err
+	}
+	if svc == nil {
+		return logical.ErrorResponse("unknown service %q: see services/ for the catalog", a.Service), nil
+	}
+	if !svc.takes(typeOAuth2) {
+		return logical.ErrorResponse("service %s does not take oauth2 credentials", a.Service), nil
+	}
+	if v, ok := d.GetOk("client_id"); ok {
+		a.ClientID = v.(string)
+	}
+	if a.ClientID == "" || len(a.ClientID) > 512 || hasControl(a.ClientID) {
+		return logical.ErrorResponse("client_id is required: 1-512 characters without control characters"), nil
+	}
+	if v, ok := d.GetOk("client_secret"); ok {
+		sec := v.(string)
+		if len(sec) > 4096 || hasControl(sec) {
+			return logical.ErrorResponse("client_secret must be at most 4096 characters without control characters"), nil
+		}
+		a.ClientSecret = sec
+	}
+	if creating && a.ClientSecret == "" {
+		return logical.ErrorResponse("client_secret is required"), nil
+	}
+	if v, ok := d.GetOk("scopes"); ok {
+		scopes, msg := expandScopes(svc, v.([]string))
+		if msg != "" {
+			return logical.ErrorResponse(msg), nil
+		}
+		a.Scopes = scopes
+	}
+	if v, ok := d.GetOk("description"); ok {
+		if len(v.(string)) > maxDescLen || hasControl(v.(string)) {
+			return logical.ErrorResponse("description must be at most %d characters without control characters", maxDescLen), nil
+		}
+		a.Description = v.(string)
+	}
+	entry, err := logical.StorageEntryJSON(appStoragePrefix+name, a)
+	if err != nil {
+		return nil, fmt.Errorf("encoding app: %w", err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("storing app: %w", err)
+	}
+	return appResponse(a), nil
+}
+
+// expandScopes replaces names of the service's scope sets by their scopes
+// and drops duplicates.
+func expandScopes(svc *service, in []string) ([]string, string) {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range in {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if strings.ContainsAny(s, " \t\r\n") {
+			return nil, "scopes must not contain spaces: separate them with commas"
+		}
+		expanded := []string{s}
+		if svc.OAuth != nil {
+			if set, ok := svc.OAuth.ScopeSets[s]; ok {
+				expanded = set
+			}
+		}
+		for _, e := range expanded {
+			if !seen[e] {
+				seen[e] = true
+				out = append(out, e)
+			}
+		}
+	}
+	return out, ""
+}
+
+func appResponse(a *oauthApp) *logical.Response {
+	return &logical.Response{Data: map[string]interface{}{
+		"name":              a.Name,
+		"service":           a.Service,
+		"client_id":         a.ClientID,
+		"client_secret_set": a.ClientSecret != "",
+		"scopes":            a.Scopes,
+		"description":       a.Description,
+	}}
+}
+
+func (b *backend) pathAppRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	a, err := getApp(ctx, req.Storage, d.Get("name").(string))
+	if err != nil || a == nil {
+		return nil, err
+	}
+	return appResponse(a), nil
+}
+
+func (b *backend) pathAppDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	b.refsMu.Lock()
+	defer b.refsMu.Unlock()
+	lines, err := b.index.lines(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, l := range lines {
+		if l.App == name {
+			users = append(users, l.Name)
+		}
+	}
+	if len(users) > 0 {
+		return logical.ErrorResponse("app %q is used by %d credential(s) (%s): delete them first", name, len(users), strings.Join(firstN(users, 5), ", ")), nil
+	}
+	if err := req.Storage.Delete(ctx, appStoragePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting app: %w", err)
+	}
+	return nil, nil
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+const pathAppsHelpSyn = `Register OAuth clients (apps) that oauth2 credentials connect through.`
+
+const pathAppsHelpDesc = `
+An app is the client registration an organization made with an OAuth provider:
+the service, its client_id and client_secret (write-only, never returned) and
+the scopes to request. Scope-set names of the service (google: gmail, drive,
+calendar, ads) expand to their scopes. An oauth2 credential names its app.
+
+  vault write orgs/acme/apps/google-workspace service=google \
+      client_id=... client_secret=... scopes=gmail,calendar
+`

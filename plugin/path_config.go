@@ -1,0 +1,222 @@
+package credentials
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const configStorageKey = "config"
+
+// Defaults for the mount's configuration; each is the value a fresh mount
+// uses until an operator writes config.
+const (
+	defaultRefreshAhead     = 10 * time.Minute
+	defaultWarnBefore       = 7 * 24 * time.Hour
+	defaultBrokerTimeout    = 30 * time.Second
+	defaultBrokerMaxBody    = 10 << 20 // 10 MiB each way
+	defaultMaxTokenLifetime = time.Hour
+	maxBrokerMaxBody        = 100 << 20
+)
+
+// mountConfig is the mount's configuration. It holds no secret.
+type mountConfig struct {
+	// RedirectURL is the portal's OAuth callback registered with providers.
+	RedirectURL string `json:"redirect_url"`
+	// RefreshAhead is how long before expiry an access token is refreshed.
+	RefreshAhead time.Duration `json:"refresh_ahead"`
+	// WarnBefore is how long before expiry a credential needs attention.
+	WarnBefore time.Duration `json:"warn_before"`
+	// BrokerTimeout bounds one brokered upstream call.
+	BrokerTimeout time.Duration `json:"broker_timeout"`
+	// BrokerMaxBody bounds a brokered request or response body, in bytes.
+	BrokerMaxBody int64 `json:"broker_max_body"`
+	// MaxTokenLifetime is assumed when a provider's token response has no
+	// expires_in.
+	MaxTokenLifetime time.Duration `json:"max_token_lifetime"`
+}
+
+func defaultConfig() *mountConfig {
+	return &mountConfig{
+		RefreshAhead:     defaultRefreshAhead,
+		WarnBefore:       defaultWarnBefore,
+		BrokerTimeout:    defaultBrokerTimeout,
+		BrokerMaxBody:    defaultBrokerMaxBody,
+		MaxTokenLifetime: defaultMaxTokenLifetime,
+	}
+}
+
+func pathConfig(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "config",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "credentials",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"redirect_url": {
+				Type:        framework.TypeString,
+				Description: "Absolute http(s) URL of the portal's OAuth callback, registered with each provider.",
+			},
+			"refresh_ahead": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Refresh an OAuth access token when it expires within this long.",
+				Default:     int(defaultRefreshAhead.Seconds()),
+			},
+			"warn_before": {
+				Type:        framework.TypeDurationSecond,
+				Description: "A credential needs attention when it expires within this long.",
+				Default:     int(defaultWarnBefore.Seconds()),
+			},
+			"broker_timeout": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Time limit of one brokered call to a service.",
+				Default:     int(defaultBrokerTimeout.Seconds()),
+			},
+			"broker_max_body": {
+				Type:        framework.TypeInt,
+				Description: "Largest brokered request or response body, in bytes.",
+				Default:     defaultBrokerMaxBody,
+			},
+			"max_token_lifetime": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Lifetime assumed for an access token whose response has no expires_in.",
+				Default:     int(defaultMaxTokenLifetime.Seconds()),
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathConfigRead,
+				Summary:  "Read the mount's configuration.",
+			},
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathConfigWrite,
+				Summary:  "Change the mount's configuration; fields left out keep their value.",
+			},
+		},
+		HelpSynopsis:    pathConfigHelpSyn,
+		HelpDescription: pathConfigHelpDesc,
+	}}
+}
+
+// getConfig returns the stored configuration, or the defaults when none was
+// written.
+func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*mountConfig, error) {
+	cfg := defaultConfig()
+	entry, err := s.Get(ctx, configStorageKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if entry == nil {
+		return cfg, nil
+	}
+	if err := entry.DecodeJSON(cfg); err != nil {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	return cfg, nil
+}
+
+func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]interface{}{
+		"redirect_url":       cfg.RedirectURL,
+		"refresh_ahead":      int64(cfg.RefreshAhead.Seconds()),
+		"warn_before":        int64(cfg.WarnBefore.Seconds()),
+		"broker_timeout":     int64(cfg.BrokerTimeout.Seconds()),
+		"broker_max_body":    cfg.BrokerMaxBody,
+		"max_token_lifetime": int64(cfg.MaxTokenLifetime.Seconds()),
+	}}, nil
+}
+
+func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+
+	if v, ok := d.GetOk("redirect_url"); ok {
+		raw := v.(string)
+		if raw != "" {
+			u, err := url.Parse(raw)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return logical.ErrorResponse("redirect_url must be an absolute http or https URL"), nil
+			}
+			if u.Fragment != "" {
+				return logical.ErrorResponse("redirect_url must not have a fragment"), nil
+			}
+		}
+		cfg.RedirectURL = raw
+	}
+	durations := []struct {
+		field string
+		dst   *time.Duration
+	}{
+		{"refresh_ahead", &cfg.RefreshAhead},
+		{"warn_before", &cfg.WarnBefore},
+		{"broker_timeout", &cfg.BrokerTimeout},
+		{"max_token_lifetime", &cfg.MaxTokenLifetime},
+	}
+	for _, f := range durations {
+		if v, ok := d.GetOk(f.field); ok {
+			secs := v.(int)
+			if secs <= 0 {
+				return logical.ErrorResponse("%s must be a positive duration", f.field), nil
+			}
+			*f.dst = time.Duration(secs) * time.Second
+		}
+	}
+	if v, ok := d.GetOk("broker_max_body"); ok {
+		n := int64(v.(int))
+		if n <= 0 || n > maxBrokerMaxBody {
+			return logical.ErrorResponse("broker_max_body must be between 1 and %d bytes", maxBrokerMaxBody), nil
+		}
+		cfg.BrokerMaxBody = n
+	}
+
+	entry, err := logical.StorageEntryJSON(configStorageKey, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding config: %w", err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("storing config: %w", err)
+	}
+	return nil, nil
+}
+
+// unknownFields names the request fields the path does not declare, so a
+// typo is refused instead of silently ignored.
+func unknownFields(req *logical.Request, d *framework.FieldData) string {
+	var unknown []string
+	for k := range req.Data {
+		if _, ok := d.Schema[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return ""
+	}
+	sort.Strings(unknown)
+	return "unknown field(s): " + strings.Join(unknown, ", ")
+}
+
+const pathConfigHelpSyn = `Configure the organization's credentials mount.`
+
+const pathConfigHelpDesc = `
+The mount's settings: the portal's OAuth callback URL (redirect_url), how long
+before expiry OAuth access tokens are refreshed (refresh_ahead, default 10m),
+how long before expiry a credential is flagged as needing attention
+(warn_before, default 7d), the broker's limits per call (broker_timeout,
+broker_max_body) and the lifetime assumed for access tokens whose provider
+does not say (max_token_lifetime). Nothing here is secret.
+`

@@ -1,0 +1,669 @@
+package credentials
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	maxAPIKeyLen   = 8 << 10
+	maxPasswordLen = 4 << 10
+	maxDescLen     = 1024
+	maxListLimit   = 10000
+)
+
+// credFields are creds/<name>'s fields. Secret ones are marked Sensitive so
+// that UIs mask them; Vault's audit log HMACs every string value anyway.
+func credFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"name": {
+			Type:        framework.TypeString,
+			Description: "Name of the credential: 1-128 lowercase letters, digits, '-', '_' or '.'.",
+			Required:    true,
+		},
+		"type": {
+			Type:          framework.TypeString,
+			Description:   "Credential type: oauth2, api_key, password or file. Cannot change after creation.",
+			AllowedValues: []interface{}{typeOAuth2, typeAPIKey, typePassword, typeFile},
+		},
+		"service": {
+			Type:        framework.TypeString,
+			Description: "Service from the catalog (services/), e.g. stripe, github, smtp. Cannot change after creation.",
+		},
+		"description": {
+			Type:        framework.TypeString,
+			Description: "What the credential is for, shown to people.",
+		},
+		"api_key": {
+			Type:         framework.TypeString,
+			Description:  "The API key (type api_key). Write-only.",
+			DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+		},
+		"username": {
+			Type:        framework.TypeString,
+			Description: "User name (type password).",
+		},
+		"password": {
+			Type:         framework.TypeString,
+			Description:  "Password (type password). Write-only.",
+			DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+		},
+		"host": {
+			Type:        framework.TypeString,
+			Description: "Server host name (type password; required for SMTP).",
+		},
+		"port": {
+			Type:        framework.TypeInt,
+			Description: "Server port (type password; required for SMTP).",
+		},
+		"file": {
+			Type:         framework.TypeString,
+			Description:  "File content, base64-encoded, at most 1 MiB decoded (type file). Write-only.",
+			DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+		},
+		"filename": {
+			Type:        framework.TypeString,
+			Description: "The file's name (type file).",
+		},
+		"app": {
+			Type:        framework.TypeString,
+			Description: "OAuth client registration (apps/<name>) used to connect and refresh (type oauth2).",
+		},
+		"refresh_token": {
+			Type:         framework.TypeString,
+			Description:  "An existing refresh token to import instead of connecting (type oauth2). Write-only.",
+			DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+		},
+		"expires_at": {
+			Type:        framework.TypeString,
+			Description: "When the credential stops working, RFC 3339 (e.g. 2027-01-31T00:00:00Z); empty clears it.",
+		},
+	}
+}
+
+func pathCreds(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "creds/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "credentials",
+				OperationSuffix: "creds",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"type": {
+					Type:        framework.TypeString,
+					Description: "Only credentials of this type: oauth2, api_key, password or file.",
+					Query:       true,
+				},
+				"q": {
+					Type:        framework.TypeString,
+					Description: "Only credentials whose name contains this text (case-insensitive).",
+					Query:       true,
+				},
+				"status": {
+					Type:        framework.TypeString,
+					Description: "Only credentials with this status: active, needs_attention, expired or disconnected.",
+					Query:       true,
+				},
+				"after": {
+					Type:        framework.TypeString,
+					Description: "Page: only names after this one.",
+					Query:       true,
+				},
+				"limit": {
+					Type:        framework.TypeInt,
+					Description: "Page: at most this many names (default and maximum 10000).",
+					Query:       true,
+				},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: b.pathCredsList,
+					Summary:  "List credentials with their type, service, status and last use.",
+				},
+			},
+			HelpSynopsis:    pathCredsListHelpSyn,
+			HelpDescription: pathCredsListHelpDesc,
+		},
+		{
+			Pattern: "creds/" + credNameSegment("name") + "$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "credentials",
+				OperationSuffix: "cred",
+			},
+			Fields:         credFields(),
+			ExistenceCheck: b.credExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{
+					Callback: b.pathCredCreate,
+					Summary:  "Store a new credential.",
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathCredUpdate,
+					Summary:  "Replace a credential's secret or change its description or expiry.",
+				},
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: b.pathCredRead,
+					Summary:  "Read a credential's metadata (never its secret).",
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback: b.pathCredDelete,
+					Summary:  "Revoke the credential at its provider where possible, then delete it.",
+				},
+			},
+			HelpSynopsis:    pathCredsHelpSyn,
+			HelpDescription: pathCredsHelpDesc,
+		},
+	}
+}
+
+// credNameSegment matches one path segment; names are validated in the
+// handlers so that a bad name gets a clear message instead of a 404.
+func credNameSegment(field string) string {
+	return "(?P<" + field + ">[^/]+)"
+}
+
+func (b *backend) credExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	c, err := getCredential(ctx, req.Storage, d.Get("name").(string))
+	return c != nil, err
+}
+
+func (b *backend) credLock(name string) *locksutil.LockEntry {
+	return locksutil.LockForKey(b.credLocks, name)
+}
+
+func (b *backend) pathCredCreate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateCredName(name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	// Shared hold on references: the app or custom service this
+	// credential names cannot be deleted until it is stored.
+	b.refsMu.RLock()
+	defer b.refsMu.RUnlock()
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	if existing, err := getCredential(ctx, req.Storage, name); err != nil {
+		return nil, err
+	} else if existing != nil {
+		// Another writer created it between the existence check and the lock.
+		return logical.ErrorResponse("credential %q already exists", name), nil
+	}
+
+	typ, _ := d.Get("type").(string)
+	svcName, _ := d.Get("service").(string)
+	if typ == "" || svcName == "" {
+		return logical.ErrorResponse("type and service are required"), nil
+	}
+	if !contains(credTypes, typ) {
+		return logical.ErrorResponse("type must be one of %s, not %q", strings.Join(credTypes, ", "), typ), nil
+	}
+	svc, err := b.getService(ctx, req.Storage, svcName)
+	if err != nil {
+		return nil, err
+	}
+	if svc == nil {
+		return logical.ErrorResponse("unknown service %q: see services/ for the catalog", svcName), nil
+	}
+	if !svc.takes(typ) {
+		return logical.ErrorResponse("service %s takes %s credentials, not %q", svcName, strings.Join(svc.Types, " or "), typ), nil
+	}
+
+	now := b.now().UTC()
+	c := &credential{
+		Name:      name,
+		Type:      typ,
+		Service:   svcName,
+		State:     statusActive,
+		CreatedAt: now,
+		UpdatedAt: now,
+	}
+	if msg := b.applyCredFields(ctx, req, d, svc, c, true); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	if msg, err := b.validateOAuthCred(ctx, req.Storage, svc, c); err != nil || msg != "" {
+		if err != nil {
+			return nil, err
+		}
+		return logical.ErrorResponse(msg), nil
+	}
+	if err := b.saveCredential(ctx, req.Storage, c); err != nil {
+		return nil, err
+	}
+	b.logger.Info("credential created", "name", name, "type", typ, "service", svcName)
+	return b.credResponse(ctx, req.Storage, c)
+}
+
+func (b *backend) pathCredUpdate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateCredName(name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	b.refsMu.RLock()
+	defer b.refsMu.RUnlock()
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	c, err := getCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return logical.ErrorResponse("credential %q does not exist", name), nil
+	}
+	if t, ok := d.GetOk("type"); ok && t.(string) != c.Type {
+		return logical.ErrorResponse("type cannot change (credential %q is %s); delete and recreate it", name, c.Type), nil
+	}
+	if s, ok := d.GetOk("service"); ok && s.(string) != c.Service {
+		return logical.ErrorResponse("service cannot change (credential %q is for %s); delete and recreate it", name, c.Service), nil
+	}
+	svc, err := b.getService(ctx, req.Storage, c.Service)
+	if err != nil {
+		return nil, err
+	}
+	if svc == nil {
+		return logical.ErrorResponse("service %q of credential %q no longer exists", c.Service, name), nil
+	}
+	if msg := b.applyCredFields(ctx, req, d, svc, c, false); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	if msg, err := b.validateOAuthCred(ctx, req.Storage, svc, c); err != nil || msg != "" {
+		if err != nil {
+			return nil, err
+		}
+		return logical.ErrorResponse(msg), nil
+	}
+	c.UpdatedAt = b.now().UTC()
+	if err := b.saveCredential(ctx, req.Storage, c); err != nil {
+		return nil, err
+	}
+	b.logger.Info("credential updated", "name", name)
+	return b.credResponse(ctx, req.Storage, c)
+}
+
+// applyCredFields copies the request's fields into c after checking each;
+// it returns the message for the caller when a field is wrong, and then c
+// must not be stored. Replacing a secret makes the credential active again.
+func (b *backend) applyCredFields(ctx context.Context, req *logical.Request, d *framework.FieldData, svc *service, c *credential, creating bool) string {
+	allowed := map[string][]string{
+		typeAPIKey:   {"api_key"},
+		typePassword: {"username", "password", "host", "port"},
+		typeFile:     {"file", "filename"},
+		typeOAuth2:   {"app", "refresh_token"},
+	}
+	for typ, fields := range allowed {
+		if typ == c.Type {
+			continue
+		}
+		for _, f := range fields {
+			if _, ok := req.Data[f]; ok && !contains(allowed[c.Type], f) {
+				return fmt.Sprintf("%s is not a field of %s credentials", f, c.Type)
+			}
+		}
+	}
+
+	if v, ok := d.GetOk("description"); ok {
+		desc := v.(string)
+		if len(desc) > maxDescLen || hasControl(desc) {
+			return fmt.Sprintf("description must be at most %d characters without control characters", maxDescLen)
+		}
+		c.Description = desc
+	}
+	if v, ok := d.GetOk("expires_at"); ok {
+		raw := v.(string)
+		if raw == "" {
+			c.ExpiresAt = nil
+		} else {
+			t, err := time.Parse(time.RFC3339, raw)
+			if err != nil {
+				return "expires_at must be an RFC 3339 time such as 2027-01-31T00:00:00Z"
+			}
+			t = t.UTC()
+			c.ExpiresAt = &t
+		}
+	}
+
+	secretChanged := false
+	switch c.Type {
+	case typeAPIKey:
+		if v, ok := d.GetOk("api_key"); ok {
+			key := v.(string)
+			if key == "" || len(key) > maxAPIKeyLen || strings.ContainsAny(key, " \t\r\n") || hasControl(key) {
+				return fmt.Sprintf("api_key must be 1-%d characters without spaces or control characters", maxAPIKeyLen)
+			}
+			c.APIKey, c.KeyHint = key, keyHint(key)
+			secretChanged = true
+		} else if creating {
+			return "api_key is required for api_key credentials"
+		}
+	case typePassword:
+		if msg := applyPasswordFields(d, svc, c, creating); msg != "" {
+			return msg
+		}
+		_, secretChanged = d.GetOk("password")
+	case typeFile:
+		if msg := applyFileFields(d, svc, c, creating); msg != "" {
+			return msg
+		}
+		_, secretChanged = d.GetOk("file")
+	case typeOAuth2:
+		if v, ok := d.GetOk("app"); ok {
+			c.App = v.(string)
+		}
+		if v, ok := d.GetOk("refresh_token"); ok {
+			rt := v.(string)
+			if rt == "" || len(rt) > maxAPIKeyLen || hasControl(rt) {
+				return fmt.Sprintf("refresh_token must be 1-%d characters without control characters", maxAPIKeyLen)
+			}
+			if c.OAuth == nil {
+				c.OAuth = &oauthGrant{}
+			}
+			c.OAuth.RefreshToken = rt
+			c.OAuth.AccessToken = ""
+			c.OAuth.Expiry = time.Time{}
+			c.OAuth.ConnectedAt = b.now().UTC()
+			secretChanged = true
+		}
+	}
+	if secretChanged {
+		c.State, c.StateReason = statusActive, ""
+	}
+	return ""
+}
+
+func applyPasswordFields(d *framework.FieldData, svc *service, c *credential, creating bool) string {
+	if v, ok := d.GetOk("username"); ok {
+		u := v.(string)
+		if u == "" || len(u) > 256 || hasControl(u) {
+			return "username must be 1-256 characters without control characters"
+		}
+		c.Username = u
+	}
+	if v, ok := d.GetOk("password"); ok {
+		p := v.(string)
+		if p == "" || len(p) > maxPasswordLen || hasControl(p) {
+			return fmt.Sprintf("password must be 1-%d characters without control characters", maxPasswordLen)
+		}
+		c.Password = p
+	}
+	if v, ok := d.GetOk("host"); ok {
+		h := v.(string)
+		if !validHost(h) {
+			return "host must be a DNS name or IP address"
+		}
+		c.Host = h
+	}
+	if v, ok := d.GetOk("port"); ok {
+		p := v.(int)
+		if p < 1 || p > 65535 {
+			return "port must be between 1 and 65535"
+		}
+		c.Port = p
+	}
+	if creating && (c.Username == "" || c.Password == "") {
+		return "username and password are required for password credentials"
+	}
+	if svc.RequiresHost && (c.Host == "" || c.Port == 0) {
+		return fmt.Sprintf("host and port are required for %s credentials", svc.Name)
+	}
+	return ""
+}
+
+// validateOAuthCred checks that an oauth2 credential names an app of its
+// service. It returns a message for the caller, or an error.
+func (b *backend) validateOAuthCred(ctx context.Context, s logical.Storage, svc *service, c *credential) (string, error) {
+	if c.Type != typeOAuth2 {
+		return "", nil
+	}
+	if c.App == "" {
+		return "app is required for oauth2 credentials: register the OAuth client under apps/ first", nil
+	}
+	app, err := getApp(ctx, s, c.App)
+	if err != nil {
+		return "", err
+	}
+	if app == nil {
+		return fmt.Sprintf("app %q does not exist", c.App), nil
+	}
+	if app.Service != svc.Name {
+		return fmt.Sprintf("app %q is registered for %s, not %s", c.App, app.Service, svc.Name), nil
+	}
+	return "", nil
+}
+
+func (b *backend) pathCredRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateCredName(name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	c, err := getCredential(ctx, req.Storage, name)
+	if err != nil || c == nil {
+		return nil, err
+	}
+	return b.credResponse(ctx, req.Storage, c)
+}
+
+// credResponse describes c without any secret.
+func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *credential) (*logical.Response, error) {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	sum := c.summary()
+	b.lastUse.overlay(c.Name, &sum)
+	status, reason := sum.status(b.now(), cfg.WarnBefore)
+	data := map[string]interface{}{
+		"name":          c.Name,
+		"type":          c.Type,
+		"service":       c.Service,
+		"description":   c.Description,
+		"status":        status,
+		"status_reason": reason,
+		"created_at":    formatTime(c.CreatedAt),
+		"updated_at":    formatTime(c.UpdatedAt),
+		"last_used_at":  formatTime(sum.LastUsedAt),
+		"expires_at":    "",
+	}
+	if c.ExpiresAt != nil {
+		data["expires_at"] = formatTime(*c.ExpiresAt)
+	}
+	if by := b.lastUse.by(c.Name, c.LastUsedBy); by != "" {
+		data["last_used_by"] = by
+	}
+	switch c.Type {
+	case typeAPIKey:
+		data["key_hint"] = c.KeyHint
+	case typePassword:
+		data["username"] = c.Username
+		if c.Host != "" {
+			data["host"], data["port"] = c.Host, c.Port
+		}
+	case typeFile:
+		data["filename"] = c.Filename
+		data["file_size"] = len(c.File)
+		if sa := c.ServiceAccount; sa != nil {
+			data["client_email"] = sa.ClientEmail
+			data["project_id"] = sa.ProjectID
+		}
+	case typeOAuth2:
+		data["app"] = c.App
+		data["connected"] = c.OAuth.connected()
+		if g := c.OAuth; g != nil {
+			data["account"] = g.Account
+			data["scopes"] = g.Scopes
+			data["connected_at"] = formatTime(g.ConnectedAt)
+			data["token_expires_at"] = formatTime(g.Expiry)
+		}
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+func (b *backend) pathCredDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateCredName(name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	c, err := getCredential(ctx, req.Storage, name)
+	if err != nil || c == nil {
+		return nil, err
+	}
+	var resp *logical.Response
+	if c.Type == typeOAuth2 && c.OAuth.connected() {
+		// Best effort: the grant is revoked at the provider first so that
+		// deleting never leaves a live grant behind unknowingly; the
+		// receipt says what could not be revoked.
+		receipt := b.revokeGrant(ctx, req.Storage, c)
+		resp = &logical.Response{Data: map[string]interface{}{"revocation": receipt}}
+	}
+	if err := b.deleteCredential(ctx, req.Storage, name); err != nil {
+		return nil, err
+	}
+	b.lastUse.forget(name)
+	b.logger.Info("credential deleted", "name", name)
+	return resp, nil
+}
+
+func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	typ := d.Get("type").(string)
+	if typ != "" && !contains(credTypes, typ) {
+		return logical.ErrorResponse("type must be one of %s", strings.Join(credTypes, ", ")), nil
+	}
+	status := d.Get("status").(string)
+	if status != "" && !contains(statuses, status) {
+		return logical.ErrorResponse("status must be one of %s", strings.Join(statuses, ", ")), nil
+	}
+	limit := d.Get("limit").(int)
+	if limit < 0 || limit > maxListLimit {
+		return logical.ErrorResponse("limit must be between 1 and %d", maxListLimit), nil
+	}
+	if limit == 0 {
+		limit = maxListLimit
+	}
+	after := d.Get("after").(string)
+	q := strings.ToLower(d.Get("q").(string))
+
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	lines, err := b.index.lines(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	keys := []string{}
+	keyInfo := map[string]interface{}{}
+	// Names are sorted, so the page starts right after `after`.
+	start := 0
+	if after != "" {
+		start = searchAfter(lines, after)
+	}
+	for _, l := range lines[start:] {
+		if len(keys) == limit {
+			break
+		}
+		if typ != "" && l.Type != typ {
+			continue
+		}
+		if q != "" && !strings.Contains(l.Name, q) {
+			continue
+		}
+		sum := l.credSummary
+		b.lastUse.overlay(l.Name, &sum)
+		st, reason := sum.status(now, cfg.WarnBefore)
+		if status != "" && st != status {
+			continue
+		}
+		info := map[string]interface{}{
+			"type":          sum.Type,
+			"service":       sum.Service,
+			"status":        st,
+			"status_reason": reason,
+			"last_used_at":  formatTime(sum.LastUsedAt),
+			"expires_at":    "",
+			"description":   sum.Description,
+		}
+		if sum.ExpiresAt != nil {
+			info["expires_at"] = formatTime(*sum.ExpiresAt)
+		}
+		keys = append(keys, l.Name)
+		keyInfo[l.Name] = info
+	}
+	return logical.ListResponseWithInfo(keys, keyInfo), nil
+}
+
+// searchAfter returns the index of the first line whose name sorts after
+// name.
+func searchAfter(lines []indexLine, name string) int {
+	lo, hi := 0, len(lines)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if lines[mid].Name <= name {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+const pathCredsListHelpSyn = `List the organization's credentials.`
+
+const pathCredsListHelpDesc = `
+Lists credential names with, for each, its type, service, status,
+status_reason, last_used_at, expires_at and description (vault list -detailed).
+Filters: type (oauth2, api_key, password, file), q (case-insensitive part of
+the name), status (active, needs_attention, expired, disconnected). Paging:
+after (the last name of the previous page) and limit.
+
+  vault list -detailed orgs/acme/creds
+  vault list -detailed orgs/acme/creds type=api_key q=stripe
+`
+
+const pathCredsHelpSyn = `Store, describe and delete one credential.`
+
+const pathCredsHelpDesc = `
+A credential is a secret of one of four types, for one service of the catalog:
+
+  api_key   api_key
+  password  username, password (and host, port for SMTP)
+  file      file (base64, at most 1 MiB), filename; GCP service-account keys
+            are checked and described by client_email and project_id
+  oauth2    app (an OAuth client registration under apps/); connect through
+            creds/<name>/connect, or import an existing refresh_token
+
+Reading returns metadata only: the status (active, needs_attention, expired,
+disconnected) with its reason, timestamps and a hint such as the key's last
+characters. No path ever returns the secret; agents use it through proxy/<name>.
+Deleting an OAuth credential revokes its grant at the provider first.
+
+  vault write orgs/acme/creds/stripe-live type=api_key service=stripe api_key=sk_live_...
+  vault read orgs/acme/creds/stripe-live
+  vault delete orgs/acme/creds/stripe-live
+`

@@ -1,0 +1,249 @@
+package credentials
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const serviceStoragePrefix = "services/"
+
+// getService returns a built-in or custom service; nil when neither exists.
+func (b *backend) getService(ctx context.Context, s logical.Storage, name string) (*service, error) {
+	if svc, ok := builtinServices[name]; ok {
+		return svc, nil
+	}
+	entry, err := s.Get(ctx, serviceStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading service %s: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	svc := new(service)
+	if err := entry.DecodeJSON(svc); err != nil {
+		return nil, fmt.Errorf("decoding service %s: %w", name, err)
+	}
+	return svc, nil
+}
+
+func pathServices(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "services/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "credentials",
+				OperationSuffix: "services",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: b.pathServicesList,
+					Summary:  "List the catalog: built-in and custom services.",
+				},
+			},
+			HelpSynopsis:    pathServicesHelpSyn,
+			HelpDescription: pathServicesHelpDesc,
+		},
+		{
+			Pattern: "services/" + credNameSegment("name") + "$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "credentials",
+				OperationSuffix: "service",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"name":                  {Type: framework.TypeString, Description: "Service name: 1-64 lowercase letters, digits, '-', '_' or '.'.", Required: true},
+				"display_name":          {Type: framework.TypeString, Description: "Name shown to people."},
+				"types":                 {Type: framework.TypeCommaStringSlice, Description: "Credential types the service takes: oauth2, api_key, password, file."},
+				"base_urls":             {Type: framework.TypeCommaStringSlice, Description: "The only URL prefixes the broker may call, e.g. https://api.example.com; a host may start with *."},
+				"allow_private_targets": {Type: framework.TypeBool, Description: "Let the broker call loopback, private and link-local addresses (internal services)."},
+				"injection":             {Type: framework.TypeMap, Description: `Per credential type, how the broker injects it: {"api_key": {"style": "header", "header": "Authorization", "format": "Bearer {secret}"}}; styles header, basic, query.`},
+				"oauth":                 {Type: framework.TypeMap, Description: "OAuth endpoints and quirks: auth_url, token_url, revoke_url, revoke_style (rfc7009, github, slack, none), userinfo_url, default_scopes, scope_sets, auth_params, pkce, ..."},
+				"verify":                {Type: framework.TypeMap, Description: `A request that proves a credential works: {"method": "GET", "url": "https://api.example.com/me", "expect_status": 200}.`},
+				"requires_host":         {Type: framework.TypeBool, Description: "Password credentials of this service need host and port."},
+			},
+			ExistenceCheck: b.serviceExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathServiceWrite, Summary: "Add a custom service."},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathServiceWrite, Summary: "Replace a custom service's definition."},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathServiceRead, Summary: "Read a service's definition."},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathServiceDelete, Summary: "Delete a custom service no credential uses."},
+			},
+			HelpSynopsis:    pathServicesHelpSyn,
+			HelpDescription: pathServicesHelpDesc,
+		},
+	}
+}
+
+func (b *backend) serviceExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	svc, err := b.getService(ctx, req.Storage, d.Get("name").(string))
+	return svc != nil, err
+}
+
+func (b *backend) pathServicesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	custom, err := req.Storage.List(ctx, serviceStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing services: %w", err)
+	}
+	keyInfo := map[string]interface{}{}
+	for name, svc := range builtinServices {
+		keyInfo[name] = serviceKeyInfo(svc)
+	}
+	for _, name := range custom {
+		svc, err := b.getService(ctx, req.Storage, name)
+		if err != nil {
+			return nil, err
+		}
+		if svc != nil {
+			keyInfo[name] = serviceKeyInfo(svc)
+		}
+	}
+	keys := make([]string, 0, len(keyInfo))
+	for k := range keyInfo {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return logical.ListResponseWithInfo(keys, keyInfo), nil
+}
+
+func serviceKeyInfo(svc *service) map[string]interface{} {
+	return map[string]interface{}{
+		"display_name": svc.DisplayName,
+		"types":        svc.Types,
+		"builtin":      svc.Builtin,
+	}
+}
+
+func (b *backend) pathServiceRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	svc, err := b.getService(ctx, req.Storage, d.Get("name").(string))
+	if err != nil || svc == nil {
+		return nil, err
+	}
+	// The definition holds no secret; its JSON form is its documentation.
+	raw, err := json.Marshal(svc)
+	if err != nil {
+		return nil, fmt.Errorf("encoding service: %w", err)
+	}
+	var data map[string]interface{}
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return nil, fmt.Errorf("encoding service: %w", err)
+	}
+	data["builtin"] = svc.Builtin
+	return &logical.Response{Data: data}, nil
+}
+
+func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if _, ok := builtinServices[name]; ok {
+		return logical.ErrorResponse("service %q is built in and cannot be changed; add a custom service under another name", name), nil
+	}
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	b.refsMu.Lock()
+	defer b.refsMu.Unlock()
+
+	// The request's fields are decoded into the service type strictly, so a
+	// misspelt nested key is refused rather than ignored.
+	fields := map[string]interface{}{"name": name}
+	for k := range d.Schema {
+		if v, ok := d.GetOk(k); ok {
+			fields[k] = v
+		}
+	}
+	raw, err := json.Marshal(fields)
+	if err != nil {
+		return logical.ErrorResponse("service definition is not valid JSON"), nil
+	}
+	svc := new(service)
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(svc); err != nil {
+		return logical.ErrorResponse("service definition: %s", strings.TrimPrefix(err.Error(), "json: ")), nil
+	}
+	if svc.DisplayName == "" {
+		svc.DisplayName = name
+	}
+	if err := svc.validate(); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	// A service may not drop a type its existing credentials have.
+	lines, err := b.index.lines(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range lines {
+		if l.Service == name && !svc.takes(l.Type) {
+			return logical.ErrorResponse("credential %q of this service is of type %s, which types must keep", l.Name, l.Type), nil
+		}
+	}
+	entry, err := logical.StorageEntryJSON(serviceStoragePrefix+name, svc)
+	if err != nil {
+		return nil, fmt.Errorf("encoding service: %w", err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("storing service: %w", err)
+	}
+	return nil, nil
+}
+
+func (b *backend) pathServiceDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if _, ok := builtinServices[name]; ok {
+		return logical.ErrorResponse("service %q is built in and cannot be deleted", name), nil
+	}
+	b.refsMu.Lock()
+	defer b.refsMu.Unlock()
+	lines, err := b.index.lines(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, l := range lines {
+		if l.Service == name {
+			users = append(users, l.Name)
+		}
+	}
+	apps, err := req.Storage.List(ctx, appStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing apps: %w", err)
+	}
+	for _, an := range apps {
+		a, err := getApp(ctx, req.Storage, an)
+		if err != nil {
+			return nil, err
+		}
+		if a != nil && a.Service == name {
+			users = append(users, "app "+an)
+		}
+	}
+	if len(users) > 0 {
+		return logical.ErrorResponse("service %q is used by %d credential(s) or app(s) (%s): delete them first", name, len(users), strings.Join(firstN(users, 5), ", ")), nil
+	}
+	if err := req.Storage.Delete(ctx, serviceStoragePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting service: %w", err)
+	}
+	return nil, nil
+}
+
+const pathServicesHelpSyn = `The service catalog: what each service takes and how the engine talks to it.`
+
+const pathServicesHelpDesc = `
+Built-in services (google, github, discord, slack, microsoft, linear, stripe,
+openai, anthropic, smtp, gcp-service-account) can be read but not changed.
+Custom services can be added for internal or other APIs. A service says which
+credential types it takes (types), the only URL prefixes the broker may call
+(base_urls), how each type is injected (injection), its OAuth endpoints and
+quirks (oauth) and a verify request (verify). Nothing here is secret.
+
+  vault list -detailed orgs/acme/services
+  vault read orgs/acme/services/stripe
+  vault write orgs/acme/services/billing-api types=api_key \
+      base_urls=https://billing.internal.example \
+      injection='{"api_key":{"style":"header","header":"X-Api-Key","format":"{secret}"}}'
+`

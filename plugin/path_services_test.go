@@ -1,0 +1,155 @@
+package credentials
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestCatalogPresets(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	resp := mustOK(t, do(t, b, s, logical.ListOperation, "services/", nil))
+	keys := strings.Join(resp.Data["keys"].([]string), " ")
+	for _, want := range []string{"anthropic", "discord", "gcp-service-account", "github", "google", "linear", "microsoft", "openai", "slack", "smtp", "stripe"} {
+		if !strings.Contains(keys, want) {
+			t.Errorf("catalog lacks %s: %s", want, keys)
+		}
+	}
+	g := mustOK(t, do(t, b, s, logical.ReadOperation, "services/google", nil))
+	oauth := g.Data["oauth"].(map[string]interface{})
+	if oauth["pkce"] != true || oauth["auth_params"].(map[string]interface{})["access_type"] != "offline" {
+		t.Errorf("google oauth = %v", oauth)
+	}
+	if _, ok := oauth["scope_sets"].(map[string]interface{})["gmail"]; !ok {
+		t.Errorf("google has no gmail scope set")
+	}
+	a := mustOK(t, do(t, b, s, logical.ReadOperation, "services/anthropic", nil))
+	inj := a.Data["injection"].(map[string]interface{})["api_key"].(map[string]interface{})
+	if inj["header"] != "X-Api-Key" || inj["headers"].(map[string]interface{})["Anthropic-Version"] == "" {
+		t.Errorf("anthropic injection = %v", inj)
+	}
+}
+
+func TestPresetsCannotBeChanged(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	for _, op := range []logical.Operation{logical.UpdateOperation, logical.DeleteOperation} {
+		resp := do(t, b, s, op, "services/stripe", map[string]interface{}{"types": "api_key", "base_urls": "https://evil.example"})
+		if !resp.IsError() || !strings.Contains(resp.Error().Error(), "built in") {
+			t.Errorf("%s services/stripe: %v", op, resp)
+		}
+	}
+	g := mustOK(t, do(t, b, s, logical.ReadOperation, "services/stripe", nil))
+	if urls := g.Data["base_urls"].([]interface{}); urls[0] != "https://api.stripe.com" {
+		t.Errorf("stripe base_urls changed: %v", urls)
+	}
+}
+
+func TestCustomService(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	good := map[string]interface{}{
+		"types":     "api_key",
+		"base_urls": "https://billing.internal.example/api",
+		"injection": map[string]interface{}{"api_key": map[string]interface{}{"style": "header", "header": "X-Api-Key", "format": "{secret}"}},
+	}
+	mustOK(t, do(t, b, s, logical.CreateOperation, "services/billing", good))
+	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/billing-key", map[string]interface{}{"type": "api_key", "service": "billing", "api_key": canaryKey}))
+
+	bad := []struct {
+		desc string
+		data map[string]interface{}
+		want string
+	}{
+		{"no types", map[string]interface{}{"base_urls": "https://x.example"}, "types must name"},
+		{"unknown type", map[string]interface{}{"types": "cookie"}, "unknown credential type"},
+		{"relative base url", map[string]interface{}{"types": "api_key", "base_urls": "/api"}, "base_urls"},
+		{"inner wildcard", map[string]interface{}{"types": "api_key", "base_urls": "https://a.*.example"}, "wildcard"},
+		{"bad injection style", map[string]interface{}{"types": "api_key", "injection": map[string]interface{}{"api_key": map[string]interface{}{"style": "cookie"}}}, "style must be"},
+		{"misspelt nested key", map[string]interface{}{"types": "api_key", "injection": map[string]interface{}{"api_key": map[string]interface{}{"style": "header", "hedaer": "X"}}}, "unknown field"},
+		{"oauth2 without endpoints", map[string]interface{}{"types": "oauth2"}, "auth_url"},
+		{"unknown field", map[string]interface{}{"types": "api_key", "colour": "red"}, "unknown field(s): colour"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.desc, func(t *testing.T) {
+			resp := do(t, b, s, logical.UpdateOperation, "services/other", tc.data)
+			if !resp.IsError() || !strings.Contains(resp.Error().Error(), tc.want) {
+				t.Fatalf("got %v, want a 400 mentioning %q", resp, tc.want)
+			}
+			if got := do(t, b, s, logical.ReadOperation, "services/other", nil); got != nil {
+				t.Fatalf("a refused service was stored")
+			}
+		})
+	}
+
+	// A service in use can neither drop the type its credentials have nor
+	// be deleted.
+	resp := do(t, b, s, logical.UpdateOperation, "services/billing", map[string]interface{}{"types": "password"})
+	if !resp.IsError() || !strings.Contains(resp.Error().Error(), "billing-key") {
+		t.Errorf("dropping a used type: %v", resp)
+	}
+	resp = do(t, b, s, logical.DeleteOperation, "services/billing", nil)
+	if !resp.IsError() || !strings.Contains(resp.Error().Error(), "used by") {
+		t.Errorf("deleting a used service: %v", resp)
+	}
+	do(t, b, s, logical.DeleteOperation, "creds/billing-key", nil)
+	mustOK(t, do(t, b, s, logical.DeleteOperation, "services/billing", nil))
+}
+
+func TestApps(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	writeGoogleApp(t, b, s)
+	resp := mustOK(t, do(t, b, s, logical.ReadOperation, "apps/google-app", nil))
+	if _, ok := resp.Data["client_secret"]; ok {
+		t.Fatal("read returned the client secret")
+	}
+	scopes := strings.Join(resp.Data["scopes"].([]string), " ")
+	if scopes != "https://www.googleapis.com/auth/gmail.modify https://www.googleapis.com/auth/calendar" {
+		t.Errorf("scope sets not expanded: %s", scopes)
+	}
+	for _, tc := range []struct {
+		desc string
+		data map[string]interface{}
+		want string
+	}{
+		{"service without oauth2", map[string]interface{}{"service": "stripe", "client_id": "x", "client_secret": "y"}, "does not take oauth2"},
+		{"no client id", map[string]interface{}{"service": "github", "client_secret": "y"}, "client_id is required"},
+		{"no client secret", map[string]interface{}{"service": "github", "client_id": "x"}, "client_secret is required"},
+		{"unknown service", map[string]interface{}{"service": "nope", "client_id": "x", "client_secret": "y"}, "unknown service"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			resp := do(t, b, s, logical.CreateOperation, "apps/new", tc.data)
+			if !resp.IsError() || !strings.Contains(resp.Error().Error(), tc.want) {
+				t.Fatalf("got %v, want %q", resp, tc.want)
+			}
+		})
+	}
+	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/gmail", map[string]interface{}{"type": "oauth2", "service": "google", "app": "google-app"}))
+	resp = do(t, b, s, logical.DeleteOperation, "apps/google-app", nil)
+	if !resp.IsError() || !strings.Contains(resp.Error().Error(), "gmail") {
+		t.Fatalf("deleting a used app: %v", resp)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	for _, tc := range []struct {
+		data map[string]interface{}
+		want string
+	}{
+		{map[string]interface{}{"redirect_url": "ftp://x"}, "redirect_url"},
+		{map[string]interface{}{"refresh_ahead": -5}, "refresh_ahead"},
+		{map[string]interface{}{"refresh_ahead": 0}, "refresh_ahead must be a positive"},
+		{map[string]interface{}{"broker_max_body": 0}, "broker_max_body"},
+		{map[string]interface{}{"colour": "red"}, "unknown field"},
+	} {
+		resp := do(t, b, s, logical.UpdateOperation, "config", tc.data)
+		if !resp.IsError() || !strings.Contains(resp.Error().Error(), tc.want) {
+			t.Errorf("config %v: %v, want %q", tc.data, resp, tc.want)
+		}
+	}
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"warn_before": "48h"}))
+	resp := mustOK(t, do(t, b, s, logical.ReadOperation, "config", nil))
+	if resp.Data["warn_before"] != int64(48*3600) || resp.Data["refresh_ahead"] != int64(600) {
+		t.Errorf("config = %v", resp.Data)
+	}
+}

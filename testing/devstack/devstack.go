@@ -1,0 +1,162 @@
+// Package devstack runs the whole product on one machine for `make run`: a
+// Vault dev server with the engine, a demo org with a person who can sign in,
+// and the portal. It works offline.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/clankteam/credentials/portal"
+	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/testing/harness"
+)
+
+// Options configure the stack; zero values give the README's defaults.
+type Options struct {
+	// PluginBinary is the engine to register (default: harness's default).
+	PluginBinary string
+	// PortalAddr defaults to 127.0.0.1:8080, or a free port if that is taken.
+	PortalAddr string
+	// VaultAddr defaults to 127.0.0.1:8200, or a free port if that is taken.
+	VaultAddr string
+	// Org, Username and Password name the demo org and its person.
+	Org, Username, Password string
+}
+
+// Stack is a running development stack.
+type Stack struct {
+	PortalURL string
+	VaultAddr string
+	// VaultToken is the dev server's root token (empty for an external Vault).
+	VaultToken string
+	Org        string
+	Username   string
+	Password   string
+
+	vault  *harness.Vault
+	portal *portal.Server
+	served chan error
+}
+
+// Start brings the stack up. With VAULT_ADDR and VAULT_TOKEN set it uses that
+// Vault (the engine must already be registered there as "credentials")
+// instead of starting a dev server.
+func Start(ctx context.Context, opts Options, logOut io.Writer) (*Stack, error) {
+	if opts.Org == "" {
+		opts.Org = "acme"
+	}
+	if opts.Username == "" {
+		opts.Username, opts.Password = "demo", "demo-password"
+	}
+	st := &Stack{Org: opts.Org, Username: opts.Username, Password: opts.Password}
+
+	client, err := st.startVault(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.provision(ctx, client); err != nil {
+		st.Stop()
+		return nil, err
+	}
+
+	srv, err := portal.NewServer(portal.Config{
+		Addr:      addrOrFree(opts.PortalAddr, "127.0.0.1:8080"),
+		VaultAddr: st.VaultAddr,
+		Logger:    slog.New(slog.NewTextHandler(logOut, nil)),
+	})
+	if err != nil {
+		st.Stop()
+		return nil, err
+	}
+	if err := srv.Listen(); err != nil {
+		st.Stop()
+		return nil, err
+	}
+	st.portal = srv
+	st.PortalURL = srv.URL()
+	st.served = make(chan error, 1)
+	go func() { st.served <- srv.Serve() }()
+	return st, nil
+}
+
+func (st *Stack) startVault(ctx context.Context, opts Options) (*api.Client, error) {
+	if addr, token := os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN"); addr != "" && token != "" {
+		c, err := api.NewClient(api.DefaultConfig())
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.Sys().GetPluginWithContext(ctx, &api.GetPluginInput{
+			Name: provision.PluginName, Type: api.PluginTypeSecrets,
+		}); err != nil {
+			return nil, fmt.Errorf("the Vault at %s has no %q secrets plugin registered: "+
+				"copy bin/%s into its plugin_directory and register it by SHA-256 (see README): %w",
+				addr, provision.PluginName, harness.PluginBinaryName, err)
+		}
+		st.VaultAddr = addr
+		return c, nil
+	}
+	v, err := harness.Start(ctx, harness.Options{
+		PluginBinary: opts.PluginBinary,
+		ListenAddr:   addrOrFree(opts.VaultAddr, "127.0.0.1:8200"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	st.vault = v
+	st.VaultAddr = v.Addr
+	st.VaultToken = v.RootToken
+	return v.Client(), nil
+}
+
+func (st *Stack) provision(ctx context.Context, c *api.Client) error {
+	if err := provision.CreateOrg(ctx, c, st.Org); err != nil {
+		return err
+	}
+	return provision.CreatePerson(ctx, c, st.Org, st.Username, st.Password, provision.RoleAdmin)
+}
+
+// Wait blocks until the context ends or the portal fails.
+func (st *Stack) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-st.served:
+		return err
+	}
+}
+
+// Stop ends everything Start began, in reverse order.
+func (st *Stack) Stop() error {
+	var errs []error
+	if st.portal != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, st.portal.Shutdown(ctx))
+		cancel()
+	}
+	if st.vault != nil {
+		errs = append(errs, st.vault.Stop())
+	}
+	return errors.Join(errs...)
+}
+
+// addrOrFree returns want if set, else preferred when it is free, else a
+// free loopback port.
+func addrOrFree(want, preferred string) string {
+	if want != "" {
+		return want
+	}
+	if l, err := net.Listen("tcp", preferred); err == nil {
+		l.Close()
+		return preferred
+	}
+	return "127.0.0.1:0"
+}
