@@ -75,6 +75,9 @@ type credential struct {
 	// LastUsedBy is the caller (Vault entity or token display name) of the
 	// last use.
 	LastUsedBy string `json:"last_used_by,omitempty"`
+	// Revision counts stored versions: each save adds one, so a lost
+	// concurrent update would show as a gap.
+	Revision uint64 `json:"revision"`
 }
 
 // oauthGrant is an oauth2 credential's grant from its provider.
@@ -193,6 +196,7 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 	if err := b.index.markPending(ctx, s, c.Name); err != nil {
 		return err
 	}
+	c.Revision++
 	entry, err := logical.StorageEntryJSON(credStorageKey(c.Name), c)
 	if err != nil {
 		return fmt.Errorf("encoding credential %s: %w", c.Name, err)

@@ -478,6 +478,7 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 		"updated_at":    formatTime(c.UpdatedAt),
 		"last_used_at":  formatTime(sum.LastUsedAt),
 		"expires_at":    "",
+		"revision":      c.Revision,
 	}
 	if c.ExpiresAt != nil {
 		data["expires_at"] = formatTime(*c.ExpiresAt)

@@ -319,6 +319,9 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 	if n := strings.Count(c.Description, "["); n != writers {
 		t.Fatalf("%d of %d updates survived", n, writers)
 	}
+	if c.Revision != writers+1 {
+		t.Fatalf("revision %d after creation and %d updates", c.Revision, writers)
+	}
 	_, info := listCreds(t, b, s, nil)
 	if info["shared"].(map[string]interface{})["description"] != c.Description {
 		t.Fatal("index line differs from the stored credential")
