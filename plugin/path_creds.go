@@ -594,22 +594,34 @@ func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, d *fr
 		if status != "" && st != status {
 			continue
 		}
-		info := map[string]interface{}{
-			"type":          sum.Type,
-			"service":       sum.Service,
-			"status":        st,
-			"status_reason": reason,
-			"last_used_at":  formatTime(sum.LastUsedAt),
-			"expires_at":    "",
-			"description":   sum.Description,
+		info := credKeyInfo{
+			Type:         sum.Type,
+			Service:      sum.Service,
+			Status:       st,
+			StatusReason: reason,
+			LastUsedAt:   formatTime(sum.LastUsedAt),
+			Description:  sum.Description,
 		}
 		if sum.ExpiresAt != nil {
-			info["expires_at"] = formatTime(*sum.ExpiresAt)
+			info.ExpiresAt = formatTime(*sum.ExpiresAt)
 		}
 		keys = append(keys, l.Name)
 		keyInfo[l.Name] = info
 	}
 	return logical.ListResponseWithInfo(keys, keyInfo), nil
+}
+
+// credKeyInfo is one credential's key_info in LIST creds/. Empty fields are
+// left out: with thousands of credentials the response is encoded as JSON
+// three times between the plugin and the caller, so its size is its cost.
+type credKeyInfo struct {
+	Type         string `json:"type"`
+	Service      string `json:"service"`
+	Status       string `json:"status"`
+	StatusReason string `json:"status_reason,omitempty"`
+	LastUsedAt   string `json:"last_used_at,omitempty"`
+	ExpiresAt    string `json:"expires_at,omitempty"`
+	Description  string `json:"description,omitempty"`
 }
 
 // searchAfter returns the index of the first line whose name sorts after

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -177,7 +178,15 @@ func listCreds(t *testing.T, b *backend, s logical.Storage, data map[string]inte
 	t.Helper()
 	resp := mustOK(t, do(t, b, s, logical.ListOperation, "creds/", data))
 	keys, _ := resp.Data["keys"].([]string)
-	info, _ := resp.Data["key_info"].(map[string]interface{})
+	// Through Vault the response is JSON; decode it the same way.
+	raw, err := json.Marshal(resp.Data["key_info"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info map[string]interface{}
+	if err := json.Unmarshal(raw, &info); err != nil {
+		t.Fatal(err)
+	}
 	return keys, info
 }
 
