@@ -55,6 +55,11 @@ type backend struct {
 
 	// lastUse holds uses not yet written to storage.
 	lastUse lastUseTracker
+
+	// brokerHTTP holds the broker's HTTP clients (connection pools).
+	brokerHTTP brokerClients
+	// callers caches the names of entities that call the broker.
+	callers callerNames
 }
 
 func newBackend(conf *logical.BackendConfig) *backend {
@@ -81,7 +86,9 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathConfig(b),
 			pathServices(b),
 			pathApps(b),
+			pathVerify(b),
 			pathCreds(b),
+			pathProxy(b),
 		),
 		Invalidate:     b.invalidate,
 		PeriodicFunc:   b.periodic,

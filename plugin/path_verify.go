@@ -1,0 +1,196 @@
+package credentials
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func pathVerify(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "creds/" + credNameSegment("name") + "/verify$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "credentials",
+			OperationVerb:   "verify",
+			OperationSuffix: "cred",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {
+				Type:        framework.TypeString,
+				Description: "The credential to verify.",
+				Required:    true,
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathVerifyWrite,
+				Summary:  "Call the service's verify endpoint with the credential and record the outcome in its status.",
+			},
+		},
+		HelpSynopsis:    pathVerifyHelpSyn,
+		HelpDescription: pathVerifyHelpDesc,
+	}}
+}
+
+func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateCredName(name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	c, err := getCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return logical.ErrorResponse("credential %q does not exist", name), nil
+	}
+	defer zeroCredentialFile(c)
+	svc, err := b.getService(ctx, req.Storage, c.Service)
+	if err != nil {
+		return nil, err
+	}
+	if svc == nil {
+		return logical.ErrorResponse("service %q of credential %q no longer exists", c.Service, name), nil
+	}
+	v := svc.Verify
+	if v == nil {
+		return logical.ErrorResponse("service %s has no verify call; add one to a custom service with verify={...}", svc.Name), nil
+	}
+	if c.State == statusDisconnected {
+		return logical.ErrorResponse("credential %q is disconnected: connect it again, then verify", name), nil
+	}
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+
+	call := brokerRequest{method: v.Method, path: v.URL}
+	if v.Body != "" {
+		call.body = []byte(v.Body)
+		call.header = map[string][]string{"Content-Type": {"application/json"}}
+	}
+	// No lock is held during the call: getting an OAuth token may refresh
+	// and store the credential under its own lock.
+	out, err := b.brokerCall(ctx, req.Storage, cfg, svc, c, call)
+	if err != nil {
+		var be *brokerError
+		if errors.As(err, &be) && be.status != http.StatusBadRequest {
+			// The service could not be reached (or no token obtained): that
+			// says nothing about the credential, so its status stays.
+			return nil, logical.CodedError(be.status, "verify: "+be.msg)
+		}
+		return brokerResult(err)
+	}
+	defer clear(out.body)
+
+	failure := verifyFailure(svc, v, out)
+	state, reason, err := b.recordVerify(ctx, req.Storage, name, failure)
+	if err != nil || state == "" {
+		if err == nil {
+			return logical.ErrorResponse("credential %q was deleted during verify", name), nil
+		}
+		return nil, err
+	}
+	b.logger.Info("credential verified", "name", name, "ok", failure == "", "upstream_status", out.status)
+	return &logical.Response{Data: map[string]interface{}{
+		"verified":        failure == "",
+		"upstream_status": out.status,
+		"status":          state,
+		"status_reason":   reason,
+	}}, nil
+}
+
+const verifyFailedPrefix = "verify failed: "
+
+// verifyFailure says why the answer shows the credential does not work;
+// empty when it works.
+func verifyFailure(svc *service, v *verifyCall, out *brokerResponse) string {
+	host := v.URL
+	if u, err := url.Parse(v.URL); err == nil {
+		host = u.Host
+	}
+	if out.status != v.ExpectStatus {
+		return fmt.Sprintf(verifyFailedPrefix+"%s answered %d, expected %d", host, out.status, v.ExpectStatus)
+	}
+	if svc.OAuth != nil && svc.OAuth.OKField {
+		// Slack answers 200 with {"ok": false, "error": "invalid_auth"}.
+		var body struct {
+			OK    *bool  `json:"ok"`
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(out.body, &body) == nil && body.OK != nil && !*body.OK {
+			return fmt.Sprintf(verifyFailedPrefix+"%s answered ok=false (%s)", host, truncate(sanitizeCode(body.Error), 64))
+		}
+	}
+	return ""
+}
+
+// sanitizeCode keeps an error code printable and short, since it is shown.
+func sanitizeCode(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// recordVerify stores the outcome: a failure makes the credential need
+// attention with the reason; a success clears an earlier failure. It
+// returns the status and reason the credential has now, or an empty status
+// when the credential is gone.
+func (b *backend) recordVerify(ctx context.Context, s logical.Storage, name, failure string) (string, string, error) {
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	c, err := getCredential(ctx, s, name)
+	if err != nil || c == nil {
+		return "", "", err
+	}
+	defer zeroCredentialFile(c)
+	changed := false
+	switch {
+	case c.State == statusDisconnected:
+		// Disconnected meanwhile: that decision stands.
+	case failure != "":
+		changed = c.State != statusNeedsAttention || c.StateReason != failure
+		c.State, c.StateReason = statusNeedsAttention, failure
+	case c.State == statusNeedsAttention && strings.HasPrefix(c.StateReason, verifyFailedPrefix):
+		// Only a failure verify recorded is cleared by verify; others
+		// (a refresh that failed) have their own cure.
+		c.State, c.StateReason = statusActive, ""
+		changed = true
+	}
+	if changed {
+		if err := b.saveCredential(ctx, s, c); err != nil {
+			return "", "", err
+		}
+	}
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return "", "", err
+	}
+	sum := c.summary()
+	st, reason := sum.status(b.now(), cfg.WarnBefore)
+	return st, reason, nil
+}
+
+const pathVerifyHelpSyn = `Check that a credential works by calling its service.`
+
+const pathVerifyHelpDesc = `
+Makes the service's verify call (from its catalog entry: method, URL under its
+base_urls, expected status) with the credential injected exactly as the broker
+would, and records the outcome: a credential the service refuses needs
+attention, with the answer as the reason; a credential that works again
+becomes active. A service that cannot be reached leaves the status as it was
+and the call fails with 502 or 504.
+
+  vault write -f orgs/acme/creds/stripe-live/verify
+`

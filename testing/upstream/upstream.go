@@ -1,0 +1,297 @@
+// Package upstream is a fake of the services agents call through the broker
+// (Stripe, OpenAI and a generic API), for tests and the benchmark. It checks
+// the credential each request carries, records every request, and has
+// endpoints that misbehave on purpose: echoing the credential back,
+// redirecting elsewhere, answering too much, too slowly, or compressed.
+//
+// It listens on 127.0.0.1 only and never logs what it receives.
+package upstream
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configure a fake. Zero values give an open fake on a free port.
+type Options struct {
+	// Addr to listen on; default 127.0.0.1:0.
+	Addr string
+	// Key is the API key or access token the fake accepts: as a bearer
+	// token, in X-Api-Key, as the basic-auth user name, or as the "key"
+	// query parameter. Empty accepts any request.
+	Key string
+	// User and Password, when set, are also accepted as HTTP basic auth.
+	User, Password string
+	// Forbidden values must never reach the fake (a Vault token, say): a
+	// request carrying one anywhere is refused and counted as a violation.
+	Forbidden []string
+	// Record keeps every request for Requests; off for benchmarks.
+	Record bool
+}
+
+// Request is what the fake received.
+type Request struct {
+	Method   string
+	Path     string
+	RawQuery string
+	Header   http.Header
+	Body     []byte
+	// Authorized says whether it carried the expected credential.
+	Authorized bool
+}
+
+// Server is a running fake.
+type Server struct {
+	// URL is the fake's base address, http://127.0.0.1:<port>.
+	URL string
+
+	opts Options
+	srv  *http.Server
+	ln   net.Listener
+
+	// mu guards requests and violations.
+	mu         sync.Mutex
+	requests   []Request
+	violations int
+}
+
+// Start runs a fake until Close.
+func Start(opts Options) (*Server, error) {
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{URL: "http://" + ln.Addr().String(), opts: opts, ln: ln}
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// Close stops the fake.
+func (s *Server) Close() { _ = s.srv.Close() }
+
+// Requests returns the requests received so far (with Record set).
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// Violations counts requests that carried a Forbidden value.
+func (s *Server) Violations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.violations
+}
+
+// Reset forgets the requests and violations seen so far.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests, s.violations = nil, 0
+}
+
+// ServeHTTP records the request, refuses forbidden values and dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 200<<20))
+	if err != nil {
+		http.Error(w, "reading body", http.StatusBadRequest)
+		return
+	}
+	authorized := s.authorized(r)
+	forbidden := s.carriesForbidden(r, body)
+	s.mu.Lock()
+	if forbidden {
+		s.violations++
+	}
+	if s.opts.Record {
+		s.requests = append(s.requests, Request{
+			Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
+			Header: r.Header.Clone(), Body: body, Authorized: authorized,
+		})
+	}
+	s.mu.Unlock()
+	if forbidden {
+		writeError(w, http.StatusBadRequest, "a forbidden value (a Vault token?) reached the upstream")
+		return
+	}
+
+	switch p := r.URL.Path; {
+	case p == "/v1/ping":
+		if !s.requireAuth(w, authorized) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	case p == "/v1/balance":
+		if !s.requireAuth(w, authorized) {
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"object":    "balance",
+			"livemode":  false,
+			"available": []any{map[string]any{"amount": 4242, "currency": "usd", "source_types": map[string]any{"card": 4242}}},
+			"pending":   []any{map[string]any{"amount": 0, "currency": "usd"}},
+		})
+	case p == "/v1/models":
+		if !s.requireAuth(w, authorized) {
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"object": "list",
+			"data":   []any{map[string]any{"id": "fake-model-1", "object": "model", "created": 1700000000, "owned_by": "upstream"}},
+		})
+	case strings.HasPrefix(p, "/echo") || strings.HasPrefix(p, "/api/"):
+		s.echo(w, r, body, authorized)
+	case p == "/redirect":
+		code, _ := strconv.Atoi(r.URL.Query().Get("code"))
+		if code < 300 || code > 399 {
+			code = http.StatusFound
+		}
+		w.Header().Set("Location", r.URL.Query().Get("to"))
+		w.WriteHeader(code)
+	case p == "/bytes":
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(bytes.Repeat([]byte("x"), max(n, 0)))
+	case p == "/slow":
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"slept_ms": ms})
+	case p == "/status":
+		code, _ := strconv.Atoi(r.URL.Query().Get("code"))
+		if code < 200 || code > 599 {
+			code = http.StatusTeapot
+		}
+		writeJSON(w, code, map[string]any{"status": code})
+	case p == "/gzip":
+		s.gzipEcho(w, r)
+	case p == "/brotli":
+		// Claims an encoding the broker cannot decode.
+		w.Header().Set("Content-Encoding", "br")
+		_, _ = w.Write([]byte(r.Header.Get("Authorization")))
+	default:
+		writeError(w, http.StatusNotFound, "no such endpoint: "+p)
+	}
+}
+
+// echo answers with everything the request carried, credential included:
+// in the body as is, URL-encoded and base64-encoded, and in headers.
+func (s *Server) echo(w http.ResponseWriter, r *http.Request, body []byte, authorized bool) {
+	auth := r.Header.Get("Authorization")
+	w.Header().Set("X-Echo-Authorization", auth)
+	w.Header().Set("X-Echo-Api-Key", r.Header.Get("X-Api-Key"))
+	w.Header().Set("X-Echo-Query", r.URL.RawQuery)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"method":        r.Method,
+		"path":          r.URL.Path,
+		"raw_path":      r.URL.EscapedPath(),
+		"query":         r.URL.RawQuery,
+		"headers":       r.Header,
+		"body":          string(body),
+		"authorized":    authorized,
+		"auth_base64":   base64.StdEncoding.EncodeToString([]byte(auth)),
+		"auth_in_text":  "token was " + strings.TrimPrefix(auth, "Bearer ") + ", ok",
+		"key_in_base64": base64.StdEncoding.EncodeToString([]byte("key=" + s.opts.Key + ";")),
+	})
+}
+
+func (s *Server) gzipEcho(w http.ResponseWriter, r *http.Request) {
+	if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		_, _ = w.Write([]byte("echo: " + r.Header.Get("Authorization")))
+		return
+	}
+	w.Header().Set("Content-Encoding", "gzip")
+	zw := gzip.NewWriter(w)
+	_, _ = zw.Write([]byte("echo: " + r.Header.Get("Authorization")))
+	_ = zw.Close()
+}
+
+func (s *Server) requireAuth(w http.ResponseWriter, authorized bool) bool {
+	if !authorized {
+		writeError(w, http.StatusUnauthorized, "Invalid API Key provided")
+	}
+	return authorized
+}
+
+// authorized says whether r carries the expected credential in one of the
+// places services take it.
+func (s *Server) authorized(r *http.Request) bool {
+	k := s.opts.Key
+	if k == "" && s.opts.User == "" {
+		return true
+	}
+	if user, pass, ok := r.BasicAuth(); ok {
+		if s.opts.User != "" && user == s.opts.User && pass == s.opts.Password {
+			return true
+		}
+		if k != "" && user == k {
+			return true
+		}
+	}
+	if k == "" {
+		return false
+	}
+	return r.Header.Get("Authorization") == "Bearer "+k ||
+		r.Header.Get("X-Api-Key") == k ||
+		r.URL.Query().Get("key") == k
+}
+
+func (s *Server) carriesForbidden(r *http.Request, body []byte) bool {
+	for _, f := range s.opts.Forbidden {
+		if f == "" {
+			continue
+		}
+		if strings.Contains(r.URL.RawQuery, f) || strings.Contains(r.URL.Path, f) || bytes.Contains(body, []byte(f)) {
+			return true
+		}
+		for _, vs := range r.Header {
+			for _, v := range vs {
+				if strings.Contains(v, f) {
+					return true
+				}
+				// The value may sit in basic auth.
+				if raw, ok := strings.CutPrefix(v, "Basic "); ok {
+					if dec, err := base64.StdEncoding.DecodeString(raw); err == nil && bytes.Contains(dec, []byte(f)) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// writeError answers in the error shape Stripe and OpenAI share, which
+// their SDKs parse.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "encoding", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
