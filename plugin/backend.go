@@ -60,6 +60,10 @@ type backend struct {
 	brokerHTTP brokerClients
 	// callers caches the names of entities that call the broker.
 	callers callerNames
+
+	// oauth is the OAuth lifecycle's in-memory state: shared refreshes,
+	// grants awaiting storage, the refresh schedule's cache.
+	oauth *oauthRuntime
 }
 
 func newBackend(conf *logical.BackendConfig) *backend {
@@ -67,6 +71,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		logger:    hclog.NewNullLogger(),
 		now:       time.Now,
 		credLocks: locksutil.CreateLocks(),
+		oauth:     newOAuthRuntime(),
 	}
 	if conf != nil && conf.Logger != nil {
 		b.logger = conf.Logger
@@ -87,6 +92,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathServices(b),
 			pathApps(b),
 			pathVerify(b),
+			pathOAuth(b),
 			pathCreds(b),
 			pathProxy(b),
 		),
@@ -103,17 +109,21 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	if isIndexKey(key) {
 		b.index.reset()
 	}
+	b.oauth.sched.invalidate(key)
 }
 
 // periodic runs about once a minute: it stores the uses recorded in memory
-// since the last run. Only the node that may write the mount's storage does
-// this work.
+// since the last run and refreshes the OAuth grants that are due. Only the
+// node that may write the mount's storage does this work.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if !b.writeSafe() {
 		return nil
 	}
 	if err := b.flushLastUse(ctx, req.Storage); err != nil {
 		b.logger.Warn("storing last use", "error", err)
+	}
+	if err := b.refreshDue(ctx, req.Storage); err != nil {
+		b.logger.Warn("refreshing due grants", "error", err)
 	}
 	return nil
 }

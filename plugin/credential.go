@@ -92,6 +92,20 @@ type oauthGrant struct {
 	ConnectedAt time.Time `json:"connected_at,omitzero"`
 	// RefreshedAt is the last successful refresh, for keep-alive.
 	RefreshedAt time.Time `json:"refreshed_at,omitzero"`
+	// RefreshDue is when the scheduler refreshes the grant next; the
+	// grant's entry in the due index (refresh/due/) is filed under it.
+	RefreshDue time.Time `json:"due,omitzero"`
+	// RetryAt, after a failed refresh, is when to try again (backoff).
+	RetryAt time.Time `json:"retry,omitzero"`
+	// RefreshFailures counts failed refreshes since the last success.
+	RefreshFailures int `json:"fails,omitempty"`
+	// RefreshError says why the last refresh failed; never a secret.
+	RefreshError string `json:"err,omitempty"`
+	// ReconnectRequired: the provider refused the refresh token for good
+	// (invalid_grant and its kin). The dead tokens are kept only so that
+	// disconnect can still try to revoke them; they are never refreshed
+	// or handed out again.
+	ReconnectRequired bool `json:"reconnect,omitempty"`
 }
 
 // connected says whether the grant can produce access tokens.

@@ -377,6 +377,9 @@ func (b *backend) applyCredFields(ctx context.Context, req *logical.Request, d *
 			c.OAuth.AccessToken = ""
 			c.OAuth.Expiry = time.Time{}
 			c.OAuth.ConnectedAt = b.now().UTC()
+			if msg := b.validateImportedRefreshToken(ctx, req.Storage, svc, c); msg != "" {
+				return msg
+			}
 			secretChanged = true
 		}
 	}

@@ -1,0 +1,154 @@
+package credentials
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"golang.org/x/sync/singleflight"
+)
+
+const (
+	// saTokenMargin: a cached service-account token is not handed out
+	// when it expires within this long.
+	saTokenMargin = 5 * time.Minute
+	// saCacheMax bounds the cache; it holds one entry per credential,
+	// scope set and subject in use.
+	saCacheMax = 10000
+	maxScopes  = 50
+)
+
+// saTokenCache keeps minted service-account tokens in memory until shortly
+// before they expire. Minting signs a JWT and calls Google, so the broker
+// would otherwise pay that on every request.
+type saTokenCache struct {
+	// mu guards tokens.
+	mu     sync.Mutex
+	tokens map[string]saToken
+	// flights shares one mint among concurrent requests for the same token.
+	flights singleflight.Group
+}
+
+type saToken struct {
+	token      string
+	expiry     time.Time
+	reuseUntil time.Time
+}
+
+func (c *saTokenCache) get(key string, now time.Time) (saToken, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.tokens[key]
+	if !ok || !now.Before(t.reuseUntil) {
+		return saToken{}, false
+	}
+	return t, true
+}
+
+func (c *saTokenCache) put(key string, t saToken, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tokens == nil {
+		c.tokens = map[string]saToken{}
+	}
+	if len(c.tokens) >= saCacheMax {
+		for k, old := range c.tokens {
+			if !now.Before(old.reuseUntil) {
+				delete(c.tokens, k)
+			}
+		}
+		if len(c.tokens) >= saCacheMax {
+			clear(c.tokens)
+		}
+	}
+	c.tokens[key] = t
+}
+
+// mintServiceAccountToken implements serviceAccountToken: the JWT-bearer
+// grant of golang.org/x/oauth2/google against the key's own token_uri
+// (checked to be https, or loopback for tests, when the file was stored).
+func (b *backend) mintServiceAccountToken(ctx context.Context, c *credential, scopes []string, subject string) (string, time.Time, error) {
+	if c == nil || c.Type != typeFile || c.ServiceAccount == nil {
+		return "", time.Time{}, fmt.Errorf("credential is not a GCP service-account key")
+	}
+	scopes = normaliseScopes(scopes)
+	if len(scopes) == 0 {
+		if svc, ok := builtinServices[c.Service]; ok && svc.OAuth != nil {
+			scopes = normaliseScopes(svc.OAuth.DefaultScopes)
+		}
+	}
+	if len(scopes) == 0 || len(scopes) > maxScopes {
+		return "", time.Time{}, fmt.Errorf("give 1-%d scopes for a service-account token", maxScopes)
+	}
+	for _, sc := range scopes {
+		if strings.ContainsAny(sc, " \t\r\n") || hasControl(sc) {
+			return "", time.Time{}, fmt.Errorf("scope %q is not a single scope", clip(sc, 80))
+		}
+	}
+	if subject != "" && (len(subject) > 256 || !strings.Contains(subject, "@") || strings.ContainsAny(subject, " \t\r\n") || hasControl(subject)) {
+		return "", time.Time{}, fmt.Errorf("subject must be the email address of the user to act as")
+	}
+
+	// The key's hash, not its name alone: replacing the file must not
+	// reuse tokens of the old key.
+	key := strings.Join([]string{c.Name, tokenHash(string(c.File)), strings.Join(scopes, " "), subject}, "\x00")
+	if t, ok := b.oauth.saTokens.get(key, b.now()); ok {
+		return t.token, t.expiry, nil
+	}
+	v, err, _ := b.oauth.saTokens.flights.Do(key, func() (interface{}, error) {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.oauth.callTimeout)
+		defer cancel()
+		return b.mintOnce(mctx, c, scopes, subject, key)
+	})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	t := v.(saToken)
+	return t.token, t.expiry, nil
+}
+
+func (b *backend) mintOnce(ctx context.Context, c *credential, scopes []string, subject, key string) (saToken, error) {
+	conf, err := google.JWTConfigFromJSON(c.File, scopes...)
+	if err != nil {
+		return saToken{}, fmt.Errorf("credential %s: the service-account key cannot be used", c.Name)
+	}
+	conf.Subject = subject
+	hc := &http.Client{Transport: b.oauth.client.Transport, CheckRedirect: b.oauth.client.CheckRedirect, Timeout: b.oauth.callTimeout}
+	tok, err := conf.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, hc)).Token()
+	if err != nil {
+		pe := classifyTokenError(err, "minting a service-account token")
+		b.logger.Warn("minting a service-account token failed", "name", c.Name, "code", pe.code, "status", pe.status)
+		return saToken{}, fmt.Errorf("credential %s: %w", c.Name, pe)
+	}
+	now := b.now()
+	// x/oauth2/jwt computes Expiry with the wall clock; keep only the
+	// lifetime and apply it to the engine's clock.
+	lifetime := defaultMaxTokenLifetime
+	if !tok.Expiry.IsZero() {
+		lifetime = time.Until(tok.Expiry)
+	}
+	t := saToken{token: tok.AccessToken, expiry: now.Add(lifetime)}
+	t.reuseUntil = t.expiry.Add(-min(saTokenMargin, lifetime/2))
+	b.oauth.saTokens.put(key, t, now)
+	b.logger.Debug("service-account token minted", "name", c.Name, "delegated", subject != "")
+	return t, nil
+}
+
+// normaliseScopes trims, drops empties and duplicates, and sorts, so that
+// the same request finds the same cached token.
+func normaliseScopes(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

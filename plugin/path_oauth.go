@@ -1,0 +1,469 @@
+package credentials
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/oauth2"
+)
+
+// connectTTL is how long a started connect can be completed: the state and
+// PKCE verifier expire after it.
+const connectTTL = 10 * time.Minute
+
+// pendingConnectPrefix holds at most one pending connect per credential,
+// keyed by its name; a new connect replaces the previous one.
+const pendingConnectPrefix = "oauth/connect/"
+
+// pendingConnect is a started connect, kept server side. After its
+// callback it stays as a tombstone (Used, no verifier) so that a replayed
+// callback gets a clear answer.
+type pendingConnect struct {
+	// StateHash is the SHA-256 of the state; the state itself is only in
+	// the authorization URL.
+	StateHash string `json:"state_hash"`
+	// Verifier is the PKCE code verifier (secret until the exchange).
+	Verifier    string    `json:"verifier,omitempty"`
+	PKCE        bool      `json:"pkce,omitempty"`
+	RedirectURL string    `json:"redirect_url,omitempty"`
+	App         string    `json:"app,omitempty"`
+	Scopes      []string  `json:"scopes,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Used        bool      `json:"used,omitempty"`
+}
+
+func pathOAuth(b *backend) []*framework.Path {
+	name := map[string]*framework.FieldSchema{
+		"name": {Type: framework.TypeString, Description: "Name of the oauth2 credential.", Required: true},
+	}
+	return []*framework.Path{
+		{
+			Pattern:      "creds/" + credNameSegment("name") + "/connect$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "connect", OperationSuffix: "cred"},
+			Fields:       name,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathConnect,
+					Summary:  "Start connecting an oauth2 credential: returns the provider's authorization URL.",
+				},
+			},
+			HelpSynopsis:    pathConnectHelpSyn,
+			HelpDescription: pathConnectHelpDesc,
+		},
+		{
+			Pattern:      "creds/" + credNameSegment("name") + "/callback$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "complete-connect", OperationSuffix: "cred"},
+			Fields: map[string]*framework.FieldSchema{
+				"name": name["name"],
+				"code": {
+					Type:         framework.TypeString,
+					Description:  "The authorization code from the provider's redirect.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				"state": {
+					Type:        framework.TypeString,
+					Description: "The state from the provider's redirect; must be the one connect returned.",
+				},
+				"error": {
+					Type:        framework.TypeString,
+					Description: "The error from the provider's redirect, when the person or the provider refused.",
+				},
+				"error_description": {
+					Type:        framework.TypeString,
+					Description: "The provider's description of error.",
+				},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathCallback,
+					Summary:  "Complete a connect: exchange the code and store the grant.",
+				},
+			},
+			HelpSynopsis:    pathCallbackHelpSyn,
+			HelpDescription: pathCallbackHelpDesc,
+		},
+		{
+			Pattern:      "creds/" + credNameSegment("name") + "/disconnect$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "disconnect", OperationSuffix: "cred"},
+			Fields:       name,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathDisconnect,
+					Summary:  "Revoke the grant at the provider and drop its tokens.",
+				},
+			},
+			HelpSynopsis:    pathDisconnectHelpSyn,
+			HelpDescription: pathDisconnectHelpDesc,
+		},
+		{
+			Pattern:      "creds/" + credNameSegment("name") + "/refresh$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "refresh", OperationSuffix: "cred"},
+			Fields:       name,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathRefresh,
+					Summary:  "Refresh the access token now.",
+				},
+			},
+			HelpSynopsis:    pathRefreshHelpSyn,
+			HelpDescription: pathRefreshHelpDesc,
+		},
+	}
+}
+
+// oauthCredential reads name for an OAuth path; msg is for the caller.
+func (b *backend) oauthCredential(ctx context.Context, s logical.Storage, name string) (c *credential, msg string, err error) {
+	if err := validateCredName(name); err != nil {
+		return nil, err.Error(), nil
+	}
+	c, err = getCredential(ctx, s, name)
+	if err != nil {
+		return nil, "", err
+	}
+	if c == nil {
+		return nil, fmt.Sprintf("credential %q does not exist", name), nil
+	}
+	if c.Type != typeOAuth2 {
+		return nil, fmt.Sprintf("credential %q is of type %s; only oauth2 credentials connect", name, c.Type), nil
+	}
+	return c, "", nil
+}
+
+func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
+	if err != nil || msg != "" {
+		return errorOrMessage(err, msg)
+	}
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.RedirectURL == "" {
+		return logical.ErrorResponse("redirect_url is not configured: write the portal's OAuth callback URL to config first"), nil
+	}
+	svc, err := b.getService(ctx, req.Storage, c.Service)
+	if err != nil {
+		return nil, err
+	}
+	if svc == nil || svc.OAuth == nil || svc.OAuth.AuthURL == "" {
+		return logical.ErrorResponse("service %q has no OAuth authorization endpoint", c.Service), nil
+	}
+	app, err := getApp(ctx, req.Storage, c.App)
+	if err != nil {
+		return nil, err
+	}
+	if app == nil {
+		return logical.ErrorResponse("app %q of credential %q does not exist", c.App, name), nil
+	}
+
+	state, err := randomToken()
+	if err != nil {
+		return nil, err
+	}
+	now := b.now().UTC()
+	p := &pendingConnect{
+		StateHash:   tokenHash(state),
+		PKCE:        svc.OAuth.PKCE,
+		RedirectURL: cfg.RedirectURL,
+		App:         app.Name,
+		Scopes:      requestedScopes(svc, app),
+		CreatedAt:   now,
+		ExpiresAt:   now.Add(connectTTL),
+	}
+	conf := oauthConfig(svc, app, cfg.RedirectURL)
+	var opts []oauth2.AuthCodeOption
+	if len(p.Scopes) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("scope", joinScopes(svc.OAuth, p.Scopes)))
+	}
+	for _, k := range sortedKeys(svc.OAuth.AuthParams) {
+		opts = append(opts, oauth2.SetAuthURLParam(k, svc.OAuth.AuthParams[k]))
+	}
+	if p.PKCE {
+		p.Verifier = oauth2.GenerateVerifier()
+		opts = append(opts, oauth2.S256ChallengeOption(p.Verifier))
+	}
+	if err := putPendingConnect(ctx, req.Storage, name, p); err != nil {
+		return nil, err
+	}
+	b.logger.Info("connect started", "name", name, "service", c.Service, "pkce", p.PKCE)
+	return &logical.Response{Data: map[string]interface{}{
+		"auth_url":   conf.AuthCodeURL(state, opts...),
+		"state":      state,
+		"expires_at": formatTime(p.ExpiresAt),
+	}}, nil
+}
+
+func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	code, state := d.Get("code").(string), d.Get("state").(string)
+	provErr := d.Get("error").(string)
+	if state == "" {
+		return logical.ErrorResponse("state is required: pass the state from the provider's redirect"), nil
+	}
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
+	if err != nil || msg != "" {
+		return errorOrMessage(err, msg)
+	}
+	p, err := getPendingConnect(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	stateOK := p != nil && subtle.ConstantTimeCompare([]byte(tokenHash(state)), []byte(p.StateHash)) == 1
+	switch {
+	case p == nil:
+		return logical.ErrorResponse("no connect is pending for credential %q: start one with creds/%s/connect", name, name), nil
+	case !stateOK:
+		// The pending connect is kept: this may be a forged callback, and
+		// the genuine one can still complete it.
+		return logical.ErrorResponse("state does not match the connect pending for credential %q: the callback belongs to another connect", name), nil
+	case p.Used:
+		return logical.ErrorResponse("this state was already used: a callback is accepted once; start a new connect"), nil
+	case !now.Before(p.ExpiresAt):
+		_ = req.Storage.Delete(ctx, pendingConnectPrefix+name)
+		return logical.ErrorResponse("the connect expired at %s (a connect must complete within %s): start a new one", formatTime(p.ExpiresAt), connectTTL), nil
+	case p.PKCE && p.Verifier == "":
+		_ = req.Storage.Delete(ctx, pendingConnectPrefix+name)
+		return logical.ErrorResponse("the pending connect has no PKCE verifier, so the code cannot be exchanged safely: start a new connect"), nil
+	case p.App != c.App || p.CreatedAt.Before(c.CreatedAt):
+		// The credential was changed, or deleted and created again.
+		_ = req.Storage.Delete(ctx, pendingConnectPrefix+name)
+		return logical.ErrorResponse("the credential changed since the connect started: start a new connect"), nil
+	}
+
+	// Single use: the state is spent before the code is exchanged.
+	verifier := p.Verifier
+	if err := putPendingConnect(ctx, req.Storage, name, &pendingConnect{StateHash: p.StateHash, CreatedAt: p.CreatedAt, ExpiresAt: p.ExpiresAt, Used: true}); err != nil {
+		return nil, err
+	}
+	if provErr != "" {
+		return logical.ErrorResponse("the provider did not grant access: %s %s", clip(provErr, 80), clip(d.Get("error_description").(string), 200)), nil
+	}
+	if code == "" {
+		return logical.ErrorResponse("code is required: pass the code from the provider's redirect"), nil
+	}
+
+	svc, app, cfg, err := b.oauthContext(ctx, req.Storage, c)
+	if err != nil {
+		return nil, err
+	}
+	conf := oauthConfig(svc, app, p.RedirectURL)
+	var opts []oauth2.AuthCodeOption
+	if p.PKCE {
+		opts = append(opts, oauth2.VerifierOption(verifier))
+	}
+	tok, err := conf.Exchange(b.oauth.providerContext(ctx, svc.OAuth), code, opts...)
+	if err != nil {
+		pe := classifyTokenError(err, "exchanging the code")
+		b.logger.Warn("code exchange failed", "name", name, "code", pe.code, "status", pe.status)
+		if pe.kind == failTransient {
+			return nil, fmt.Errorf("%s: start a new connect", pe.Error())
+		}
+		return logical.ErrorResponse("%s: start a new connect", pe.Error()), nil
+	}
+
+	now = b.now()
+	g := grantFromToken(nil, tok, now, cfg.MaxTokenLifetime)
+	if len(g.Scopes) == 0 {
+		g.Scopes = p.Scopes
+	}
+	g.ConnectedAt = now.UTC()
+	g.Account = b.fetchAccount(ctx, svc.OAuth, g.AccessToken)
+	if c.OAuth != nil {
+		g.RefreshDue = c.OAuth.RefreshDue // so that refiling removes the old entry
+	}
+	c.OAuth = g
+	c.State, c.StateReason = statusActive, ""
+	c.UpdatedAt = now.UTC()
+	b.oauth.dropHeld(name)
+	b.refile(ctx, req.Storage, c, refreshDueAt(g, svc.OAuth, cfg, now), false)
+	if err := b.saveCredential(ctx, req.Storage, c); err != nil {
+		// Nothing would know these tokens: revoke them rather than leave
+		// a live grant behind.
+		receipt := b.revokeGrant(ctx, req.Storage, c)
+		b.logger.Error("storing a new grant failed; revoked it at the provider", "name", name, "revoked", fmt.Sprint(receipt["revoked"]))
+		return nil, fmt.Errorf("storing the grant of %s failed (the new tokens were revoked at the provider): %w", name, err)
+	}
+	b.logger.Info("credential connected", "name", name, "service", c.Service)
+	return b.credResponse(ctx, req.Storage, c)
+}
+
+func (b *backend) pathDisconnect(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
+	if err != nil || msg != "" {
+		return errorOrMessage(err, msg)
+	}
+	receipt := b.revokeGrant(ctx, req.Storage, c)
+	now := b.now().UTC()
+	if c.OAuth == nil {
+		c.OAuth = &oauthGrant{}
+	}
+	b.refile(ctx, req.Storage, c, time.Time{}, false)
+	g := c.OAuth
+	g.AccessToken, g.RefreshToken, g.Expiry = "", "", time.Time{}
+	g.RetryAt, g.RefreshFailures, g.RefreshError, g.ReconnectRequired = time.Time{}, 0, "", false
+	c.State, c.StateReason = statusDisconnected, "disconnected on "+now.Format("2006-01-02")
+	c.UpdatedAt = now
+	b.oauth.dropHeld(name)
+	if err := b.saveCredential(ctx, req.Storage, c); err != nil {
+		return nil, err
+	}
+	_ = req.Storage.Delete(ctx, pendingConnectPrefix+name)
+	b.logger.Info("credential disconnected", "name", name)
+	return &logical.Response{Data: map[string]interface{}{
+		"status":     statusDisconnected,
+		"revocation": receipt,
+	}}, nil
+}
+
+func (b *backend) pathRefresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
+	if err != nil || msg != "" {
+		return errorOrMessage(err, msg)
+	}
+	if c.State == statusDisconnected || !c.OAuth.connected() {
+		return logical.ErrorResponse("credential %q is not connected: connect it first", name), nil
+	}
+	if c.OAuth.RefreshToken == "" {
+		return logical.ErrorResponse("credential %q has no refresh token (the provider issued none): reconnect to renew it", name), nil
+	}
+	r := b.refreshShared(ctx, req.Storage, name, refreshForced)
+	if r.err != nil {
+		var pe *providerError
+		if errors.As(r.err, &pe) && pe.kind != failTransient {
+			return logical.ErrorResponse(r.err.Error()), nil
+		}
+		return nil, r.err
+	}
+	c, err = getCredential(ctx, req.Storage, name)
+	if err != nil || c == nil {
+		return nil, err
+	}
+	return b.credResponse(ctx, req.Storage, c)
+}
+
+func getPendingConnect(ctx context.Context, s logical.Storage, name string) (*pendingConnect, error) {
+	entry, err := s.Get(ctx, pendingConnectPrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading the pending connect of %s: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	p := new(pendingConnect)
+	if err := entry.DecodeJSON(p); err != nil {
+		return nil, fmt.Errorf("decoding the pending connect of %s: %w", name, err)
+	}
+	return p, nil
+}
+
+func putPendingConnect(ctx context.Context, s logical.Storage, name string, p *pendingConnect) error {
+	entry, err := logical.StorageEntryJSON(pendingConnectPrefix+name, p)
+	if err != nil {
+		return fmt.Errorf("encoding the pending connect: %w", err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing the pending connect of %s: %w", name, err)
+	}
+	return nil
+}
+
+// randomToken is 32 random bytes, base64url: an unguessable state.
+func randomToken() (string, error) {
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("generating state: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(buf), nil
+}
+
+func errorOrMessage(err error, msg string) (*logical.Response, error) {
+	if err != nil {
+		return nil, err
+	}
+	return logical.ErrorResponse(msg), nil
+}
+
+const pathConnectHelpSyn = `Start connecting an oauth2 credential to its provider.`
+
+const pathConnectHelpDesc = `
+Returns auth_url, the provider's authorization URL to send the person to,
+state, and expires_at. The state and the PKCE verifier (S256, wherever the
+provider supports it) stay in the engine: a connect is completed once, within
+10 minutes, through creds/<name>/callback, and a new connect replaces the
+previous one. The redirect URI is config's redirect_url, exactly; the scopes
+are the app's (or the service's defaults), plus the service's extra
+authorization parameters (Google: access_type=offline, prompt=consent).
+
+  vault write orgs/acme/creds/gmail/connect
+`
+
+const pathCallbackHelpSyn = `Complete a connect with the code and state of the provider's redirect.`
+
+const pathCallbackHelpDesc = `
+The portal's OAuth callback passes on the provider's redirect: code and state
+(or error). The state must be the one connect returned, unused and not
+expired; the code is exchanged with the PKCE verifier for tokens, the granted
+scopes and the account's identity (where the service offers a userinfo
+endpoint) are recorded, and the credential becomes active. A refused callback
+stores nothing.
+
+  vault write orgs/acme/creds/gmail/callback code=... state=...
+`
+
+const pathDisconnectHelpSyn = `Revoke the grant at the provider and drop its tokens.`
+
+const pathDisconnectHelpDesc = `
+Revokes the grant the provider's way (RFC 7009; GitHub's DELETE
+/applications/{client_id}/token; Slack's auth.revoke), then drops the tokens
+and sets the status to disconnected, whatever the provider answered. The
+response's revocation receipt lists what was revoked and what was not, with
+the reason: Microsoft, for one, has no per-token revocation. Connect again to
+reuse the credential.
+
+  vault write orgs/acme/creds/gmail/disconnect
+`
+
+const pathRefreshHelpSyn = `Refresh an oauth2 credential's access token now.`
+
+const pathRefreshHelpDesc = `
+Refreshes the access token at once, whether or not it is due. Tokens are also
+refreshed on use (when they expire within config's refresh_ahead) and on a
+schedule. A provider that rotates refresh tokens gets its new one stored
+before the new access token is used. If the provider refuses the refresh
+token (invalid_grant), the credential needs attention: reconnect it.
+
+  vault write -f orgs/acme/creds/gmail/refresh
+`

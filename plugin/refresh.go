@@ -1,0 +1,367 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/oauth2"
+)
+
+// Why a refresh runs; it decides whether a refresh is needed at all.
+type refreshMode int
+
+const (
+	// refreshOnUse: a caller needs an access token; refresh when it
+	// expires within refresh_ahead.
+	refreshOnUse refreshMode = iota
+	// refreshScheduled: the due index says so; refresh when due
+	// (refresh_ahead, keep-alive or a retry).
+	refreshScheduled
+	// refreshForced: a person asked for it (creds/<name>/refresh).
+	refreshForced
+)
+
+// Retry backoff after a failed refresh: retryBase doubled per failure, at
+// most retryMax.
+const (
+	retryBase = time.Minute
+	retryMax  = time.Hour
+)
+
+// refreshResult is what a refresh leaves: the access token that may be
+// handed out (with its expiry), and the refresh's error, if any. A failed
+// refresh can still leave a usable token: the old one, while it lasts.
+type refreshResult struct {
+	token  string
+	expiry time.Time
+	err    error
+}
+
+// errNotOAuth and its kin are the caller's mistakes, not failures.
+var errNotOAuth = errors.New("not an oauth2 credential")
+
+// refreshShared runs one refresh of credential name for all concurrent
+// callers in the same mode: the first starts it, the others wait for it and
+// share its result. The refresh runs under a context of its own, so one
+// caller giving up does not fail the others.
+func (b *backend) refreshShared(ctx context.Context, s logical.Storage, name string, mode refreshMode) refreshResult {
+	key := name
+	if mode == refreshForced {
+		key = name + "\x00forced"
+	}
+	ch := b.oauth.flights.DoChan(key, func() (interface{}, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshFlightTimeout)
+		defer cancel()
+		return b.refreshLocked(fctx, s, name, mode, ""), nil
+	})
+	select {
+	case r := <-ch:
+		return r.Val.(refreshResult)
+	case <-ctx.Done():
+		return refreshResult{err: fmt.Errorf("waiting for the refresh of %s: %w", name, ctx.Err())}
+	}
+}
+
+// refreshLocked refreshes credential name if mode calls for it, under the
+// credential's lock, re-reading it first so that a refresh another caller
+// just finished is not repeated. dueBucket names the due-index bucket the
+// scheduler found the credential in ("" for other callers); that entry is
+// removed unless the credential is still filed there.
+//
+// The order of effects keeps the grant: a rotated refresh token is stored
+// before the new access token is returned; when storing fails the grant is
+// held in memory, stored by the next attempt, and the caller gets an error.
+func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name string, mode refreshMode, dueBucket string) (res refreshResult) {
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	c, err := getCredential(ctx, s, name)
+	if err != nil {
+		return refreshResult{err: err}
+	}
+	if dueBucket != "" {
+		defer func() { b.dropDueEntry(ctx, s, name, c, dueBucket) }()
+	}
+	if c == nil {
+		b.oauth.dropHeld(name)
+		return refreshResult{err: fmt.Errorf("credential %q does not exist", name)}
+	}
+	if c.Type != typeOAuth2 {
+		return refreshResult{err: fmt.Errorf("credential %q: %w", name, errNotOAuth)}
+	}
+	if r, done := b.storeHeldGrant(ctx, s, c); done {
+		return r
+	}
+	g := c.OAuth
+	switch {
+	case c.State == statusDisconnected:
+		return refreshResult{err: fmt.Errorf("credential %q is disconnected: connect it again", name)}
+	case !g.connected():
+		return refreshResult{err: fmt.Errorf("credential %q is not connected yet: connect it first", name)}
+	}
+
+	svc, app, cfg, err := b.oauthContext(ctx, s, c)
+	if err != nil {
+		return refreshResult{err: err}
+	}
+	now := b.now()
+	current := refreshResult{token: g.AccessToken, expiry: g.Expiry}
+	if g.ReconnectRequired {
+		current.token = ""
+	}
+	if !tokenUsable(g, now) {
+		current.token = ""
+	}
+
+	switch {
+	case mode == refreshForced:
+	case mode == refreshScheduled:
+		due := refreshDueAt(g, svc.OAuth, cfg, now)
+		if due.IsZero() || due.After(now) {
+			b.refileAndSave(ctx, s, c, due)
+			return current
+		}
+	case !needsRefresh(g, cfg, now):
+		return current
+	}
+	if g.RefreshToken == "" {
+		current.err = fmt.Errorf("credential %q has no refresh token (the provider issued none): reconnect it when its access token expires", name)
+		return current
+	}
+	if mode != refreshForced && g.ReconnectRequired {
+		current.err = fmt.Errorf("credential %q: reconnect required: %s", name, g.RefreshError)
+		return current
+	}
+	if mode == refreshOnUse && current.token != "" && now.Before(g.RetryAt) {
+		// Backing off after a failure while the old token still works.
+		return current
+	}
+
+	tok, perr := b.requestRefresh(ctx, svc, app, g.RefreshToken)
+	if perr != nil {
+		b.recordRefreshFailure(ctx, s, c, svc, cfg, perr, now)
+		if perr.kind == failGrantDead {
+			current.token = ""
+		}
+		current.err = fmt.Errorf("refreshing %s: %w", name, perr)
+		return current
+	}
+
+	fromRT := g.RefreshToken
+	wasFailing := g.RefreshFailures > 0 || g.ReconnectRequired
+	ng := grantFromToken(g, tok, now, cfg.MaxTokenLifetime)
+	c.OAuth = ng
+	if wasFailing && c.State == statusNeedsAttention {
+		c.State, c.StateReason = statusActive, ""
+	}
+	c.UpdatedAt = now.UTC()
+	b.refile(ctx, s, c, refreshDueAt(ng, svc.OAuth, cfg, now), false)
+	if err := b.saveCredential(ctx, s, c); err != nil {
+		b.oauth.hold(name, ng, fromRT)
+		b.logger.Error("storing a refreshed grant failed; holding it in memory", "name", name, "error", err)
+		return refreshResult{err: fmt.Errorf("credential %s was refreshed at the provider, but storing the new grant failed (it is held in memory and stored on the next attempt): %w", name, err)}
+	}
+	b.logger.Trace("grant refreshed", "name", name, "mode", int(mode))
+	return refreshResult{token: ng.AccessToken, expiry: ng.Expiry}
+}
+
+// storeHeldGrant stores a grant held in memory after a failed save, if it
+// still belongs to c (nobody replaced the grant since). done says the
+// caller must return r: storing failed again.
+func (b *backend) storeHeldGrant(ctx context.Context, s logical.Storage, c *credential) (r refreshResult, done bool) {
+	h, ok := b.oauth.heldFor(c.Name)
+	if !ok {
+		return refreshResult{}, false
+	}
+	stored := ""
+	if c.OAuth != nil {
+		stored = c.OAuth.RefreshToken
+	}
+	if c.OAuth == nil || (tokenHash(stored) != h.fromHash && stored != h.grant.RefreshToken) || c.State == statusDisconnected {
+		// The grant was replaced (reconnect, import, disconnect).
+		b.oauth.dropHeld(c.Name)
+		return refreshResult{}, false
+	}
+	prev := c.OAuth
+	c.OAuth = h.grant
+	if err := b.saveCredential(ctx, s, c); err != nil {
+		c.OAuth = prev
+		return refreshResult{err: fmt.Errorf("credential %s holds a refreshed grant that storage still refuses: %w", c.Name, err)}, true
+	}
+	b.oauth.dropHeld(c.Name)
+	b.logger.Info("stored a held grant", "name", c.Name)
+	return refreshResult{}, false
+}
+
+// oauthContext loads what a refresh of c needs: its service, app and the
+// mount's configuration.
+func (b *backend) oauthContext(ctx context.Context, s logical.Storage, c *credential) (*service, *oauthApp, *mountConfig, error) {
+	svc, err := b.getService(ctx, s, c.Service)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if svc == nil || svc.OAuth == nil || svc.OAuth.TokenURL == "" {
+		return nil, nil, nil, fmt.Errorf("service %q of credential %s has no OAuth token endpoint", c.Service, c.Name)
+	}
+	app, err := getApp(ctx, s, c.App)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if app == nil {
+		return nil, nil, nil, fmt.Errorf("app %q of credential %s does not exist", c.App, c.Name)
+	}
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return svc, app, cfg, nil
+}
+
+// requestRefresh sends one refresh_token grant to the provider.
+func (b *backend) requestRefresh(ctx context.Context, svc *service, app *oauthApp, refreshToken string) (*oauth2.Token, *providerError) {
+	conf := oauthConfig(svc, app, "")
+	// An empty access token makes x/oauth2 refresh at once.
+	tok, err := conf.TokenSource(b.oauth.providerContext(ctx, svc.OAuth), &oauth2.Token{RefreshToken: refreshToken}).Token()
+	if err != nil {
+		pe := classifyTokenError(err, "refresh")
+		if pe.kind == failGrantDead && svc.OAuth.SingleUseRefresh {
+			pe.msg += "; the provider's refresh tokens are single-use, so a refresh whose answer was lost also ends the grant"
+		}
+		return nil, pe
+	}
+	return tok, nil
+}
+
+// recordRefreshFailure stores what a failed refresh means for c: a dead
+// grant needs reconnecting and is no longer scheduled; other failures are
+// retried with backoff, and need attention once the access token has
+// expired or when the provider refused outright.
+func (b *backend) recordRefreshFailure(ctx context.Context, s logical.Storage, c *credential, svc *service, cfg *mountConfig, perr *providerError, now time.Time) {
+	g := *c.OAuth
+	g.RefreshFailures++
+	g.RefreshError = perr.Error()
+	switch perr.kind {
+	case failGrantDead:
+		g.ReconnectRequired = true
+		g.RetryAt = time.Time{}
+		c.State, c.StateReason = statusNeedsAttention, "reconnect required: "+perr.Error()
+	default:
+		g.RetryAt = retryTime(&g, now)
+		if perr.kind == failRefused || !tokenUsable(&g, now) {
+			c.State, c.StateReason = statusNeedsAttention, "refresh failing: "+perr.Error()
+		}
+	}
+	c.OAuth = &g
+	c.UpdatedAt = now.UTC()
+	b.refile(ctx, s, c, refreshDueAt(&g, svc.OAuth, cfg, now), false)
+	b.logger.Warn("refresh failed", "name", c.Name, "service", c.Service, "code", perr.code, "status", perr.status, "failures", g.RefreshFailures)
+	if err := b.saveCredential(ctx, s, c); err != nil {
+		b.logger.Error("storing a refresh failure failed", "name", c.Name, "error", err)
+	}
+}
+
+// retryTime is when to retry after g's failures: an exponential backoff
+// with jitter, pulled in so that a retry still comes before the access
+// token expires.
+func retryTime(g *oauthGrant, now time.Time) time.Time {
+	d := retryBase << min(g.RefreshFailures-1, 10)
+	if d > retryMax {
+		d = retryMax
+	}
+	d += time.Duration(rand.Int64N(int64(d/10) + 1))
+	at := now.Add(d)
+	if !g.Expiry.IsZero() && g.Expiry.After(now.Add(time.Minute)) && at.After(g.Expiry.Add(-30*time.Second)) {
+		at = g.Expiry.Add(-30 * time.Second)
+	}
+	return at
+}
+
+// tokenUsable says whether g's access token may be handed out at now.
+func tokenUsable(g *oauthGrant, now time.Time) bool {
+	return g != nil && g.AccessToken != "" && !g.ReconnectRequired && (g.Expiry.IsZero() || now.Before(g.Expiry))
+}
+
+// needsRefresh says whether a user of g should refresh it first: its access
+// token is missing or expires within refresh_ahead.
+func needsRefresh(g *oauthGrant, cfg *mountConfig, now time.Time) bool {
+	if g.AccessToken == "" {
+		return true
+	}
+	return !g.Expiry.IsZero() && !now.Before(g.Expiry.Add(-cfg.RefreshAhead))
+}
+
+// refreshDueAt is when the scheduler should refresh g: refresh_ahead before
+// its access token expires, or earlier when the provider drops refresh
+// tokens left unused for spec's keep_alive, or at the retry time after a
+// failure. Zero: never (nothing to refresh with, or the grant is dead).
+func refreshDueAt(g *oauthGrant, spec *oauthSpec, cfg *mountConfig, now time.Time) time.Time {
+	if g == nil || g.RefreshToken == "" || g.ReconnectRequired {
+		return time.Time{}
+	}
+	if !g.RetryAt.IsZero() {
+		return g.RetryAt
+	}
+	var due time.Time
+	switch {
+	case g.AccessToken == "":
+		due = now
+	case !g.Expiry.IsZero():
+		due = g.Expiry.Add(-cfg.RefreshAhead)
+	}
+	if spec != nil && spec.KeepAlive > 0 {
+		last := g.RefreshedAt
+		if g.ConnectedAt.After(last) {
+			last = g.ConnectedAt
+		}
+		if ka := last.Add(time.Duration(spec.KeepAlive)); due.IsZero() || ka.Before(due) {
+			due = ka
+		}
+	}
+	return due
+}
+
+// validateImportedRefreshToken proves an imported refresh token works by
+// refreshing it once, and keeps the grant that refresh gives in c. It
+// returns a message for the caller when the app or the token is refused;
+// c must then not be stored. The caller holds c's lock.
+func (b *backend) validateImportedRefreshToken(ctx context.Context, s logical.Storage, svc *service, c *credential) string {
+	if msg, err := b.validateOAuthCred(ctx, s, svc, c); err != nil {
+		return "could not read the app to validate the refresh token; try again"
+	} else if msg != "" {
+		return msg
+	}
+	if svc.OAuth == nil || svc.OAuth.TokenURL == "" {
+		return fmt.Sprintf("service %s has no OAuth token endpoint to validate the refresh token with", svc.Name)
+	}
+	app, err := getApp(ctx, s, c.App)
+	if err != nil || app == nil {
+		return "could not read the app to validate the refresh token; try again"
+	}
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return "could not read the mount's configuration; try again"
+	}
+	tok, perr := b.requestRefresh(ctx, svc, app, c.OAuth.RefreshToken)
+	if perr != nil {
+		if perr.kind == failTransient {
+			return "could not validate the refresh token, the provider is unavailable (" + perr.Error() + "); try again"
+		}
+		return "the refresh token was refused, nothing was stored: " + perr.Error()
+	}
+	now := b.now()
+	// A fresh grant: nothing of a previous one (account, scopes,
+	// failures) carries over, except where it is filed.
+	base := &oauthGrant{RefreshToken: c.OAuth.RefreshToken, RefreshDue: c.OAuth.RefreshDue}
+	g := grantFromToken(base, tok, now, cfg.MaxTokenLifetime)
+	g.ConnectedAt = now.UTC()
+	g.Account = b.fetchAccount(ctx, svc.OAuth, g.AccessToken)
+	c.OAuth = g
+	b.oauth.dropHeld(c.Name)
+	b.refile(ctx, s, c, refreshDueAt(g, svc.OAuth, cfg, now), false)
+	return ""
+}
