@@ -118,6 +118,10 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		current.token = ""
 	}
 
+	if mode == refreshOnUse && g.ReconnectRequired {
+		current.err = fmt.Errorf("credential %q: reconnect required: %s", name, g.RefreshError)
+		return current
+	}
 	switch {
 	case mode == refreshForced:
 	case mode == refreshScheduled:
@@ -131,10 +135,6 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 	}
 	if g.RefreshToken == "" {
 		current.err = fmt.Errorf("credential %q has no refresh token (the provider issued none): reconnect it when its access token expires", name)
-		return current
-	}
-	if mode != refreshForced && g.ReconnectRequired {
-		current.err = fmt.Errorf("credential %q: reconnect required: %s", name, g.RefreshError)
 		return current
 	}
 	if mode == refreshOnUse && current.token != "" && now.Before(g.RetryAt) {

@@ -213,6 +213,15 @@ func TestRefreshFailuresAreClassified(t *testing.T) {
 		if _, err := f.b.oauthAccessToken(ctx, f.s, "c"); err == nil || !strings.Contains(err.Error(), "reconnect required") {
 			t.Fatalf("second use: %v", err)
 		}
+		// Even with an access token that has not expired yet.
+		c = f.cred("c")
+		c.OAuth.Expiry = f.clock.now().Add(time.Hour)
+		if err := f.b.saveCredential(ctx, f.s, c); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.b.oauthAccessToken(ctx, f.s, "c"); err == nil || !strings.Contains(err.Error(), "reconnect required") {
+			t.Fatalf("use of a dead grant's unexpired token: %v", err)
+		}
 		f.clock.advance(24 * time.Hour)
 		if err := f.b.refreshDue(ctx, f.s); err != nil {
 			t.Fatal(err)
