@@ -512,6 +512,9 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 			data["scopes"] = g.Scopes
 			data["connected_at"] = formatTime(g.ConnectedAt)
 			data["token_expires_at"] = formatTime(g.Expiry)
+			data["refreshed_at"] = formatTime(g.RefreshedAt)
+			data["next_refresh_at"] = formatTime(g.RefreshDue)
+			data["last_refresh_error"] = g.RefreshError
 		}
 	}
 	return &logical.Response{Data: data}, nil
