@@ -7,4 +7,5 @@ import "net/http"
 func (s *Server) routes() {
 	s.router.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
 	s.router.HandleFunc("/", s.handleHome).Methods(http.MethodGet)
+	s.router.PathPrefix("/broker/").Handler(newBrokerHandler(s.cfg.VaultAddr, s.logger))
 }

@@ -5,6 +5,9 @@
 //	portal org create <org>                      provision an org (needs an operator VAULT_TOKEN)
 //	portal person create -org <org> [-role admin|member] <username>
 //	                                             add a userpass login; the password is read from stdin
+//	portal agent create -org <org> -cred <name>[,<name>...] [-method GET] [-path '/v1/*'] [-ttl 15m] <agent>
+//	portal agent delete -org <org> <agent>        remove an agent and end its tokens
+//	portal agent list -org <org>
 package main
 
 import (
@@ -32,6 +35,9 @@ const usage = `usage:
   portal serve [-addr 127.0.0.1:8080]
   portal org create <org>
   portal person create -org <org> [-role admin|member] <username>   (password on stdin)
+  portal agent create -org <org> -cred <name>[,<name>...] [-method M]... [-path GLOB]... [-ttl 15m] <agent>
+  portal agent delete -org <org> <agent>
+  portal agent list -org <org>
 
 Vault is found through VAULT_ADDR; operator commands use VAULT_TOKEN.`
 
@@ -54,6 +60,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		return orgCreate(ctx, args[2:], stdout)
 	case len(args) >= 2 && args[0] == "person" && args[1] == "create":
 		return personCreate(ctx, args[2:], stdin, stdout)
+	case len(args) >= 2 && args[0] == "agent":
+		return agentCommand(ctx, args[1], args[2:], stdout)
 	}
 	return fmt.Errorf("unknown command %q\n%s", strings.Join(args, " "), usage)
 }
@@ -117,8 +125,8 @@ func orgCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := provision.CreateOrg(ctx, c, org); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "org %s ready: mount %s/, policies %s and %s\n",
-		org, provision.MountPath(org), provision.AdminPolicy(org), provision.MemberPolicy(org))
+	fmt.Fprintf(stdout, "org %s ready: mount %s/, policies %s, %s and %s (agent managers: trusted people only)\n",
+		org, provision.MountPath(org), provision.AdminPolicy(org), provision.MemberPolicy(org), provision.AgentsPolicy(org))
 	return nil
 }
 

@@ -21,11 +21,14 @@ const PluginName = "credentials"
 var orgNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // ErrBadOrgName is returned for an org name that cannot be a mount path.
-var ErrBadOrgName = errors.New("org name must be 1-63 lowercase letters, digits or '-', starting with a letter or digit")
+var ErrBadOrgName = errors.New("org name must be 1-63 lowercase letters, digits or '-', starting with a letter or digit, without \"-agent-\" or a \"-agent\" ending")
 
-// ValidateOrgName says whether name can name an org.
+// ValidateOrgName says whether name can name an org. Names containing
+// "-agent-" or ending in "-agent" are refused: org x's agent names
+// (orgs-x-agent-*) would otherwise cover the policies of an org named
+// "x-agent..." and let x's agent managers rewrite them.
 func ValidateOrgName(name string) error {
-	if !orgNamePattern.MatchString(name) {
+	if !orgNamePattern.MatchString(name) || strings.Contains(name, "-agent-") || strings.HasSuffix(name, "-agent") {
 		return fmt.Errorf("%w: %q", ErrBadOrgName, name)
 	}
 	return nil
@@ -88,9 +91,10 @@ path "%[2]s/apps/" {
 `, org, m)
 }
 
-// CreateOrg provisions org: the engine mounted at orgs/<org>, the admin and
-// member policies, and the approle and userpass auth methods. Running it
-// again changes nothing that is already right, so it is safe to repeat.
+// CreateOrg provisions org: the engine mounted at orgs/<org>, the admin,
+// member and agent-managers policies, and the approle and userpass auth
+// methods. Running it again changes nothing that is already right, so it is
+// safe to repeat.
 func CreateOrg(ctx context.Context, c *api.Client, org string) error {
 	if err := ValidateOrgName(org); err != nil {
 		return err
@@ -106,6 +110,9 @@ func CreateOrg(ctx context.Context, c *api.Client, org string) error {
 		return fmt.Errorf("writing policy %s: %w", MemberPolicy(org), err)
 	}
 	if err := ensureAuth(ctx, c, "approle"); err != nil {
+		return err
+	}
+	if err := writeAgentsPolicy(ctx, c, org); err != nil {
 		return err
 	}
 	return ensureAuth(ctx, c, "userpass")

@@ -97,6 +97,14 @@ func (s *Server) Violations() int {
 	return s.violations
 }
 
+// SetForbidden replaces the values that must never reach the fake, for
+// values known only after it started (a Vault token issued later).
+func (s *Server) SetForbidden(values ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Forbidden = append([]string(nil), values...)
+}
+
 // Reset forgets the requests and violations seen so far.
 func (s *Server) Reset() {
 	s.mu.Lock()
@@ -112,8 +120,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	authorized := s.authorized(r)
-	forbidden := s.carriesForbidden(r, body)
 	s.mu.Lock()
+	forbidden := s.carriesForbidden(r, body)
 	if forbidden {
 		s.violations++
 	}
@@ -254,6 +262,7 @@ func (s *Server) authorized(r *http.Request) bool {
 		r.URL.Query().Get("key") == k
 }
 
+// carriesForbidden is called with mu held.
 func (s *Server) carriesForbidden(r *http.Request, body []byte) bool {
 	for _, f := range s.opts.Forbidden {
 		if f == "" {

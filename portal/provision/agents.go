@@ -1,0 +1,466 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/vault/api"
+)
+
+// An agent of an org is an AppRole role, orgs-<org>-agent-<name>, whose
+// tokens hold one policy of the same name: update on the broker path
+// orgs/<org>/proxy/<cred> of each credential it may use, optionally narrowed
+// to some methods and path globs. Each agent also has a Vault entity of the
+// same name, tied to its role, so that deleting the agent ends its tokens at
+// once (Vault denies every token whose entity is gone) and the broker can
+// record which agent used a credential.
+
+// DefaultAgentTokenTTL is an agent token's life unless the spec says
+// otherwise: short, so a leaked token is soon useless.
+const DefaultAgentTokenTTL = 15 * time.Minute
+
+// Errors of agent management, for callers to tell apart.
+var (
+	ErrAgentExists   = errors.New("agent already exists")
+	ErrAgentNotFound = errors.New("agent does not exist")
+	ErrBadAgentSpec  = errors.New("invalid agent")
+)
+
+// AgentsPolicy names the policy that lets a person manage an org's agents.
+func AgentsPolicy(org string) string { return "orgs-" + org + "-agents" }
+
+// AgentName is the AppRole role, policy and entity name of an org's agent.
+func AgentName(org, name string) string { return agentPrefix(org) + name }
+
+func agentPrefix(org string) string { return "orgs-" + org + "-agent-" }
+
+// agentNamePattern keeps agent names short and plain: they end up in role,
+// policy and entity names and in URLs.
+var agentNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,47}$`)
+
+// credNamePattern is the engine's rule for credential names.
+var credNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
+
+// pathGlobPattern allows the characters of a URL path and query, with '*'
+// only at the start or end (the only places Vault's globs match).
+var pathGlobPattern = regexp.MustCompile(`^\*?[A-Za-z0-9/_.~%:@!&'()+,;=?-]*\*?$`)
+
+var agentMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+// AgentSpec says what an agent may do.
+type AgentSpec struct {
+	// Name is the agent's name within the org.
+	Name string
+	// Creds are the credentials it may use through the broker.
+	Creds []string
+	// Methods, when set, are the only HTTP methods it may send.
+	Methods []string
+	// Paths, when set, are the only paths (with query) it may call, as
+	// Vault globs: "/v1/balance", "/v1/charges*".
+	Paths []string
+	// TokenTTL is its tokens' life (default 15 minutes); TokenMaxTTL how
+	// long renewals may extend it (default: TokenTTL, no renewal).
+	TokenTTL    time.Duration
+	TokenMaxTTL time.Duration
+}
+
+// AgentLogin is an agent's AppRole login. The secret ID is shown once and
+// kept nowhere else.
+type AgentLogin struct {
+	RoleID           string `json:"role_id"`
+	SecretID         string `json:"secret_id"`
+	SecretIDAccessor string `json:"secret_id_accessor"`
+}
+
+// Agent describes an existing agent; nothing in it is secret.
+type Agent struct {
+	Name     string        `json:"name"`
+	Creds    []string      `json:"credentials"`
+	Methods  []string      `json:"methods,omitempty"`
+	Paths    []string      `json:"paths,omitempty"`
+	TokenTTL time.Duration `json:"token_ttl"`
+}
+
+func (s *AgentSpec) validate(org string) error {
+	if err := ValidateOrgName(org); err != nil {
+		return err
+	}
+	if !agentNamePattern.MatchString(s.Name) {
+		return fmt.Errorf("%w: name must be 1-48 lowercase letters, digits or '-', starting with a letter or digit", ErrBadAgentSpec)
+	}
+	if len(s.Creds) == 0 {
+		return fmt.Errorf("%w: name at least one credential the agent may use", ErrBadAgentSpec)
+	}
+	for _, c := range s.Creds {
+		if !credNamePattern.MatchString(c) || strings.Trim(c, ".") == "" {
+			return fmt.Errorf("%w: %q is not a credential name", ErrBadAgentSpec, c)
+		}
+	}
+	for _, m := range s.Methods {
+		if !slices.Contains(agentMethods, m) {
+			return fmt.Errorf("%w: method %q is not one of %s", ErrBadAgentSpec, m, strings.Join(agentMethods, ", "))
+		}
+	}
+	for _, p := range s.Paths {
+		if p == "" || len(p) > 512 || !pathGlobPattern.MatchString(p) || (!strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "*")) {
+			return fmt.Errorf("%w: path %q must start with '/' and may use '*' only at its start or end", ErrBadAgentSpec, p)
+		}
+	}
+	if s.TokenTTL == 0 {
+		s.TokenTTL = DefaultAgentTokenTTL
+	}
+	if s.TokenMaxTTL == 0 {
+		s.TokenMaxTTL = s.TokenTTL
+	}
+	if s.TokenTTL < time.Second || s.TokenMaxTTL < s.TokenTTL {
+		return fmt.Errorf("%w: token TTL must be at least 1s and no longer than its maximum", ErrBadAgentSpec)
+	}
+	return nil
+}
+
+// agentPolicyHCL grants the broker path of each credential, narrowed when
+// the spec says so. When narrowed, method and path must be sent: left out,
+// the engine would default the method to GET behind the policy's back.
+func agentPolicyHCL(org string, s AgentSpec) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Agent %s of org %s: the broker, for these credentials only.\n", s.Name, org)
+	creds := slices.Clone(s.Creds)
+	sort.Strings(creds)
+	for _, c := range slices.Compact(creds) {
+		fmt.Fprintf(&b, "path %q {\n  capabilities = [\"update\"]\n", MountPath(org)+"/proxy/"+c)
+		if len(s.Methods) > 0 || len(s.Paths) > 0 {
+			b.WriteString("  required_parameters = [\"method\", \"path\"]\n  allowed_parameters = {\n")
+			fmt.Fprintf(&b, "    \"method\" = %s\n", hclList(s.Methods))
+			fmt.Fprintf(&b, "    \"path\" = %s\n", hclList(s.Paths))
+			b.WriteString("    \"headers\" = []\n    \"body\" = []\n  }\n")
+		}
+		b.WriteString("}\n")
+	}
+	return b.String()
+}
+
+// hclList writes values (checked against patterns without quotes or
+// backslashes) as an HCL list.
+func hclList(values []string) string {
+	quoted := make([]string, len(values))
+	for i, v := range values {
+		quoted[i] = fmt.Sprintf("%q", v)
+	}
+	return "[" + strings.Join(quoted, ", ") + "]"
+}
+
+// agentsPolicyHCL lets its holders create and remove the org's agents.
+func agentsPolicyHCL(org, approleAccessor string) string {
+	p := agentPrefix(org)
+	return fmt.Sprintf(`# Agent managers of org %[1]s.
+# Vault's ACL cannot limit what a policy contains, and an AppRole role may
+# name any policy: whoever holds this policy can give an agent (and so
+# themselves) any capability in this Vault, far beyond org %[1]s. Give it
+# only to people trusted like operators.
+path "sys/policies/acl/%[2]s*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "auth/approle/role/%[2]s*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+# Listing shows the names of every org's AppRole roles; only this org's
+# are used.
+path "auth/approle/role" {
+  capabilities = ["list"]
+}
+# The agent's entity: deleting it ends the agent's tokens. No policies may
+# be set on it.
+path "identity/entity/name/%[2]s*" {
+  capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {
+    "metadata" = []
+    "disabled" = []
+  }
+}
+path "identity/entity-alias" {
+  capabilities = ["create", "update"]
+  allowed_parameters = {
+    "name" = []
+    "canonical_id" = []
+    "mount_accessor" = [%[3]q]
+  }
+}
+path "sys/auth" {
+  capabilities = ["read"]
+}
+path "%[4]s/creds/" {
+  capabilities = ["list"]
+}
+`, org, p, approleAccessor, MountPath(org))
+}
+
+// writeAgentsPolicy writes the org's agent-managers policy; approle must be
+// enabled.
+func writeAgentsPolicy(ctx context.Context, c *api.Client, org string) error {
+	acc, err := approleAccessor(ctx, c)
+	if err != nil {
+		return err
+	}
+	if err := c.Sys().PutPolicyWithContext(ctx, AgentsPolicy(org), agentsPolicyHCL(org, acc)); err != nil {
+		return fmt.Errorf("writing policy %s: %w", AgentsPolicy(org), err)
+	}
+	return nil
+}
+
+func approleAccessor(ctx context.Context, c *api.Client) (string, error) {
+	auths, err := c.Sys().ListAuthWithContext(ctx)
+	if err != nil {
+		return "", fmt.Errorf("listing auth methods: %w", err)
+	}
+	a, ok := auths["approle/"]
+	if !ok || a.Type != "approle" {
+		return "", errors.New("the approle auth method is not enabled at approle/: run `portal org create` first")
+	}
+	return a.Accessor, nil
+}
+
+// CreateAgent creates an agent of org with c (a token holding the org's
+// agents policy, or an operator's) and returns its login, once. An agent
+// that exists is not changed: delete it first, so that no old secret ID
+// lives on.
+func CreateAgent(ctx context.Context, c *api.Client, org string, spec AgentSpec) (*AgentLogin, error) {
+	if err := spec.validate(org); err != nil {
+		return nil, err
+	}
+	name := AgentName(org, spec.Name)
+	rolePath := "auth/approle/role/" + name
+	existing, err := c.Logical().ReadWithContext(ctx, rolePath)
+	if err != nil {
+		return nil, fmt.Errorf("reading role %s: %w", name, err)
+	}
+	if existing != nil {
+		return nil, fmt.Errorf("%w: %s; delete it first", ErrAgentExists, spec.Name)
+	}
+	acc, err := approleAccessor(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+
+	login, err := createAgentParts(ctx, c, org, name, acc, spec)
+	if err != nil {
+		// Leave nothing half made: a role without its entity would issue
+		// tokens that deleting the agent could not end.
+		if rbErr := DeleteAgent(context.WithoutCancel(ctx), c, org, spec.Name); rbErr != nil && !errors.Is(rbErr, ErrAgentNotFound) {
+			err = fmt.Errorf("%w (and removing the partial agent: %v)", err, rbErr)
+		}
+		return nil, err
+	}
+	return login, nil
+}
+
+func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc string, spec AgentSpec) (*AgentLogin, error) {
+	if err := c.Sys().PutPolicyWithContext(ctx, name, agentPolicyHCL(org, spec)); err != nil {
+		return nil, fmt.Errorf("writing policy %s: %w", name, err)
+	}
+	rolePath := "auth/approle/role/" + name
+	_, err := c.Logical().WriteWithContext(ctx, rolePath, map[string]interface{}{
+		"token_policies":     []string{name},
+		"token_ttl":          int(spec.TokenTTL.Seconds()),
+		"token_max_ttl":      int(spec.TokenMaxTTL.Seconds()),
+		"token_type":         "service",
+		"bind_secret_id":     true,
+		"secret_id_num_uses": 0,
+		"secret_id_ttl":      0,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("writing role %s: %w", name, err)
+	}
+	rid, err := c.Logical().ReadWithContext(ctx, rolePath+"/role-id")
+	if err != nil || rid == nil {
+		return nil, fmt.Errorf("reading role id of %s: %w", name, errOrMissing(err))
+	}
+	roleID, _ := rid.Data["role_id"].(string)
+
+	entPath := "identity/entity/name/" + name
+	if _, err := c.Logical().WriteWithContext(ctx, entPath, map[string]interface{}{
+		"metadata": map[string]string{"org": org, "agent": spec.Name},
+	}); err != nil {
+		return nil, fmt.Errorf("creating entity %s: %w", name, err)
+	}
+	ent, err := c.Logical().ReadWithContext(ctx, entPath)
+	if err != nil || ent == nil {
+		return nil, fmt.Errorf("reading entity %s: %w", name, errOrMissing(err))
+	}
+	entityID, _ := ent.Data["id"].(string)
+	if _, err := c.Logical().WriteWithContext(ctx, "identity/entity-alias", map[string]interface{}{
+		"name":           roleID,
+		"canonical_id":   entityID,
+		"mount_accessor": approleAcc,
+	}); err != nil {
+		return nil, fmt.Errorf("tying role %s to its entity: %w", name, err)
+	}
+
+	sec, err := c.Logical().WriteWithContext(ctx, rolePath+"/secret-id", map[string]interface{}{
+		"metadata": fmt.Sprintf(`{"org":%q,"agent":%q}`, org, spec.Name),
+	})
+	if err != nil || sec == nil {
+		return nil, fmt.Errorf("creating secret id of %s: %w", name, errOrMissing(err))
+	}
+	secretID, _ := sec.Data["secret_id"].(string)
+	accessor, _ := sec.Data["secret_id_accessor"].(string)
+	return &AgentLogin{RoleID: roleID, SecretID: secretID, SecretIDAccessor: accessor}, nil
+}
+
+func errOrMissing(err error) error {
+	if err != nil {
+		return err
+	}
+	return errors.New("no data returned")
+}
+
+// DeleteAgent removes an agent: first its entity, which makes Vault deny
+// every token the agent holds, then its role (with its secret IDs) and its
+// policy. Parts already gone are skipped, so a failed delete can be run
+// again.
+func DeleteAgent(ctx context.Context, c *api.Client, org, agent string) error {
+	if err := ValidateOrgName(org); err != nil {
+		return err
+	}
+	if !agentNamePattern.MatchString(agent) {
+		return fmt.Errorf("%w: %q", ErrAgentNotFound, agent)
+	}
+	name := AgentName(org, agent)
+	found := false
+	steps := []struct {
+		what, read, del string
+	}{
+		{"entity", "identity/entity/name/" + name, "identity/entity/name/" + name},
+		{"role", "auth/approle/role/" + name, "auth/approle/role/" + name},
+		{"policy", "sys/policies/acl/" + name, "sys/policies/acl/" + name},
+	}
+	for _, st := range steps {
+		s, err := c.Logical().ReadWithContext(ctx, st.read)
+		if err != nil {
+			return fmt.Errorf("reading %s %s: %w", st.what, name, err)
+		}
+		if s == nil {
+			continue
+		}
+		found = true
+		if _, err := c.Logical().DeleteWithContext(ctx, st.del); err != nil {
+			return fmt.Errorf("deleting %s %s: %w", st.what, name, err)
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: %s", ErrAgentNotFound, agent)
+	}
+	return nil
+}
+
+// ListAgents returns org's agents, read from their roles and policies.
+func ListAgents(ctx context.Context, c *api.Client, org string) ([]Agent, error) {
+	if err := ValidateOrgName(org); err != nil {
+		return nil, err
+	}
+	s, err := c.Logical().ListWithContext(ctx, "auth/approle/role")
+	if err != nil {
+		return nil, fmt.Errorf("listing roles: %w", err)
+	}
+	var keys []interface{}
+	if s != nil {
+		keys, _ = s.Data["keys"].([]interface{})
+	}
+	prefix := agentPrefix(org)
+	agents := []Agent{}
+	for _, k := range keys {
+		role, _ := k.(string)
+		name, ok := strings.CutPrefix(role, prefix)
+		if !ok || !agentNamePattern.MatchString(name) {
+			continue
+		}
+		a, err := readAgent(ctx, c, org, name)
+		if err != nil {
+			return nil, err
+		}
+		if a != nil {
+			agents = append(agents, *a)
+		}
+	}
+	sort.Slice(agents, func(i, j int) bool { return agents[i].Name < agents[j].Name })
+	return agents, nil
+}
+
+// policyRules is the part of a Vault policy an agent's description needs.
+type policyRules struct {
+	Path map[string]*struct {
+		Capabilities      []string                 `hcl:"capabilities"`
+		AllowedParameters map[string][]interface{} `hcl:"allowed_parameters"`
+	} `hcl:"path"`
+}
+
+func readAgent(ctx context.Context, c *api.Client, org, agent string) (*Agent, error) {
+	name := AgentName(org, agent)
+	role, err := c.Logical().ReadWithContext(ctx, "auth/approle/role/"+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading role %s: %w", name, err)
+	}
+	if role == nil {
+		return nil, nil
+	}
+	a := &Agent{Name: agent, Creds: []string{}}
+	if ttl, err := parseSeconds(role.Data["token_ttl"]); err == nil {
+		a.TokenTTL = ttl
+	}
+	text, err := c.Sys().GetPolicyWithContext(ctx, name)
+	if err != nil {
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+			return a, nil
+		}
+		return nil, fmt.Errorf("reading policy %s: %w", name, err)
+	}
+	var rules policyRules
+	if err := hcl.Decode(&rules, text); err != nil {
+		// Edited by hand beyond what we write: show the agent without
+		// details rather than fail the list.
+		return a, nil
+	}
+	proxyPrefix := MountPath(org) + "/proxy/"
+	for p, r := range rules.Path {
+		cred, ok := strings.CutPrefix(p, proxyPrefix)
+		if !ok || r == nil || !slices.Contains(r.Capabilities, "update") {
+			continue
+		}
+		a.Creds = append(a.Creds, cred)
+		a.Methods = stringsOf(r.AllowedParameters["method"])
+		a.Paths = stringsOf(r.AllowedParameters["path"])
+	}
+	sort.Strings(a.Creds)
+	return a, nil
+}
+
+func stringsOf(vs []interface{}) []string {
+	var out []string
+	for _, v := range vs {
+		if s, ok := v.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func parseSeconds(v interface{}) (time.Duration, error) {
+	switch n := v.(type) {
+	case nil:
+		return 0, errors.New("missing")
+	case interface{ Int64() (int64, error) }:
+		secs, err := n.Int64()
+		return time.Duration(secs) * time.Second, err
+	case float64:
+		return time.Duration(n) * time.Second, nil
+	}
+	return 0, fmt.Errorf("unexpected %T", v)
+}
