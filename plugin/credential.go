@@ -224,8 +224,31 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 	return b.index.clearPending(ctx, s, c.Name)
 }
 
-// deleteCredential removes c and its index line; the caller holds its lock.
-func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, name string) error {
+// deleteCredential removes c, its index line and what hangs off it: its
+// pending connect and its entry in the refresh schedule, so that nothing is
+// left behind and a credential created again under the name starts clean.
+// Those go first: when a later step fails the credential is still there,
+// and deleting it again finishes the job. The caller holds c's lock.
+func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, c *credential) error {
+	name := c.Name
+	if err := s.Delete(ctx, pendingConnectPrefix+name); err != nil {
+		return fmt.Errorf("deleting the pending connect of %s: %w", name, err)
+	}
+	if g := c.OAuth; g != nil && !g.RefreshDue.IsZero() {
+		if err := s.Delete(ctx, dueEntryKey(dueBucket(g.RefreshDue), name)); err != nil {
+			return fmt.Errorf("removing %s from the refresh schedule: %w", name, err)
+		}
+	}
+	if err := b.deleteCredentialEntry(ctx, s, name); err != nil {
+		// The credential may be left without its schedule entry: the next
+		// tick files it again.
+		b.oauth.sched.markUnfiled(name)
+		return err
+	}
+	return nil
+}
+
+func (b *backend) deleteCredentialEntry(ctx context.Context, s logical.Storage, name string) error {
 	if err := b.index.markPending(ctx, s, name); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -376,5 +377,79 @@ func TestRefreshPathAndImport(t *testing.T) {
 	wantError(t, resp, "try again")
 	if got := f.cred("imported").OAuth; got.RefreshToken != ig.RefreshToken || got.AccessToken != ig.AccessToken {
 		t.Fatalf("a failed import changed the stored grant")
+	}
+}
+
+// TestDeleteLeavesNoOAuthStateBehind: deleting an oauth2 credential removes
+// its pending connect and its entry in the refresh schedule, so a
+// credential created again under the name starts clean: a connect started
+// for the old one cannot complete on it.
+func TestDeleteLeavesNoOAuthStateBehind(t *testing.T) {
+	ctx := context.Background()
+	f := newOAuthFixture(t, oauthserver.Options{}, nil)
+	f.connect("c")
+	// A second connect, approved at the provider but not completed.
+	q := f.authorize(f.startConnect("c")["auth_url"].(string))
+	if jobs, _ := dueEntries(ctx, f.s, "~"); len(jobs) != 1 {
+		t.Fatalf("due index before the delete: %v", jobs)
+	}
+
+	mustOK(t, do(t, f.b, f.s, logical.DeleteOperation, "creds/c", nil))
+	for _, prefix := range []string{pendingConnectPrefix, dueIndexPrefix} {
+		keys, err := logical.CollectKeysWithPrefix(ctx, f.s, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != 0 {
+			t.Errorf("left behind after the delete: %v", keys)
+		}
+	}
+
+	// Created again at the same instant, with the same app.
+	f.createCred("c")
+	calls := f.srv.TokenCalls()
+	wantError(t, do(t, f.b, f.s, logical.UpdateOperation, "creds/c/callback", map[string]interface{}{
+		"code": q.Get("code"), "state": q.Get("state"),
+	}), "no connect is pending")
+	if f.cred("c").OAuth.connected() || f.srv.TokenCalls() != calls {
+		t.Fatalf("the old credential's connect completed on the new one")
+	}
+}
+
+// refusingDelete refuses to delete one key.
+type refusingDelete struct {
+	logical.Storage
+	key string
+}
+
+func (r refusingDelete) Delete(ctx context.Context, key string) error {
+	if key == r.key {
+		return errors.New("injected storage failure")
+	}
+	return r.Storage.Delete(ctx, key)
+}
+
+// TestFailedDeleteKeepsTheGrantScheduled: when storage refuses to delete
+// the credential after its schedule entry is gone, the delete fails, and
+// the next tick files the credential again.
+func TestFailedDeleteKeepsTheGrantScheduled(t *testing.T) {
+	ctx := context.Background()
+	f := newOAuthFixture(t, oauthserver.Options{}, nil)
+	f.connect("c")
+	if err := f.b.refreshDue(ctx, f.s); err != nil { // the first tick's sweep is done
+		t.Fatal(err)
+	}
+	refusing := refusingDelete{Storage: f.s, key: credStorageKey("c")}
+	if _, err := doErr(f.b, refusing, logical.DeleteOperation, "creds/c", nil); err == nil {
+		t.Fatal("the delete succeeded although storage refused it")
+	}
+	if jobs, _ := dueEntries(ctx, f.s, "~"); len(jobs) != 0 {
+		t.Fatalf("due index after the failed delete: %v", jobs)
+	}
+	if err := f.b.refreshDue(ctx, f.s); err != nil {
+		t.Fatal(err)
+	}
+	if jobs, _ := dueEntries(ctx, f.s, "~"); len(jobs) != 1 || jobs[0].bucket != dueBucket(f.cred("c").OAuth.RefreshDue) {
+		t.Fatalf("the credential was not filed again: %v", jobs)
 	}
 }

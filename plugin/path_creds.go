@@ -541,10 +541,11 @@ func (b *backend) pathCredDelete(ctx context.Context, req *logical.Request, d *f
 		receipt := b.revokeGrant(ctx, req.Storage, c)
 		resp = &logical.Response{Data: map[string]interface{}{"revocation": receipt}}
 	}
-	if err := b.deleteCredential(ctx, req.Storage, name); err != nil {
+	if err := b.deleteCredential(ctx, req.Storage, c); err != nil {
 		return nil, err
 	}
 	b.lastUse.forget(name)
+	b.oauth.dropHeld(name)
 	b.logger.Info("credential deleted", "name", name)
 	return resp, nil
 }

@@ -42,7 +42,10 @@ type refreshResult struct {
 }
 
 // errNotOAuth and its kin are the caller's mistakes, not failures.
-var errNotOAuth = errors.New("not an oauth2 credential")
+var (
+	errNotOAuth       = errors.New("not an oauth2 credential")
+	errCredentialGone = errors.New("does not exist")
+)
 
 // refreshShared runs one refresh of credential name for all concurrent
 // callers in the same mode: the first starts it, the others wait for it and
@@ -89,7 +92,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 	}
 	if c == nil {
 		b.oauth.dropHeld(name)
-		return refreshResult{err: fmt.Errorf("credential %q does not exist", name)}
+		return refreshResult{err: fmt.Errorf("credential %q %w", name, errCredentialGone)}
 	}
 	if c.Type != typeOAuth2 {
 		return refreshResult{err: fmt.Errorf("credential %q: %w", name, errNotOAuth)}

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -328,7 +329,13 @@ func (b *backend) runDue(ctx context.Context, s logical.Storage, jobs []dueJob) 
 			defer wg.Done()
 			for j := range work {
 				r := b.refreshLocked(ctx, s, j.name, refreshScheduled, j.bucket)
-				if r.err != nil {
+				switch {
+				case r.err == nil:
+				case errors.Is(r.err, errCredentialGone) || errors.Is(r.err, errNotOAuth):
+					// An entry left behind by a credential deleted (or
+					// replaced by another type) is dropped; nothing failed.
+					b.logger.Debug("dropped the due entry of a credential that is gone", "name", j.name)
+				default:
 					b.logger.Warn("scheduled refresh failed", "name", j.name, "error", r.err)
 				}
 			}

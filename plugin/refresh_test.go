@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/clankteam/credentials/testing/oauthserver"
@@ -371,8 +372,11 @@ func TestScheduledRefresh(t *testing.T) {
 			t.Fatalf("due index after the tick: %v", jobs)
 		}
 	}
-	// A deleted credential's entry is dropped when its minute comes.
+	// A deleted credential's entry goes with it.
 	mustOK(t, do(t, f.b, f.s, logical.DeleteOperation, "creds/a", nil))
+	if jobs, _ := dueEntries(ctx, f.s, "~"); len(jobs) != 2 {
+		t.Fatalf("due index after deleting a: %v", jobs)
+	}
 	f.clock.advance(51 * time.Minute)
 	if err := f.b.refreshDue(ctx, f.s); err != nil {
 		t.Fatal(err)
@@ -431,5 +435,48 @@ func TestKeepAliveRefresh(t *testing.T) {
 	}
 	if g := f.cred("c").OAuth; !g.RefreshedAt.Equal(f.clock.now()) || !g.RefreshDue.Equal(f.clock.now().Add(2*time.Hour)) {
 		t.Fatalf("after keep-alive: refreshed %v, next %v", g.RefreshedAt, g.RefreshDue)
+	}
+}
+
+// TestDueEntryOfAGoneCredentialIsDropped: an entry whose credential is gone
+// (an older version's delete left it, or the name now holds another type)
+// costs a tick one read: no refresh, no failure logged, and the entry is
+// removed.
+func TestDueEntryOfAGoneCredentialIsDropped(t *testing.T) {
+	ctx := context.Background()
+	f := newOAuthFixture(t, oauthserver.Options{}, nil)
+	var logged strings.Builder
+	f.b.logger = hclog.New(&hclog.LoggerOptions{Output: &logged, Level: hclog.Info})
+	f.connect("live")
+	mustOK(t, do(t, f.b, f.s, logical.CreateOperation, "creds/now-a-key", map[string]interface{}{
+		"type": "api_key", "service": "stripe", "api_key": "sk_test_0123456789abcdef",
+	}))
+	bucket := dueBucket(f.clock.now())
+	for _, name := range []string{"gone", "now-a-key"} {
+		if err := f.s.Put(ctx, &logical.StorageEntry{Key: dueEntryKey(bucket, name)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyRevision := mustOK(t, do(t, f.b, f.s, logical.ReadOperation, "creds/now-a-key", nil)).Data["revision"]
+
+	f.clock.advance(time.Minute)
+	if err := f.b.refreshDue(ctx, f.s); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := dueEntries(ctx, f.s, "~")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 1 || jobs[0].name != "live" {
+		t.Fatalf("due index after the tick: %v", jobs)
+	}
+	if n := f.srv.TokenCallsFor(oauthserver.GrantRefreshToken); n != 0 {
+		t.Fatalf("%d refreshes for entries of gone credentials", n)
+	}
+	if got := mustOK(t, do(t, f.b, f.s, logical.ReadOperation, "creds/now-a-key", nil)).Data["revision"]; got != keyRevision {
+		t.Fatalf("the tick changed the api_key credential: revision %v, was %v", got, keyRevision)
+	}
+	if strings.Contains(logged.String(), "failed") {
+		t.Fatalf("a gone credential's entry was logged as a failure:\n%s", logged.String())
 	}
 }
