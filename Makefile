@@ -13,7 +13,7 @@ LDFLAGS := -s -w -X github.com/clankteam/credentials/plugin.Version=$(VERSION)
 RACE_PLUGIN := $(BIN)/race/$(PLUGIN)
 GOSRC := plugin portal cmd testing
 
-.PHONY: all run test vault plugin portal fmt lint vet unit bench clean
+.PHONY: all run test vault plugin portal fmt lint vet unit bench clean chromium npm-assets logos
 
 all: vault plugin portal
 
@@ -22,11 +22,14 @@ run: vault plugin portal
 	$(GO) build -o $(BIN)/devstack ./cmd/devstack
 	$(BIN)/devstack -plugin $(BIN)/$(PLUGIN)
 
-## test: vet, unit and integration tests against the real Vault, with -race
-test: vault vet
+## test: vet, unit and integration tests against the real Vault, and the
+## browser tests in headless Chromium, with -race
+test: vault vet chromium npm-assets
 	$(GO) build -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
 	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) \
 		$(GO) test -race -count=1 -timeout 20m ./...
+	@if [ "$$SKIP_BROWSER_TESTS" = "1" ]; then \
+		echo "!!! SKIP_BROWSER_TESTS=1: the browser tests (testing/browser) were SKIPPED: nothing checked the portal in a browser"; fi
 
 ## vault: the real HashiCorp Vault, built from its Go module (testing/vault).
 ## Rebuilt only when that module changes; a cold build takes ~10 minutes.
@@ -34,6 +37,18 @@ vault: $(BIN)/vault
 
 $(BIN)/vault: testing/vault/go.mod testing/vault/go.sum testing/vault/main.go
 	cd testing/vault && $(GO) build -ldflags "-s -w" -o $(BIN)/vault .
+
+## chromium: Debian's chromium for the browser tests, installed when missing
+chromium:
+	@./scripts/install-chromium.sh
+
+## npm-assets: axe-core for the browser tests' accessibility checks
+npm-assets:
+	@./scripts/install-npm-assets.sh
+
+## logos: re-extract the portal's brand logos from simple-icons (committed)
+logos:
+	./scripts/extract-logos.sh
 
 plugin:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
