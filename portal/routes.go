@@ -1,11 +1,121 @@
 package portal
 
-import "net/http"
+import (
+	"io/fs"
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+)
+
+// Route patterns for the names in URLs: the same rules as the engine's,
+// so a name can never bend a Vault path.
+const (
+	orgVar  = "{org:[a-z0-9][a-z0-9-]{0,62}}"
+	nameVar = "{name:[a-z0-9_.-]{1,128}}"
+)
 
 // routes lists every route the portal serves, so its whole surface is
-// visible in one place.
-func (s *Server) routes() {
-	s.router.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
-	s.router.HandleFunc("/", s.handleHome).Methods(http.MethodGet)
-	s.router.PathPrefix("/broker/").Handler(newBrokerHandler(s.cfg.VaultAddr, s.logger))
+// visible in one place, and wraps them in the middleware they share.
+func (s *Server) routes() (http.Handler, error) {
+	r := s.router
+	r.Use(nameRoute)
+
+	// Pages, and the JSON API that mirrors them, get the security headers
+	// and the cross-origin check; the broker (agents, no cookies) does not.
+	app := r.NewRoute().MatcherFunc(notBroker).Subrouter()
+	csrf, err := s.csrf()
+	if err != nil {
+		return nil, err
+	}
+	app.Use(securePages, csrf)
+
+	app.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
+	app.Handle("/metrics", s.metrics.handler()).Methods(http.MethodGet)
+	static, _ := fs.Sub(staticFS, "static")
+	app.PathPrefix("/static/").Handler(cacheStatic(http.StripPrefix("/static/", http.FileServerFS(static)))).Methods(http.MethodGet)
+
+	app.HandleFunc("/signin", s.handleSignInForm).Methods(http.MethodGet)
+	app.HandleFunc("/signin", s.handleSignIn).Methods(http.MethodPost)
+	app.HandleFunc("/signout", s.handleSignOut).Methods(http.MethodPost)
+	app.HandleFunc("/oauth/callback", s.handleOAuthCallback).Methods(http.MethodGet)
+	app.Handle("/", s.signedIn(s.handleHome)).Methods(http.MethodGet)
+	app.Handle("/orgs", s.signedIn(s.handleSwitchOrg)).Methods(http.MethodGet)
+
+	org := "/orgs/" + orgVar
+	cred := org + "/creds/" + nameVar
+	app.Handle(org+"/creds", s.signedIn(s.handleCreds)).Methods(http.MethodGet)
+	app.Handle(org+"/add", s.signedIn(s.handleAddPick)).Methods(http.MethodGet)
+	app.Handle(org+"/add/{service:[a-z0-9][a-z0-9_.-]{0,63}}", s.signedIn(s.handleAddForm)).Methods(http.MethodGet)
+	app.Handle(org+"/add/{service:[a-z0-9][a-z0-9_.-]{0,63}}", s.signedIn(s.handleAdd)).Methods(http.MethodPost)
+	app.Handle(cred, s.signedIn(s.handleCred)).Methods(http.MethodGet)
+	app.Handle(cred+"/edit", s.signedIn(s.handleEditForm)).Methods(http.MethodGet)
+	app.Handle(cred+"/edit", s.signedIn(s.handleEdit)).Methods(http.MethodPost)
+	app.Handle(cred+"/connect", s.signedIn(s.handleConnectForm)).Methods(http.MethodGet)
+	app.Handle(cred+"/connect", s.signedIn(s.handleConnect)).Methods(http.MethodPost)
+	app.Handle(cred+"/disconnect", s.signedIn(s.handleCredConfirm("disconnect"))).Methods(http.MethodGet)
+	app.Handle(cred+"/disconnect", s.signedIn(s.handleDisconnect)).Methods(http.MethodPost)
+	app.Handle(cred+"/delete", s.signedIn(s.handleCredConfirm("delete"))).Methods(http.MethodGet)
+	app.Handle(cred+"/delete", s.signedIn(s.handleDelete)).Methods(http.MethodPost)
+	app.Handle(cred+"/verify", s.signedIn(s.handleCredAction("verify"))).Methods(http.MethodPost)
+	app.Handle(cred+"/refresh", s.signedIn(s.handleCredAction("refresh"))).Methods(http.MethodPost)
+	app.Handle(org+"/apps", s.signedIn(s.handleApps)).Methods(http.MethodGet)
+	app.Handle(org+"/apps", s.signedIn(s.handleAddApp)).Methods(http.MethodPost)
+	app.Handle(org+"/apps/"+nameVar+"/delete", s.signedIn(s.handleAppConfirmDelete)).Methods(http.MethodGet)
+	app.Handle(org+"/apps/"+nameVar+"/delete", s.signedIn(s.handleDeleteApp)).Methods(http.MethodPost)
+	app.Handle(org+"/agents", s.signedIn(s.handleAgents)).Methods(http.MethodGet)
+	app.Handle(org+"/agents", s.signedIn(s.handleAddAgent)).Methods(http.MethodPost)
+	app.Handle(org+"/agents/"+nameVar+"/delete", s.signedIn(s.handleAgentConfirmDelete)).Methods(http.MethodGet)
+	app.Handle(org+"/agents/"+nameVar+"/delete", s.signedIn(s.handleDeleteAgent)).Methods(http.MethodPost)
+
+	// The JSON API for scripts: the same operations as the pages, with a
+	// Vault token in Authorization: Bearer (or X-Vault-Token), or the
+	// session cookie.
+	api := "/api/v1"
+	aorg := api + "/orgs/" + orgVar
+	acred := aorg + "/creds/" + nameVar
+	app.Handle(api+"/orgs", s.apiAuth(s.apiOrgs)).Methods(http.MethodGet)
+	app.Handle(aorg+"/creds", s.apiAuth(s.apiListCreds)).Methods(http.MethodGet)
+	app.Handle(aorg+"/creds", s.apiAuth(s.apiCreateCred)).Methods(http.MethodPost)
+	app.Handle(acred, s.apiAuth(s.apiReadCred)).Methods(http.MethodGet)
+	app.Handle(acred, s.apiAuth(s.apiUpdateCred)).Methods(http.MethodPatch, http.MethodPut)
+	app.Handle(acred, s.apiAuth(s.apiDeleteCred)).Methods(http.MethodDelete)
+	app.Handle(acred+"/{action:connect|disconnect|refresh|verify}", s.apiAuth(s.apiCredAction)).Methods(http.MethodPost)
+	app.Handle(aorg+"/services", s.apiAuth(s.apiServices)).Methods(http.MethodGet)
+	app.Handle(aorg+"/services/{service:[a-z0-9][a-z0-9_.-]{0,63}}", s.apiAuth(s.apiService)).Methods(http.MethodGet)
+	app.Handle(aorg+"/apps", s.apiAuth(s.apiApps)).Methods(http.MethodGet)
+	app.Handle(aorg+"/apps/"+nameVar, s.apiAuth(s.apiReadApp)).Methods(http.MethodGet)
+	app.Handle(aorg+"/apps/"+nameVar, s.apiAuth(s.apiWriteApp)).Methods(http.MethodPut)
+	app.Handle(aorg+"/apps/"+nameVar, s.apiAuth(s.apiDeleteApp)).Methods(http.MethodDelete)
+	app.Handle(aorg+"/agents", s.apiAuth(s.apiAgents)).Methods(http.MethodGet)
+	app.Handle(aorg+"/agents", s.apiAuth(s.apiCreateAgent)).Methods(http.MethodPost)
+	app.Handle(aorg+"/agents/"+nameVar, s.apiAuth(s.apiDeleteAgent)).Methods(http.MethodDelete)
+	app.PathPrefix(api + "/").Handler(s.apiAuth(s.apiNotFound))
+
+	app.NotFoundHandler = securePages(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.renderError(w, r, http.StatusNotFound, "There is no such page.")
+	}))
+
+	// The broker's routes (/broker/...) are registered on r, below this line.
+	r.PathPrefix("/broker/").Handler(newBrokerHandler(s.cfg.VaultAddr, s.logger))
+
+	return s.observe(s.recoverPanics(r)), nil
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// notBroker keeps the page middleware off the broker's routes.
+func notBroker(r *http.Request, _ *mux.RouteMatch) bool {
+	return !strings.HasPrefix(r.URL.Path, "/broker/")
+}
+
+// cacheStatic lets browsers keep the embedded assets for an hour.
+func cacheStatic(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		next.ServeHTTP(w, r)
+	})
 }

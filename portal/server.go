@@ -2,37 +2,70 @@
 // credentials and through which agents reach services (the broker). It holds
 // no privileged Vault token: every request runs with the caller's own token,
 // so Vault's ACL decides what each person and agent may do.
+//
+// Sessions are stateless: the person's Vault token is sealed into a cookie
+// with a key from configuration, so any number of instances sharing that key
+// can serve the same people behind a load balancer.
 package portal
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/hashicorp/vault/api"
+	"golang.org/x/time/rate"
 )
 
 // Config is what a portal instance needs; nothing in it is secret except
-// the cookie key.
+// the session key.
 type Config struct {
 	// Addr is the listen address, e.g. 127.0.0.1:8080.
 	Addr string
 	// VaultAddr is the Vault server every request is sent to.
 	VaultAddr string
+	// PublicURL is where people reach the portal (scheme://host[:port]),
+	// used for the OAuth callback registered with providers and to decide
+	// on Secure cookies. Default: http:// and the listen address.
+	PublicURL string
+	// SessionKey seals session cookies: 32 bytes, the same on every
+	// instance behind one load balancer. Empty: a random key, so sessions
+	// end with the process.
+	SessionKey []byte
+	// TrustedOrigins may post forms besides the portal's own origin, e.g.
+	// the public origin of a proxy that rewrites Host.
+	TrustedOrigins []string
+	// SignInsPerMinute bounds sign-in attempts per client address and per
+	// user name (default 10).
+	SignInsPerMinute int
 	// Logger receives request logs; never a secret.
 	Logger *slog.Logger
 }
 
 // Server is one portal instance.
 type Server struct {
-	cfg    Config
-	logger *slog.Logger
-	router *mux.Router
-	http   *http.Server
-	ln     net.Listener
+	cfg       Config
+	logger    *slog.Logger
+	router    *mux.Router
+	handler   http.Handler
+	http      *http.Server
+	ln        net.Listener
+	vaultBase *api.Client
+	sessions  *sealer
+	pages     *pages
+	signIns   *rateLimiter
+	metrics   *metrics
+	publicURL *url.URL
+	// now is the clock; tests move it.
+	now func() time.Time
 }
 
 // NewServer builds a portal with its routes registered.
@@ -43,11 +76,53 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, logger: cfg.Logger, router: mux.NewRouter()}
-	s.routes()
+	key := cfg.SessionKey
+	if len(key) == 0 {
+		key = make([]byte, sessionKeyLen)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("portal: session key: %w", err)
+		}
+		cfg.Logger.Warn("no session key configured: using a random one, so sessions end when this process does and other instances cannot read them")
+	}
+	sealer, err := newSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	base, err := newVaultBase(cfg.VaultAddr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		logger:    cfg.Logger,
+		router:    mux.NewRouter(),
+		vaultBase: base,
+		sessions:  sealer,
+		signIns:   newRateLimiter(signInRate, signInBurst),
+		metrics:   newMetrics(),
+		now:       time.Now,
+	}
+	if n := cfg.SignInsPerMinute; n > 0 {
+		s.signIns = newRateLimiter(rate.Limit(float64(n)/60), n)
+	}
+	if s.pages, err = parsePages(func() time.Time { return s.now() }); err != nil {
+		return nil, err
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(strings.TrimRight(cfg.PublicURL, "/"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("portal: PublicURL %q must be an absolute http(s) URL", cfg.PublicURL)
+		}
+		s.publicURL = u
+	}
+	if s.handler, err = s.routes(); err != nil {
+		return nil, err
+	}
 	s.http = &http.Server{
-		Handler:           s.router,
+		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
 	}
 	return s, nil
 }
@@ -60,11 +135,26 @@ func (s *Server) Listen() error {
 		return err
 	}
 	s.ln = ln
+	if s.publicURL == nil {
+		s.publicURL = &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	}
 	return nil
 }
 
 // URL is the portal's base address once Listen has returned.
 func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// PublicURL is where people reach the portal: Config.PublicURL, or the
+// listen address once Listen has returned.
+func (s *Server) PublicURL() string {
+	if s.publicURL == nil {
+		return ""
+	}
+	return s.publicURL.String()
+}
+
+// CallbackURL is the OAuth redirect URI to register with providers.
+func (s *Server) CallbackURL() string { return s.PublicURL() + "/oauth/callback" }
 
 // Serve answers requests until Shutdown.
 func (s *Server) Serve() error {
@@ -78,4 +168,10 @@ func (s *Server) Serve() error {
 func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
 
 // ServeHTTP lets tests drive the portal without a socket.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// secureCookies says whether cookies get the Secure attribute: whenever
+// people reach the portal over TLS.
+func (s *Server) secureCookies(r *http.Request) bool {
+	return r.TLS != nil || (s.publicURL != nil && s.publicURL.Scheme == "https")
+}

@@ -1,7 +1,10 @@
 // Command portal serves the credentials web portal and broker, and carries
 // the operator commands that provision orgs in Vault.
 //
-//	portal serve [-addr 127.0.0.1:8080]          serve the portal (VAULT_ADDR names Vault)
+//	portal serve [-addr 127.0.0.1:8080] [-public-url URL]
+//	                                             serve the portal (VAULT_ADDR names Vault;
+//	                                             PORTAL_SESSION_KEY, base64 of 32 bytes, seals sessions)
+//	portal session-key                           print a new random session key
 //	portal org create <org>                      provision an org (needs an operator VAULT_TOKEN)
 //	portal person create -org <org> [-role admin|member] <username>
 //	                                             add a userpass login; the password is read from stdin
@@ -13,6 +16,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,14 +37,17 @@ import (
 )
 
 const usage = `usage:
-  portal serve [-addr 127.0.0.1:8080]
+  portal serve [-addr 127.0.0.1:8080] [-public-url https://portal.example.com]
+  portal session-key
   portal org create <org>
   portal person create -org <org> [-role admin|member] <username>   (password on stdin)
   portal agent create -org <org> -cred <name>[,<name>...] [-method M]... [-path GLOB]... [-ttl 15m] <agent>
   portal agent delete -org <org> <agent>
   portal agent list -org <org>
 
-Vault is found through VAULT_ADDR; operator commands use VAULT_TOKEN.`
+Vault is found through VAULT_ADDR; operator commands use VAULT_TOKEN.
+PORTAL_SESSION_KEY (base64 of 32 random bytes, from "portal session-key") seals
+session cookies; every instance behind one load balancer needs the same key.`
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout); err != nil {
@@ -56,6 +64,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 	switch {
 	case args[0] == "serve":
 		return serve(ctx, args[1:])
+	case args[0] == "session-key":
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+		return nil
 	case len(args) >= 2 && args[0] == "org" && args[1] == "create":
 		return orgCreate(ctx, args[2:], stdout)
 	case len(args) >= 2 && args[0] == "person" && args[1] == "create":
@@ -69,6 +84,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
+	publicURL := fs.String("public-url", "", "where people reach the portal, e.g. https://portal.example.com (default: http:// and the listen address)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,10 +92,19 @@ func serve(ctx context.Context, args []string) error {
 	if vaultAddr == "" {
 		return errors.New("VAULT_ADDR must name the Vault server")
 	}
+	var sessionKey []byte
+	if raw := os.Getenv("PORTAL_SESSION_KEY"); raw != "" {
+		var err error
+		if sessionKey, err = base64.StdEncoding.DecodeString(raw); err != nil || len(sessionKey) != 32 {
+			return errors.New("PORTAL_SESSION_KEY must be base64 of 32 bytes (make one with `portal session-key`)")
+		}
+	}
 	srv, err := portal.NewServer(portal.Config{
-		Addr:      *addr,
-		VaultAddr: vaultAddr,
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Addr:       *addr,
+		VaultAddr:  vaultAddr,
+		PublicURL:  *publicURL,
+		SessionKey: sessionKey,
+		Logger:     slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
 		return err

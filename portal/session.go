@@ -1,0 +1,215 @@
+package portal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+const (
+	sessionCookie = "portal_session"
+	flashCookie   = "portal_flash"
+	sessionKeyLen = 32
+	// maxSessionLife caps a session even when the Vault token lives longer
+	// (or forever, like a root token).
+	maxSessionLife = 12 * time.Hour
+	// maxPending bounds the OAuth connects one session may have in flight,
+	// which keeps the cookie small.
+	maxPending = 4
+	// sealVersion is the first byte of every sealed value, so the format can
+	// change without misreading old cookies.
+	sealVersion = 1
+)
+
+// session is what a signed-in person's cookie holds, sealed: nothing in it
+// is readable or changeable without the key.
+type session struct {
+	// Token is the person's own Vault token; every request they make runs
+	// with it.
+	Token string `json:"t"`
+	// User is the name shown in the header (the Vault display name).
+	User string `json:"u"`
+	// Expires is when the session ends (unix seconds): the token's expiry,
+	// capped at maxSessionLife.
+	Expires int64 `json:"e"`
+	// Pending are OAuth connects this session started and whose callback
+	// it awaits; a callback whose state is not here is refused.
+	Pending []pendingConnect `json:"p,omitempty"`
+}
+
+// pendingConnect binds one OAuth connect to the session that started it.
+type pendingConnect struct {
+	Org     string `json:"o"`
+	Cred    string `json:"c"`
+	State   string `json:"s"`
+	Expires int64  `json:"e"`
+}
+
+// flash is a one-time message shown on the next page.
+type flash struct {
+	Kind    string `json:"k"` // "ok" or "error"
+	Message string `json:"m"`
+}
+
+// sealer encrypts and authenticates cookie values with AES-256-GCM. The
+// cookie's name is bound in as additional data, so a value sealed for one
+// cookie is refused as another.
+type sealer struct {
+	aead cipher.AEAD
+}
+
+func newSealer(key []byte) (*sealer, error) {
+	if len(key) != sessionKeyLen {
+		return nil, fmt.Errorf("portal: session key must be %d bytes, not %d", sessionKeyLen, len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("portal: session key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("portal: session key: %w", err)
+	}
+	return &sealer{aead: aead}, nil
+}
+
+func (s *sealer) seal(name string, v any) (string, error) {
+	plain, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encoding %s: %w", name, err)
+	}
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", fmt.Errorf("sealing %s: %w", name, err)
+	}
+	out := append([]byte{sealVersion}, nonce...)
+	out = s.aead.Seal(out, nonce, plain, []byte(name))
+	clear(plain)
+	return base64.RawURLEncoding.EncodeToString(out), nil
+}
+
+var errBadSeal = errors.New("sealed value is invalid")
+
+func (s *sealer) open(name, value string, v any) error {
+	raw, err := base64.RawURLEncoding.DecodeString(value)
+	if err != nil {
+		return errBadSeal
+	}
+	ns := s.aead.NonceSize()
+	if len(raw) < 1+ns+s.aead.Overhead() || raw[0] != sealVersion {
+		return errBadSeal
+	}
+	plain, err := s.aead.Open(nil, raw[1:1+ns], raw[1+ns:], []byte(name))
+	if err != nil {
+		return errBadSeal
+	}
+	defer clear(plain)
+	if err := json.Unmarshal(plain, v); err != nil {
+		return errBadSeal
+	}
+	return nil
+}
+
+// readSession returns the request's valid session, or nil.
+func (s *Server) readSession(r *http.Request) *session {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil
+	}
+	sess := new(session)
+	if err := s.sessions.open(sessionCookie, c.Value, sess); err != nil {
+		return nil
+	}
+	if sess.Token == "" || s.now().Unix() >= sess.Expires {
+		return nil
+	}
+	return sess
+}
+
+// writeSession sets the session cookie. The cookie is HttpOnly (no script
+// reads it), SameSite=Lax (sent on top-level navigations such as the OAuth
+// provider's redirect back, not on cross-site posts) and Secure under TLS.
+func (s *Server) writeSession(w http.ResponseWriter, r *http.Request, sess *session) error {
+	now := s.now().Unix()
+	live := sess.Pending[:0]
+	for _, p := range sess.Pending {
+		if p.Expires > now {
+			live = append(live, p)
+		}
+	}
+	if len(live) > maxPending {
+		live = live[len(live)-maxPending:]
+	}
+	sess.Pending = live
+	value, err := s.sessions.seal(sessionCookie, sess)
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     sessionCookie,
+		Value:    value,
+		Path:     "/",
+		Expires:  time.Unix(sess.Expires, 0),
+		MaxAge:   int(sess.Expires - now),
+		HttpOnly: true,
+		Secure:   s.secureCookies(r),
+		SameSite: http.SameSiteLaxMode,
+	})
+	return nil
+}
+
+func (s *Server) clearSession(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{
+		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// takePending removes and returns the session's pending connect with
+// state, if any; states are compared in constant time.
+func (sess *session) takePending(state string, now time.Time) (pendingConnect, bool) {
+	for i, p := range sess.Pending {
+		if subtle.ConstantTimeCompare([]byte(p.State), []byte(state)) == 1 {
+			sess.Pending = append(sess.Pending[:i], sess.Pending[i+1:]...)
+			return p, p.Expires > now.Unix()
+		}
+	}
+	return pendingConnect{}, false
+}
+
+// setFlash leaves a message for the next page the person sees.
+func (s *Server) setFlash(w http.ResponseWriter, r *http.Request, kind, msg string) {
+	value, err := s.sessions.seal(flashCookie, flash{Kind: kind, Message: msg})
+	if err != nil {
+		s.logger.Error("sealing flash", "error", err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: flashCookie, Value: value, Path: "/", MaxAge: 60,
+		HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// takeFlash returns the pending message, if any, and clears it.
+func (s *Server) takeFlash(w http.ResponseWriter, r *http.Request) *flash {
+	c, err := r.Cookie(flashCookie)
+	if err != nil {
+		return nil
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: flashCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode,
+	})
+	f := new(flash)
+	if err := s.sessions.open(flashCookie, c.Value, f); err != nil {
+		return nil
+	}
+	return f
+}
