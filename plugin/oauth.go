@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -395,7 +396,8 @@ const (
 
 // providerError is a classified failure of a provider call. Its message is
 // for people and holds no secret: the provider's error code and
-// description, or the HTTP status, never the body.
+// description scrubbed of what the engine sent, or the HTTP status, never
+// the body.
 type providerError struct {
 	kind   failureKind
 	code   string
@@ -429,8 +431,10 @@ func isTransientCode(code string) bool {
 	return false
 }
 
-// classifyTokenError turns an error of x/oauth2 into a providerError.
-func classifyTokenError(err error, what string) *providerError {
+// classifyTokenError turns an error of x/oauth2 into a providerError. sent
+// are the secrets the engine sent in the failed request: they are scrubbed
+// from the provider's text.
+func classifyTokenError(err error, what string, sent ...string) *providerError {
 	var pe *providerError
 	if errors.As(err, &pe) {
 		return pe
@@ -452,8 +456,9 @@ func classifyTokenError(err error, what string) *providerError {
 				code, desc = body.Error, body.Description
 			}
 		}
-		desc = clip(desc, 200)
-		e := &providerError{code: code, status: status, cause: err}
+		// Scrubbed before clipping, so that no part of a secret is left.
+		desc = clip(scrubSent(desc, sent), 200)
+		e := &providerError{code: clip(scrubSent(code, sent), 80), status: status, cause: err}
 		switch {
 		case grantDeadCodes[code]:
 			e.kind = failGrantDead
@@ -463,8 +468,8 @@ func classifyTokenError(err error, what string) *providerError {
 			e.kind = failRefused
 		}
 		e.msg = fmt.Sprintf("%s: the provider answered HTTP %d", what, status)
-		if code != "" {
-			e.msg += " " + clip(code, 80)
+		if e.code != "" {
+			e.msg += " " + e.code
 		}
 		if desc != "" {
 			e.msg += " (" + desc + ")"
@@ -480,10 +485,31 @@ func classifyTokenError(err error, what string) *providerError {
 		e.msg = what + ": cancelled"
 	default:
 		// x/oauth2's other errors (unreachable host, unparsable answer)
-		// name no secret.
-		e.msg = fmt.Sprintf("%s: %s", what, clip(err.Error(), 300))
+		// name no secret; scrubbed all the same.
+		e.msg = fmt.Sprintf("%s: %s", what, clip(scrubSent(err.Error(), sent), 300))
 	}
 	return e
+}
+
+// scrubSent removes from a provider's text every secret the engine sent it
+// (a refresh or access token, the client secret, an authorization code, a
+// PKCE verifier), so that a provider quoting its request back cannot put a
+// secret into a stored refresh error, a response or the log. Longer secrets
+// go first, so that one containing another is removed whole; URL-encoded
+// copies go too.
+func scrubSent(text string, sent []string) string {
+	sorted := slices.Clone(sent)
+	slices.SortFunc(sorted, func(a, b string) int { return len(b) - len(a) })
+	for _, secret := range sorted {
+		if secret == "" {
+			continue
+		}
+		text = strings.ReplaceAll(text, secret, "[redacted]")
+		if q := url.QueryEscape(secret); q != secret {
+			text = strings.ReplaceAll(text, q, "[redacted]")
+		}
+	}
+	return text
 }
 
 // fetchAccount asks spec's userinfo endpoint who granted the access, for

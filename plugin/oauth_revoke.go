@@ -151,7 +151,7 @@ func (b *backend) revokeRFC7009(ctx context.Context, svc *service, app *oauthApp
 			r.revoked(t.kind)
 		default:
 			r.notRevoked(t.kind)
-			r.because("%s: the provider answered HTTP %d%s", t.kind, status, codeSuffix(body))
+			r.because("%s: the provider answered HTTP %d%s", t.kind, status, codeSuffix(body, t.token, app.ClientSecret))
 		}
 	}
 }
@@ -235,7 +235,7 @@ func (b *backend) revokeSlack(ctx context.Context, svc *service, g *oauthGrant, 
 		both(r.revoked)
 	case ans.Error != "":
 		both(r.notRevoked)
-		r.because("Slack answered %s", clip(ans.Error, 80))
+		r.because("Slack answered %s", clip(scrubSent(ans.Error, []string{g.AccessToken, g.RefreshToken}), 80))
 	default:
 		both(r.notRevoked)
 		r.because("Slack answered HTTP %d", status)
@@ -265,8 +265,10 @@ func errorCode(body []byte) string {
 	return e.Error
 }
 
-func codeSuffix(body []byte) string {
-	if c := errorCode(body); c != "" {
+// codeSuffix is the error code of a provider's answer, for a receipt,
+// without the secrets sent in the request.
+func codeSuffix(body []byte, sent ...string) string {
+	if c := scrubSent(errorCode(body), sent); c != "" {
 		return " (" + clip(c, 80) + ")"
 	}
 	return ""

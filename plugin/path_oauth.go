@@ -275,7 +275,7 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 	}
 	tok, err := conf.Exchange(b.oauth.providerContext(ctx, svc.OAuth), code, opts...)
 	if err != nil {
-		pe := classifyTokenError(err, "exchanging the code")
+		pe := classifyTokenError(err, "exchanging the code", code, verifier, app.ClientSecret)
 		b.logger.Warn("code exchange failed", "name", name, "code", pe.code, "status", pe.status)
 		if pe.kind == failTransient {
 			return nil, fmt.Errorf("%s: start a new connect", pe.Error())

@@ -145,7 +145,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		return current
 	}
 
-	tok, perr := b.requestRefresh(ctx, svc, app, g.RefreshToken)
+	tok, perr := b.requestRefresh(ctx, svc, app, g)
 	if perr != nil {
 		b.recordRefreshFailure(ctx, s, c, svc, cfg, perr, now)
 		if perr.kind == failGrantDead {
@@ -225,13 +225,13 @@ func (b *backend) oauthContext(ctx context.Context, s logical.Storage, c *creden
 	return svc, app, cfg, nil
 }
 
-// requestRefresh sends one refresh_token grant to the provider.
-func (b *backend) requestRefresh(ctx context.Context, svc *service, app *oauthApp, refreshToken string) (*oauth2.Token, *providerError) {
+// requestRefresh sends one refresh_token grant of g to the provider.
+func (b *backend) requestRefresh(ctx context.Context, svc *service, app *oauthApp, g *oauthGrant) (*oauth2.Token, *providerError) {
 	conf := oauthConfig(svc, app, "")
 	// An empty access token makes x/oauth2 refresh at once.
-	tok, err := conf.TokenSource(b.oauth.providerContext(ctx, svc.OAuth), &oauth2.Token{RefreshToken: refreshToken}).Token()
+	tok, err := conf.TokenSource(b.oauth.providerContext(ctx, svc.OAuth), &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
 	if err != nil {
-		pe := classifyTokenError(err, "refresh")
+		pe := classifyTokenError(err, "refresh", g.RefreshToken, g.AccessToken, app.ClientSecret)
 		if pe.kind == failGrantDead && svc.OAuth.SingleUseRefresh {
 			pe.msg += "; the provider's refresh tokens are single-use, so a refresh whose answer was lost also ends the grant"
 		}
@@ -349,7 +349,7 @@ func (b *backend) validateImportedRefreshToken(ctx context.Context, s logical.St
 	if err != nil {
 		return "could not read the mount's configuration; try again"
 	}
-	tok, perr := b.requestRefresh(ctx, svc, app, c.OAuth.RefreshToken)
+	tok, perr := b.requestRefresh(ctx, svc, app, c.OAuth)
 	if perr != nil {
 		if perr.kind == failTransient {
 			return "could not validate the refresh token, the provider is unavailable (" + perr.Error() + "); try again"
