@@ -211,15 +211,31 @@ func sortByLenDesc(forms [][]byte) {
 	}
 }
 
-// redactedMark replaces every scrubbed form.
-var redactedMark = []byte("[REDACTED]")
+// redactedMark replaces every scrubbed form; fallbackMark when a form is
+// part of redactedMark itself (a secret such as "REDACTED"), since
+// replacing it would then leave it in place. fallbackMark is shorter than
+// any form.
+var (
+	redactedMark = []byte("[REDACTED]")
+	fallbackMark = []byte("***")
+)
 
-// scrub returns b with every form replaced by redactedMark, and whether
+func markFor(forms [][]byte) []byte {
+	for _, f := range forms {
+		if bytes.Contains(redactedMark, f) {
+			return fallbackMark
+		}
+	}
+	return redactedMark
+}
+
+// scrub returns b with every form replaced by the mark, and whether
 // anything was replaced. When something was, b's old bytes are zeroed. A
 // replacement can, with a secret that overlaps the mark, form a new
 // occurrence; passes repeat until none is left, and a body that will not
 // come clean is replaced whole (fail closed).
 func scrub(b []byte, forms [][]byte) ([]byte, bool) {
+	mark := markFor(forms)
 	changed := false
 	for pass := 0; ; pass++ {
 		found := false
@@ -229,9 +245,9 @@ func scrub(b []byte, forms [][]byte) ([]byte, bool) {
 			}
 			if pass == maxScrubPasses {
 				clear(b)
-				return append([]byte(nil), redactedMark...), true
+				return append([]byte(nil), mark...), true
 			}
-			next := bytes.ReplaceAll(b, f, redactedMark)
+			next := bytes.ReplaceAll(b, f, mark)
 			clear(b)
 			b = next
 			found, changed = true, true
