@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +50,31 @@ func newTokenRecorder(t *testing.T, idp *oauthserver.Server) *tokenRecorder {
 	}))
 	t.Cleanup(r.Close)
 	return r
+}
+
+// all is every grant the token endpoint issued so far.
+func (r *tokenRecorder) all() []recordedGrant {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]recordedGrant(nil), r.grants...)
+}
+
+// authorizeAt follows a connect's auth_url at an auto-approving test
+// provider, as the person's browser would, and returns the query of the
+// provider's redirect back: the code and state for the callback.
+func authorizeAt(t *testing.T, authURL string) url.Values {
+	t.Helper()
+	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	back, err := resp.Location()
+	if err != nil {
+		t.Fatalf("the provider did not redirect back: HTTP %d", resp.StatusCode)
+	}
+	return back.Query()
 }
 
 func (r *tokenRecorder) last(t *testing.T) recordedGrant {
@@ -119,20 +145,11 @@ func TestOAuthLifecycleThroughVault(t *testing.T) {
 	if !strings.HasPrefix(authURL, idp.AuthURL()+"?") || !strings.Contains(authURL, "code_challenge_method=S256") {
 		t.Fatalf("auth_url %q is not a PKCE authorization request to the provider", authURL)
 	}
-	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	back, err := resp.Location()
-	if err != nil {
-		t.Fatalf("the provider did not redirect back: HTTP %d", resp.StatusCode)
-	}
-	if back.Query().Get("state") != started.Data["state"] {
+	back := authorizeAt(t, authURL)
+	if back.Get("state") != started.Data["state"] {
 		t.Fatalf("the provider returned another state")
 	}
-	callback := map[string]interface{}{"code": back.Query().Get("code"), "state": back.Query().Get("state")}
+	callback := map[string]interface{}{"code": back.Get("code"), "state": back.Get("state")}
 	if _, err := member.WriteWithContext(ctx, mount+"/creds/mail/callback", callback); err != nil {
 		t.Fatalf("callback: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -21,7 +22,10 @@ import (
 
 // TestNoPathRevealsASecret plants a distinctive secret in every kind of
 // credential, calls every path of the engine, and searches every response,
-// Vault's own log and a file audit device's log for the secrets.
+// Vault's own log and a file audit device's log for the secrets. The
+// tokens the engine itself receives from the provider (a connect's code
+// exchange, refreshes) are secrets too: a recorder in front of the token
+// endpoint captures them.
 func TestNoPathRevealsASecret(t *testing.T) {
 	ctx := context.Background()
 	org := newOrg(t, "canary")
@@ -53,7 +57,11 @@ func TestNoPathRevealsASecret(t *testing.T) {
 			t.Fatalf("writing %s: %v", path, err)
 		}
 	}
-	write("services/idp", providerService(idp))
+	rec := newTokenRecorder(t, idp)
+	svc := providerService(idp)
+	svc["oauth"].(map[string]interface{})["token_url"] = rec.URL + strings.TrimPrefix(idp.TokenURL(), idp.URL())
+	write("config", map[string]interface{}{"redirect_url": providerRedirect})
+	write("services/idp", svc)
 	write("services/custom-files", map[string]interface{}{"types": "file"})
 	write("apps/idp-app", map[string]interface{}{"service": "idp", "client_id": "engine", "client_secret": secrets["client secret"]})
 	write("creds/c-key", map[string]interface{}{"type": "api_key", "service": "stripe", "api_key": secrets["api key"]})
@@ -61,8 +69,30 @@ func TestNoPathRevealsASecret(t *testing.T) {
 	write("creds/c-file", map[string]interface{}{"type": "file", "service": "custom-files", "file": base64.StdEncoding.EncodeToString([]byte(secrets["file"])), "filename": "notes.txt"})
 	write("creds/c-oauth", map[string]interface{}{"type": "oauth2", "service": "idp", "app": "idp-app", "refresh_token": secrets["refresh token"]})
 
+	// An oauth2 credential connected through Vault: connect, the
+	// provider's consent, callback.
 	var outputs [][]byte
-	for _, cred := range []string{"c-key", "c-pass", "c-file", "c-oauth"} {
+	write("creds/c-connected", map[string]interface{}{"type": "oauth2", "service": "idp", "app": "idp-app"})
+	status, started := rawCall(t, admin, mount, engineCall{"PUT", "creds/{cred}/connect", nil}, "c-connected", "idp-app")
+	var connect struct {
+		Data struct {
+			AuthURL string `json:"auth_url"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(started, &connect); err != nil || status != http.StatusOK || connect.Data.AuthURL == "" {
+		t.Fatalf("connect: HTTP %d", status)
+	}
+	back := authorizeAt(t, connect.Data.AuthURL)
+	secrets["authorization code"] = back.Get("code")
+	status, completed := rawCall(t, admin, mount, engineCall{"PUT", "creds/{cred}/callback", map[string]interface{}{
+		"code": back.Get("code"), "state": back.Get("state"),
+	}}, "c-connected", "idp-app")
+	if status != http.StatusOK || !bytes.Contains(completed, []byte(`"connected":true`)) {
+		t.Fatalf("callback: HTTP %d", status)
+	}
+	outputs = append(outputs, started, completed)
+
+	for _, cred := range []string{"c-key", "c-pass", "c-file", "c-oauth", "c-connected"} {
 		for _, call := range enginePaths {
 			if call.method == "DELETE" && !strings.Contains(call.path, "{cred}") {
 				continue // keep the app and service for the next credential
@@ -83,6 +113,18 @@ func TestNoPathRevealsASecret(t *testing.T) {
 		t.Fatal("the audit device logged nothing")
 	}
 	outputs = append(outputs, serverLog, audit)
+	// The import's validation, the connect's exchange and each
+	// credential's refresh path: at least four grants.
+	grants := rec.all()
+	if len(grants) < 4 {
+		t.Fatalf("the token endpoint issued %d grants, want at least 4", len(grants))
+	}
+	for i, g := range grants {
+		secrets[fmt.Sprintf("access token %d", i)] = g.AccessToken
+		if g.RefreshToken != "" {
+			secrets[fmt.Sprintf("refresh token %d", i)] = g.RefreshToken
+		}
+	}
 	for what, secret := range secrets {
 		forms := []string{secret, base64.StdEncoding.EncodeToString([]byte(secret))}
 		for _, out := range outputs {
@@ -95,6 +137,10 @@ func TestNoPathRevealsASecret(t *testing.T) {
 	}
 }
 
+// providerRedirect is the redirect URI registered at the test provider:
+// the portal's callback, never contacted in these tests.
+const providerRedirect = "http://127.0.0.1:1/oauth/callback"
+
 // startProviderWithGrant starts a test authorization server and obtains a
 // grant from it as an OAuth client would.
 func startProviderWithGrant(t *testing.T) (*oauthserver.Server, *oauth2.Token) {
@@ -104,27 +150,17 @@ func startProviderWithGrant(t *testing.T) (*oauthserver.Server, *oauth2.Token) {
 		t.Fatal(err)
 	}
 	t.Cleanup(idp.Close)
-	const redirect = "http://127.0.0.1:1/oauth/callback"
-	if err := idp.AddClient("engine", "CANARY-client-secret-0a1b2c3d", []string{redirect}, nil); err != nil {
+	if err := idp.AddClient("engine", "CANARY-client-secret-0a1b2c3d", []string{providerRedirect}, nil); err != nil {
 		t.Fatal(err)
 	}
 	conf := &oauth2.Config{
-		ClientID: "engine", ClientSecret: "CANARY-client-secret-0a1b2c3d", RedirectURL: redirect,
+		ClientID: "engine", ClientSecret: "CANARY-client-secret-0a1b2c3d", RedirectURL: providerRedirect,
 		Endpoint: oauth2.Endpoint{AuthURL: idp.AuthURL(), TokenURL: idp.TokenURL()},
 		Scopes:   []string{"read"},
 	}
 	verifier := oauth2.GenerateVerifier()
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(conf.AuthCodeURL("canary-state-0001", oauth2.S256ChallengeOption(verifier)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := resp.Location()
-	if err != nil {
-		t.Fatalf("authorize did not redirect: %d", resp.StatusCode)
-	}
-	tok, err := conf.Exchange(context.Background(), loc.Query().Get("code"), oauth2.VerifierOption(verifier))
+	back := authorizeAt(t, conf.AuthCodeURL("canary-state-0001", oauth2.S256ChallengeOption(verifier)))
+	tok, err := conf.Exchange(context.Background(), back.Get("code"), oauth2.VerifierOption(verifier))
 	if err != nil {
 		t.Fatal(err)
 	}
