@@ -12,6 +12,8 @@ import (
 	"github.com/clankteam/credentials/portal/provision"
 )
 
+// agentsPage lists the org's agents and creates new ones; only people
+// holding the org's agents policy see the form.
 type agentsPage struct {
 	layout
 	Agents  []provision.Agent
