@@ -40,7 +40,9 @@ func run() error {
 `, st.PortalURL, st.Username, st.Password, st.Org, st.VaultAddr)
 	if st.VaultToken != "" {
 		fmt.Printf("  CLI:     export VAULT_ADDR=%s VAULT_TOKEN=%s\n", st.VaultAddr, st.VaultToken)
-		fmt.Printf("           vault read orgs/%s/config\n", st.Org)
+		fmt.Printf("           vault list -detailed orgs/%s/creds\n", st.Org)
+		fmt.Printf("  Broker:  vault write orgs/%s/proxy/demo-api method=GET path=/v1/balance\n", st.Org)
+		fmt.Printf("           curl -H \"X-Vault-Token: $VAULT_TOKEN\" %s/broker/%s/demo-api/v1/balance\n", st.PortalURL, st.Org)
 	}
 	fmt.Println("\n  Ctrl-C stops everything.")
 

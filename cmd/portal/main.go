@@ -6,7 +6,7 @@
 //	                                             PORTAL_SESSION_KEY, base64 of 32 bytes, seals sessions)
 //	portal session-key                           print a new random session key
 //	portal org create <org>                      provision an org (needs an operator VAULT_TOKEN)
-//	portal person create -org <org> [-role admin|member] <username>
+//	portal person create -org <org> [-role admin|member|agents] <username>
 //	                                             add a userpass login; the password is read from stdin
 //	portal agent create -org <org> -cred <name>[,<name>...] [-method GET] [-path '/v1/*'] [-ttl 15m] <agent>
 //	portal agent delete -org <org> <agent>        remove an agent and end its tokens
@@ -40,7 +40,7 @@ const usage = `usage:
   portal serve [-addr 127.0.0.1:8080] [-public-url https://portal.example.com]
   portal session-key
   portal org create <org>
-  portal person create -org <org> [-role admin|member] <username>   (password on stdin)
+  portal person create -org <org> [-role admin|member|agents] <username>   (password on stdin)
   portal agent create -org <org> -cred <name>[,<name>...] [-method M]... [-path GLOB]... [-ttl 15m] <agent>
   portal agent delete -org <org> <agent>
   portal agent list -org <org>
@@ -158,12 +158,12 @@ func orgCreate(ctx context.Context, args []string, stdout io.Writer) error {
 func personCreate(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("person create", flag.ContinueOnError)
 	org := fs.String("org", "", "the person's org")
-	role := fs.String("role", string(provision.RoleMember), "admin or member")
+	role := fs.String("role", string(provision.RoleMember), "admin, member or agents (manages agents; trusted people only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 || *org == "" {
-		return errors.New("usage: portal person create -org <org> [-role admin|member] <username>")
+		return errors.New("usage: portal person create -org <org> [-role admin|member|agents] <username>")
 	}
 	line, err := bufio.NewReader(stdin).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {

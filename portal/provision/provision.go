@@ -163,6 +163,9 @@ type Role string
 const (
 	RoleAdmin  Role = "admin"
 	RoleMember Role = "member"
+	// RoleAgents manages the org's agents; see AgentsPolicy for why it is
+	// separate from admin.
+	RoleAgents Role = "agents"
 )
 
 // CreatePerson writes (or rewrites) a userpass login for a person of org
@@ -178,8 +181,10 @@ func CreatePerson(ctx context.Context, c *api.Client, org, username, password st
 		policy = AdminPolicy(org)
 	case RoleMember:
 		policy = MemberPolicy(org)
+	case RoleAgents:
+		policy = AgentsPolicy(org)
 	default:
-		return fmt.Errorf("role must be %q or %q, not %q", RoleAdmin, RoleMember, role)
+		return fmt.Errorf("role must be %q, %q or %q, not %q", RoleAdmin, RoleMember, RoleAgents, role)
 	}
 	if username == "" || strings.ContainsAny(username, "/ ") {
 		return fmt.Errorf("username must be non-empty without '/' or spaces")

@@ -1,6 +1,7 @@
 // Package devstack runs the whole product on one machine for `make run`: a
 // Vault dev server with the engine, a demo org with a person who can sign in,
-// and the portal. It works offline.
+// sample credentials, a local OAuth provider and a local API, and the portal.
+// It works offline.
 package devstack
 
 import (
@@ -44,6 +45,7 @@ type Stack struct {
 
 	vault  *harness.Vault
 	portal *portal.Server
+	demo   *demo
 	served chan error
 }
 
@@ -83,6 +85,10 @@ func Start(ctx context.Context, opts Options, logOut io.Writer) (*Stack, error) 
 	}
 	st.portal = srv
 	st.PortalURL = srv.URL()
+	if st.demo, err = startDemo(ctx, client, st.Org, srv.CallbackURL()); err != nil {
+		st.Stop()
+		return nil, err
+	}
 	st.served = make(chan error, 1)
 	go func() { st.served <- srv.Serve() }()
 	return st, nil
@@ -121,7 +127,13 @@ func (st *Stack) provision(ctx context.Context, c *api.Client) error {
 	if err := provision.CreateOrg(ctx, c, st.Org); err != nil {
 		return err
 	}
-	return provision.CreatePerson(ctx, c, st.Org, st.Username, st.Password, provision.RoleAdmin)
+	// The demo person may also manage agents, so that every page works.
+	for _, role := range []provision.Role{provision.RoleAdmin, provision.RoleAgents} {
+		if err := provision.CreatePerson(ctx, c, st.Org, st.Username, st.Password, role); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Wait blocks until the context ends or the portal fails.
@@ -141,6 +153,9 @@ func (st *Stack) Stop() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, st.portal.Shutdown(ctx))
 		cancel()
+	}
+	if st.demo != nil {
+		st.demo.close()
 	}
 	if st.vault != nil {
 		errs = append(errs, st.vault.Stop())
