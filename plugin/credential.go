@@ -169,15 +169,18 @@ func (s credSummary) status(now time.Time, warnBefore time.Duration) (string, st
 
 // humanIn says how far away d is in words a person reads at a glance.
 func humanIn(d time.Duration) string {
+	// Rounded, not truncated: a key that expires 71h59m from now expires
+	// "in 3 days" to a person.
+	round := func(unit time.Duration) int { return int((d + unit/2) / unit) }
 	switch {
 	case d < time.Minute:
 		return "in less than a minute"
-	case d < time.Hour:
-		return plural(int(d/time.Minute), "minute")
-	case d < 48*time.Hour:
-		return plural(int(d/time.Hour), "hour")
+	case d < time.Hour-30*time.Second:
+		return plural(round(time.Minute), "minute")
+	case d < 47*time.Hour+30*time.Minute:
+		return plural(round(time.Hour), "hour")
 	}
-	return plural(int(d/(24*time.Hour)), "day")
+	return plural(round(24*time.Hour), "day")
 }
 
 func plural(n int, unit string) string {

@@ -336,3 +336,21 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 		t.Fatal("index line differs from the stored credential")
 	}
 }
+
+func TestHumanIn(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{30 * time.Second, "in less than a minute"},
+		{90 * time.Second, "in 2 minutes"},
+		{59*time.Minute + 50*time.Second, "in 1 hour"},
+		{24 * time.Hour, "in 24 hours"},
+		{72*time.Hour - time.Minute, "in 3 days"},
+		{10*24*time.Hour + 11*time.Hour, "in 10 days"},
+	} {
+		if got := humanIn(tc.d); got != tc.want {
+			t.Errorf("humanIn(%s) = %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}
