@@ -60,6 +60,8 @@ type backend struct {
 	brokerHTTP brokerClients
 	// callers caches the names of entities that call the broker.
 	callers callerNames
+	// brokerInputs caches the configuration and services the broker reads.
+	brokerInputs brokerInputs
 
 	// oauth is the OAuth lifecycle's in-memory state: shared refreshes,
 	// grants awaiting storage, the refresh schedule's cache.
@@ -88,8 +90,8 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		// Most specific patterns first: creds/<name>/connect before
 		// creds/<name>.
 		Paths: framework.PathAppend(
-			pathConfig(b),
-			pathServices(b),
+			b.changesBrokerInputs(pathConfig(b)),
+			b.changesBrokerInputs(pathServices(b)),
 			pathApps(b),
 			pathVerify(b),
 			pathOAuth(b),
@@ -109,6 +111,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	if isIndexKey(key) {
 		b.index.reset()
 	}
+	b.brokerInputs.invalidateKey(key)
 	b.oauth.sched.invalidate(key)
 }
 

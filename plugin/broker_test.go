@@ -465,3 +465,34 @@ func assertCoded(tb testing.TB, err error, status int, contains string) {
 		tb.Fatalf("error = %d %q, want %d containing %q", coded.Code(), coded.Error(), status, contains)
 	}
 }
+
+func TestProxySeesConfigAndServiceChangesAtOnce(t *testing.T) {
+	b, s, up := brokerFixture(t)
+	proxyOK(t, b, s, "key", map[string]interface{}{"path": "/bytes?n=2000"})
+
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"broker_max_body": 1000}))
+	_, err := proxyCall(b, s, "key", map[string]interface{}{"path": "/bytes?n=2000"})
+	assertCoded(t, err, http.StatusBadGateway, "larger than broker_max_body (1000 bytes)")
+
+	// Narrowing the service's base URL takes effect on the next call.
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "services/local", map[string]interface{}{
+		"types": "api_key,password", "allow_private_targets": true, "base_urls": up.URL + "/api",
+	}))
+	resp, err := proxyCall(b, s, "key", map[string]interface{}{"path": up.URL + "/v1/ping"})
+	if err != nil || resp == nil || !resp.IsError() {
+		t.Fatalf("a path outside the new base URL was called: %v %v", resp, err)
+	}
+	// Another node's change arrives as an invalidation.
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"broker_max_body": 5000}))
+	proxyOK(t, b, s, "key", map[string]interface{}{"path": "/bytes?n=2000"})
+	entry, err := logical.StorageEntryJSON(configStorageKey, &mountConfig{BrokerTimeout: 30e9, BrokerMaxBody: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), entry); err != nil {
+		t.Fatal(err)
+	}
+	b.invalidate(context.Background(), configStorageKey)
+	_, err = proxyCall(b, s, "key", map[string]interface{}{"path": "/api/x?n=2000"})
+	assertCoded(t, err, http.StatusBadGateway, "larger than broker_max_body (100 bytes)")
+}

@@ -52,7 +52,7 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse("credential %q does not exist", name), nil
 	}
 	defer zeroCredentialFile(c)
-	svc, err := b.getService(ctx, req.Storage, c.Service)
+	svc, err := b.brokerService(ctx, req.Storage, c.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	if c.State == statusDisconnected {
 		return logical.ErrorResponse("credential %q is disconnected: connect it again, then verify", name), nil
 	}
-	cfg, err := b.getConfig(ctx, req.Storage)
+	cfg, err := b.brokerConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}

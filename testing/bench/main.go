@@ -1,0 +1,400 @@
+// Command bench measures the broker against its floor, in one run, on one
+// machine: the same local upstream and the same Vault for every scenario.
+//
+//	go run ./testing/bench [-n 2000] [-d 5s] [-c 32]
+//
+// Scenarios:
+//
+//	direct   GET upstream /v1/ping with the real key (no broker)
+//	floor    GET Vault /v1/orgs/<org>/config: one Vault request into the plugin
+//	portal   GET portal /broker/<org>/<cred>/v1/ping with an agent's token
+//	vault    POST Vault /v1/orgs/<org>/proxy/<cred> {method, path} with an agent's token
+//
+// For each: p50 and p99 latency at concurrency 1 (-n calls) and throughput
+// at concurrency -c (for -d). The plugin is built without the race
+// detector, as it runs in production.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clankteam/credentials/portal"
+	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/testing/harness"
+	"github.com/clankteam/credentials/testing/upstream"
+)
+
+const (
+	org     = "bench"
+	cred    = "key"
+	apiKey  = "sk_test_BENCHbench0123456789abcd"
+	warmups = 200
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
+	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
+	conc := flag.Int("c", 32, "concurrency for throughput")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,portal,vault); default all")
+	flag.Parse()
+	ctx := context.Background()
+
+	st, err := setUp(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.stop()
+
+	scenarios := st.scenarios()
+	var results []result
+	for _, sc := range scenarios {
+		if *only != "" && !strings.Contains(","+*only+",", ","+sc.name+",") {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "running %s...\n", sc.name)
+		r, err := measure(ctx, sc, *n, *conc, *d)
+		if err != nil {
+			return fmt.Errorf("%s: %w", sc.name, err)
+		}
+		results = append(results, r)
+	}
+	printTable(os.Stdout, results, *n, *conc, *d)
+	return nil
+}
+
+// stack is what the scenarios call.
+type stack struct {
+	vault      *harness.Vault
+	up         *upstream.Server
+	portal     *portal.Server
+	portalURL  string
+	agentToken string
+	adminToken string
+	// roleToken is an AppRole login's token holding the admin policy: the
+	// same kind of token as an agent's (with an entity), for the floor.
+	roleToken string
+	client    *http.Client
+	tmp       string
+}
+
+func setUp(ctx context.Context) (*stack, error) {
+	tmp, err := os.MkdirTemp("", "credentials-bench-")
+	if err != nil {
+		return nil, err
+	}
+	st := &stack{tmp: tmp}
+	pluginBin := filepath.Join(tmp, harness.PluginBinaryName)
+	fmt.Fprintln(os.Stderr, "building the plugin (no race detector)...")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", pluginBin, "./cmd/"+harness.PluginBinaryName)
+	if root, err := harness.RepoRoot(); err == nil {
+		build.Dir = root
+	}
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building the plugin: %w\n%s", err, out)
+	}
+	if st.vault, err = harness.Start(ctx, harness.Options{PluginBinary: pluginBin}); err != nil {
+		return nil, err
+	}
+	if st.up, err = upstream.Start(upstream.Options{Key: apiKey}); err != nil {
+		st.stop()
+		return nil, err
+	}
+	if err := st.provision(ctx); err != nil {
+		st.stop()
+		return nil, err
+	}
+	st.portal, err = portal.NewServer(portal.Config{
+		Addr: "127.0.0.1:0", VaultAddr: st.vault.Addr,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err == nil {
+		err = st.portal.Listen()
+	}
+	if err != nil {
+		st.stop()
+		return nil, err
+	}
+	go func() { _ = st.portal.Serve() }()
+	st.portalURL = st.portal.URL()
+	st.client = &http.Client{Transport: &http.Transport{
+		MaxIdleConns: 256, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute,
+	}}
+	return st, nil
+}
+
+func (st *stack) provision(ctx context.Context) error {
+	root := st.vault.Client()
+	if err := provision.CreateOrg(ctx, root, org); err != nil {
+		return err
+	}
+	mount := provision.MountPath(org)
+	writes := []struct {
+		path string
+		data map[string]interface{}
+	}{
+		{mount + "/services/local", map[string]interface{}{"types": "api_key", "base_urls": st.up.URL, "allow_private_targets": true}},
+		{mount + "/creds/" + cred, map[string]interface{}{"type": "api_key", "service": "local", "api_key": apiKey}},
+	}
+	for _, w := range writes {
+		if _, err := root.Logical().WriteWithContext(ctx, w.path, w.data); err != nil {
+			return fmt.Errorf("writing %s: %w", w.path, err)
+		}
+	}
+	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "bench", Creds: []string{cred}, TokenTTL: time.Hour})
+	if err != nil {
+		return err
+	}
+	s, err := st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
+		"role_id": login.RoleID, "secret_id": login.SecretID,
+	})
+	if err != nil {
+		return fmt.Errorf("agent login: %w", err)
+	}
+	st.agentToken = s.Auth.ClientToken
+	// The floor's caller holds the org's admin policy: one policy to
+	// evaluate, as the agent has.
+	if st.adminToken, err = st.vault.Token(ctx, 2*time.Hour, provision.AdminPolicy(org)); err != nil {
+		return err
+	}
+	// And the same read with an AppRole token, which carries an entity as
+	// an agent's does.
+	role := "auth/approle/role/bench-floor"
+	if _, err := root.Logical().WriteWithContext(ctx, role, map[string]interface{}{
+		"token_policies": provision.AdminPolicy(org), "token_ttl": "2h",
+	}); err != nil {
+		return err
+	}
+	rid, err := root.Logical().ReadWithContext(ctx, role+"/role-id")
+	if err != nil {
+		return err
+	}
+	sid, err := root.Logical().WriteWithContext(ctx, role+"/secret-id", nil)
+	if err != nil {
+		return err
+	}
+	s, err = st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
+		"role_id": rid.Data["role_id"], "secret_id": sid.Data["secret_id"],
+	})
+	if err != nil {
+		return err
+	}
+	st.roleToken = s.Auth.ClientToken
+	return nil
+}
+
+func (st *stack) stop() {
+	if st.portal != nil {
+		_ = st.portal.Shutdown(context.Background())
+	}
+	if st.up != nil {
+		st.up.Close()
+	}
+	if st.vault != nil {
+		_ = st.vault.Stop()
+	}
+	_ = os.RemoveAll(st.tmp)
+}
+
+// scenario is one kind of call; call makes one and checks its answer.
+type scenario struct {
+	name, desc string
+	call       func(ctx context.Context) error
+}
+
+func (st *stack) scenarios() []scenario {
+	proxyBody := []byte(`{"method":"GET","path":"/v1/ping"}`)
+	return []scenario{
+		{"direct", "direct to the upstream", func(ctx context.Context) error {
+			return st.get(ctx, st.up.URL+"/v1/ping", "Authorization", "Bearer "+apiKey, nil)
+		}},
+		{"floor", "Vault read of orgs/<org>/config (floor)", func(ctx context.Context) error {
+			return st.get(ctx, st.vault.Addr+"/v1/"+provision.MountPath(org)+"/config", "X-Vault-Token", st.adminToken, nil)
+		}},
+		{"floor-approle", "the same read with an AppRole token (entity)", func(ctx context.Context) error {
+			return st.get(ctx, st.vault.Addr+"/v1/"+provision.MountPath(org)+"/config", "X-Vault-Token", st.roleToken, nil)
+		}},
+		{"portal", "brokered through the portal", func(ctx context.Context) error {
+			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+cred+"/v1/ping", "Authorization", "Bearer "+st.agentToken, nil)
+		}},
+		{"vault", "brokered through Vault proxy/<name>", func(ctx context.Context) error {
+			return st.get(ctx, st.vault.Addr+"/v1/"+provision.MountPath(org)+"/proxy/"+cred, "X-Vault-Token", st.agentToken, proxyBody)
+		}},
+	}
+}
+
+// get sends one request (a POST when body is set) and checks for 200 and,
+// for the proxy path, the upstream's 200 inside.
+func (st *stack) get(ctx context.Context, url, hdr, val string, body []byte) error {
+	method := http.MethodGet
+	var rd io.Reader
+	if body != nil {
+		method, rd = http.MethodPost, bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(hdr, val)
+	resp, err := st.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, out)
+	}
+	if body != nil {
+		var v struct {
+			Data struct{ Status int } `json:"data"`
+		}
+		if err := json.Unmarshal(out, &v); err != nil || v.Data.Status != http.StatusOK {
+			return fmt.Errorf("proxy answered %.200s", out)
+		}
+	}
+	return nil
+}
+
+type result struct {
+	scenario
+	p50, p99     time.Duration // at concurrency 1
+	rps          float64       // at concurrency c
+	cp50, cp99   time.Duration // at concurrency c
+	calls, fails int64
+}
+
+func measure(ctx context.Context, sc scenario, n, conc int, d time.Duration) (result, error) {
+	r := result{scenario: sc}
+	for i := 0; i < warmups; i++ {
+		if err := sc.call(ctx); err != nil {
+			return r, err
+		}
+	}
+	lat := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		if err := sc.call(ctx); err != nil {
+			return r, err
+		}
+		lat = append(lat, time.Since(start))
+	}
+	r.p50, r.p99 = percentile(lat, 50), percentile(lat, 99)
+
+	runtime.GC()
+	var (
+		mu       sync.Mutex
+		all      []time.Duration
+		calls    atomic.Int64
+		failures atomic.Int64
+		firstErr atomic.Value
+		wg       sync.WaitGroup
+	)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := sc.call(ctx); err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+				calls.Add(1)
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	r.calls, r.fails = calls.Load(), failures.Load()
+	if r.fails > 0 {
+		return r, fmt.Errorf("%d of %d calls failed under load, first: %v", r.fails, r.fails+r.calls, firstErr.Load())
+	}
+	r.rps = float64(r.calls) / elapsed.Seconds()
+	r.cp50, r.cp99 = percentile(all, 50), percentile(all, 99)
+	return r, nil
+}
+
+func percentile(lat []time.Duration, p int) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), lat...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := (len(s)*p + 99) / 100
+	if i > 0 {
+		i--
+	}
+	return s[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func printTable(w io.Writer, rs []result, n, conc int, d time.Duration) {
+	fmt.Fprintf(w, "%d calls at concurrency 1 (after %d warm-up calls); %s at concurrency %d; GOMAXPROCS %d\n\n",
+		n, warmups, d, conc, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(w, "| scenario | p50 (c=1) | p99 (c=1) | throughput (c=%d) | p50 (c=%d) | p99 (c=%d) |\n", conc, conc, conc)
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+	by := map[string]result{}
+	for _, r := range rs {
+		by[r.name] = r
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f req/s | %s | %s |\n", r.desc, ms(r.p50), ms(r.p99), r.rps, ms(r.cp50), ms(r.cp99))
+	}
+	direct, okD := by["direct"]
+	floor, okF := by["floor"]
+	if !okD || !okF {
+		return
+	}
+	fmt.Fprintln(w)
+	for _, name := range []string{"portal", "vault"} {
+		r, ok := by[name]
+		if !ok {
+			continue
+		}
+		over := r.p50 - direct.p50
+		fmt.Fprintf(w, "%s: p50 over direct %s = %.2fx the floor's p50 (goal <= 2x); throughput %.2fx the floor's (goal >= 0.5x)\n",
+			r.desc, ms(over), float64(over)/float64(floor.p50), r.rps/floor.rps)
+	}
+	if v, ok := by["vault"]; ok {
+		fmt.Fprintf(w, "\nwhere the time goes at c=1 (p50): upstream %s; Vault's request path into the plugin (floor) %s; "+
+			"broker work in the plugin beyond that (credential read, injection, upstream round trip, scrub, encoding) %s",
+			ms(direct.p50), ms(floor.p50), ms(v.p50-floor.p50-direct.p50))
+		if p, ok := by["portal"]; ok {
+			fmt.Fprintf(w, "; the portal's hop %s", ms(p.p50-v.p50))
+		}
+		fmt.Fprintln(w)
+	}
+}
