@@ -132,9 +132,17 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
 		headers.Del(name)
 	}
 	headers.Del(from)
-	for name := range headers {
+	for name, values := range headers {
 		if strings.HasPrefix(name, "X-Vault-") || strings.HasPrefix(name, "X-Forwarded-") {
 			delete(headers, name)
+			continue
+		}
+		// An SDK may send its key (the Vault token) in a second header.
+		for _, v := range values {
+			if strings.Contains(v, token) {
+				delete(headers, name)
+				break
+			}
 		}
 	}
 	path := rest

@@ -94,6 +94,7 @@ func TestBrokerHandlerForwardsAndAnswers(t *testing.T) {
 	req.Header.Set("Cookie", "portal_session=secret")
 	req.Header.Set("X-Forwarded-For", "10.0.0.1")
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Sdk-Key", "hvs.agent")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 
@@ -104,7 +105,7 @@ func TestBrokerHandlerForwardsAndAnswers(t *testing.T) {
 	if fv.got.Method != "POST" || fv.got.Path != "/v1/charges?limit=3" || string(body) != "amount=5" {
 		t.Errorf("proxy request = %+v body %q", fv.got, body)
 	}
-	for _, h := range []string{"Authorization", "Cookie", "X-Forwarded-For"} {
+	for _, h := range []string{"Authorization", "Cookie", "X-Forwarded-For", "X-Sdk-Key"} {
 		if _, ok := fv.got.Headers[h]; ok {
 			t.Errorf("%s was passed to the engine", h)
 		}
