@@ -75,6 +75,9 @@ type credential struct {
 	// LastUsedBy is the caller (Vault entity or token display name) of the
 	// last use.
 	LastUsedBy string `json:"last_used_by,omitempty"`
+	// LastUsedByCaller is each recent caller's last use (at most
+	// maxCallersKept callers).
+	LastUsedByCaller map[string]time.Time `json:"callers,omitempty"`
 	// Revision counts stored versions: each save adds one, so a lost
 	// concurrent update would show as a gap.
 	Revision uint64 `json:"revision"`

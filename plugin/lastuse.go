@@ -17,18 +17,49 @@ type lastUseTracker struct {
 	pending map[string]lastUse
 }
 
+// lastUse is a credential's uses since the last flush.
 type lastUse struct {
 	At time.Time
 	By string
+	// Callers holds each caller's last use.
+	Callers map[string]time.Time
+}
+
+// maxCallersKept bounds the callers remembered per credential; the ones
+// that used it least recently are forgotten first.
+const maxCallersKept = 32
+
+// merge adds u's uses to the receiver's, keeping the later of each.
+func (l *lastUse) merge(u lastUse) {
+	if u.At.After(l.At) {
+		l.At, l.By = u.At, u.By
+	}
+	if l.Callers == nil {
+		l.Callers = map[string]time.Time{}
+	}
+	for by, at := range u.Callers {
+		if at.After(l.Callers[by]) {
+			l.Callers[by] = at
+		}
+	}
+	trimCallers(l.Callers)
+}
+
+// trimCallers drops the least recent callers beyond maxCallersKept.
+func trimCallers(callers map[string]time.Time) {
+	for len(callers) > maxCallersKept {
+		oldest := ""
+		for by, at := range callers {
+			if oldest == "" || at.Before(callers[oldest]) {
+				oldest = by
+			}
+		}
+		delete(callers, oldest)
+	}
 }
 
 func (t *lastUseTracker) record(name, by string, at time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.pending == nil {
-		t.pending = map[string]lastUse{}
-	}
-	t.pending[name] = lastUse{At: at, By: by}
+	t.restore(name, lastUse{At: at, By: by, Callers: map[string]time.Time{by: at}})
 }
 
 // overlay puts a not yet flushed use into sum.
@@ -40,26 +71,32 @@ func (t *lastUseTracker) overlay(name string, sum *credSummary) {
 	}
 }
 
-// by returns the last caller, pending or stored.
-func (t *lastUseTracker) by(name, stored string) string {
+// current returns c's last caller and each caller's last use, stored and
+// pending together.
+func (t *lastUseTracker) current(c *credential) (string, map[string]time.Time) {
+	all := lastUse{At: c.LastUsedAt, By: c.LastUsedBy, Callers: map[string]time.Time{}}
+	for by, at := range c.LastUsedByCaller {
+		all.Callers[by] = at
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if u, ok := t.pending[name]; ok {
-		return u.By
+	if u, ok := t.pending[c.Name]; ok {
+		all.merge(u)
 	}
-	return stored
+	return all.By, all.Callers
 }
 
-// restore puts back a use that could not be stored, unless a newer one came.
+// restore adds uses that could not be stored (or new ones) to the pending
+// ones, keeping the later of each.
 func (t *lastUseTracker) restore(name string, u lastUse) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.pending == nil {
 		t.pending = map[string]lastUse{}
 	}
-	if cur, ok := t.pending[name]; !ok || cur.At.Before(u.At) {
-		t.pending[name] = u
-	}
+	cur := t.pending[name]
+	cur.merge(u)
+	t.pending[name] = cur
 }
 
 func (t *lastUseTracker) forget(name string) {
@@ -100,9 +137,11 @@ func (b *backend) storeLastUse(ctx context.Context, s logical.Storage, name stri
 	if err != nil || c == nil {
 		return err
 	}
-	if !u.At.After(c.LastUsedAt) {
+	stored := lastUse{At: c.LastUsedAt, By: c.LastUsedBy, Callers: c.LastUsedByCaller}
+	if !u.At.After(stored.At) {
 		return nil
 	}
-	c.LastUsedAt, c.LastUsedBy = u.At, u.By
+	stored.merge(u)
+	c.LastUsedAt, c.LastUsedBy, c.LastUsedByCaller = stored.At, stored.By, stored.Callers
 	return b.saveCredential(ctx, s, c)
 }

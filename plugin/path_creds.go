@@ -486,8 +486,13 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 	if c.ExpiresAt != nil {
 		data["expires_at"] = formatTime(*c.ExpiresAt)
 	}
-	if by := b.lastUse.by(c.Name, c.LastUsedBy); by != "" {
+	if by, callers := b.lastUse.current(c); by != "" {
 		data["last_used_by"] = by
+		uses := make(map[string]string, len(callers))
+		for caller, at := range callers {
+			uses[caller] = formatTime(at)
+		}
+		data["last_used_by_caller"] = uses
 	}
 	switch c.Type {
 	case typeAPIKey:
