@@ -51,7 +51,7 @@ func pathApps(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
 					Callback: b.pathAppsList,
-					Summary:  "List OAuth client registrations.",
+					Summary:  "List OAuth client registrations with their service, client_id and scopes.",
 				},
 			},
 			HelpSynopsis:    pathAppsHelpSyn,
@@ -114,7 +114,22 @@ func (b *backend) pathAppsList(ctx context.Context, req *logical.Request, _ *fra
 	if err != nil {
 		return nil, fmt.Errorf("listing apps: %w", err)
 	}
-	return logical.ListResponse(names), nil
+	// An org registers a handful of OAuth clients, so describing each one
+	// here saves callers a read per app.
+	keys := make([]string, 0, len(names))
+	keyInfo := map[string]interface{}{}
+	for _, name := range names {
+		a, err := getApp(ctx, req.Storage, name)
+		if err != nil {
+			return nil, err
+		}
+		if a == nil {
+			continue // deleted since the listing
+		}
+		keys = append(keys, name)
+		keyInfo[name] = appResponse(a).Data
+	}
+	return logical.ListResponseWithInfo(keys, keyInfo), nil
 }
 
 func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

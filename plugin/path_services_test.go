@@ -123,6 +123,14 @@ func TestApps(t *testing.T) {
 			}
 		})
 	}
+	list := mustOK(t, do(t, b, s, logical.ListOperation, "apps/", nil))
+	info := list.Data["key_info"].(map[string]interface{})["google-app"].(map[string]interface{})
+	if info["service"] != "google" || info["client_id"] != "cid" || info["client_secret_set"] != true {
+		t.Errorf("LIST apps/ key_info = %v", info)
+	}
+	if _, ok := info["client_secret"]; ok {
+		t.Fatal("LIST apps/ returned the client secret")
+	}
 	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/gmail", map[string]interface{}{"type": "oauth2", "service": "google", "app": "google-app"}))
 	resp = do(t, b, s, logical.DeleteOperation, "apps/google-app", nil)
 	if !resp.IsError() || !strings.Contains(resp.Error().Error(), "gmail") {

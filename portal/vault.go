@@ -248,15 +248,10 @@ func (v *vault) apps(ctx context.Context, org string) ([]appInfo, error) {
 		return out, nil
 	}
 	keys, _ := sec.Data["keys"].([]any)
+	infos, _ := sec.Data["key_info"].(map[string]any)
 	for _, k := range keys {
 		name, _ := k.(string)
-		data, err := v.read(ctx, mountPath(org)+"/apps/"+name)
-		if err != nil {
-			return nil, err
-		}
-		if data == nil {
-			continue // deleted meanwhile
-		}
+		data, _ := infos[name].(map[string]any)
 		out = append(out, appInfo{
 			Name: name, Service: str(data["service"]), ClientID: str(data["client_id"]),
 			Scopes: strs(data["scopes"]), Description: str(data["description"]),
