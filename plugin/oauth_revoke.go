@@ -177,23 +177,17 @@ func (b *backend) revokeGitHub(ctx context.Context, svc *service, app *oauthApp,
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/vnd.github+json")
 	status, _, err := b.revocationCall(req)
-	both := func(f func(string)) {
-		f("access_token")
-		if g.RefreshToken != "" {
-			f("refresh_token")
-		}
-	}
 	switch {
 	case err != nil:
-		both(r.notRevoked)
+		markGrantTokens(g, r.notRevoked)
 		r.because("%s", err)
 	case status == http.StatusNoContent || status == http.StatusOK:
-		both(r.revoked)
+		markGrantTokens(g, r.revoked)
 	case status == http.StatusNotFound:
-		both(r.notRevoked)
+		markGrantTokens(g, r.notRevoked)
 		r.because("GitHub does not know the access token (it expired or was already revoked); remove the authorization in the account's GitHub settings if it is still listed")
 	default:
-		both(r.notRevoked)
+		markGrantTokens(g, r.notRevoked)
 		r.because("GitHub answered HTTP %d", status)
 	}
 }
@@ -221,23 +215,17 @@ func (b *backend) revokeSlack(ctx context.Context, svc *service, g *oauthGrant, 
 		Error   string `json:"error"`
 	}
 	_ = json.Unmarshal(body, &ans)
-	both := func(f func(string)) {
-		f("access_token")
-		if g.RefreshToken != "" {
-			f("refresh_token")
-		}
-	}
 	switch {
 	case err != nil:
-		both(r.notRevoked)
+		markGrantTokens(g, r.notRevoked)
 		r.because("%s", err)
 	case status == http.StatusOK && ans.OK:
-		both(r.revoked)
+		markGrantTokens(g, r.revoked)
 	case ans.Error != "":
-		both(r.notRevoked)
+		markGrantTokens(g, r.notRevoked)
 		r.because("Slack answered %s", clip(scrubSent(ans.Error, []string{g.AccessToken, g.RefreshToken}), 80))
 	default:
-		both(r.notRevoked)
+		markGrantTokens(g, r.notRevoked)
 		r.because("Slack answered HTTP %d", status)
 	}
 }
@@ -272,4 +260,13 @@ func codeSuffix(body []byte, sent ...string) string {
 		return " (" + clip(c, 80) + ")"
 	}
 	return ""
+}
+
+// markGrantTokens marks the tokens that one revocation call ends: the
+// access token, and the refresh token the provider revokes with it.
+func markGrantTokens(g *oauthGrant, mark func(string)) {
+	mark("access_token")
+	if g.RefreshToken != "" {
+		mark("refresh_token")
+	}
 }
