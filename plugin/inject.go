@@ -47,7 +47,7 @@ func (b *backend) credentialMaterial(ctx context.Context, s logical.Storage, svc
 		if c.State == statusDisconnected {
 			return secretMaterial{}, badRequest("credential %s is disconnected: connect it again", c.Name)
 		}
-		tok, err := b.oauthAccessToken(ctx, s, c.Name)
+		tok, err := b.accessTokenOf(ctx, s, c)
 		if err != nil {
 			return secretMaterial{}, tokenError(c.Name, err)
 		}

@@ -80,7 +80,14 @@ func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *f
 	}
 	header, _ := d.Get("headers").(http.Header)
 
-	cfg, c, err := b.readConfigAndCredential(ctx, req.Storage, name)
+	// The configuration is cached, so a call costs one storage read: the
+	// credential. Each read is a round trip from the plugin to Vault, and
+	// the broker's latency is mostly such round trips.
+	cfg, err := b.brokerConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	c, err := getCredential(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
@@ -121,31 +128,6 @@ func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *f
 		data["redirect_path"] = out.redirectPath
 	}
 	return &logical.Response{Data: data}, nil
-}
-
-// readConfigAndCredential reads both at once: each read is a round trip
-// from the plugin to Vault's storage, and the broker's latency is mostly
-// such round trips.
-func (b *backend) readConfigAndCredential(ctx context.Context, s logical.Storage, name string) (*mountConfig, *credential, error) {
-	var (
-		cfg    *mountConfig
-		cfgErr error
-		done   = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		cfg, cfgErr = b.getConfig(ctx, s)
-	}()
-	c, err := getCredential(ctx, s, name)
-	<-done
-	if err == nil {
-		err = cfgErr
-	}
-	if err != nil {
-		zeroCredentialFile(c)
-		return nil, nil, err
-	}
-	return cfg, c, nil
 }
 
 // decodeProxyBody decodes the base64 body, refusing one over max bytes

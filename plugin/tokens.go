@@ -11,22 +11,28 @@ import (
 
 // oauthAccessToken returns a usable access token of the oauth2 credential
 // name, refreshing it first when it expires within refresh_ahead. Callers of
-// the same credential share one refresh. A token that is still fresh costs
-// two storage reads (the credential and the configuration) and no lock. The
-// caller must not hold the credential's lock: a refresh takes it.
+// the same credential share one refresh. The caller must not hold the
+// credential's lock: a refresh takes it.
 func (b *backend) oauthAccessToken(ctx context.Context, s logical.Storage, name string) (string, error) {
-	if _, held := b.oauth.heldFor(name); !held {
-		c, err := getCredential(ctx, s, name)
-		if err != nil {
-			return "", err
-		}
-		if c == nil {
-			return "", fmt.Errorf("credential %q does not exist", name)
-		}
-		if c.Type != typeOAuth2 {
-			return "", fmt.Errorf("credential %q: %w", name, errNotOAuth)
-		}
-		cfg, err := b.getConfig(ctx, s)
+	c, err := getCredential(ctx, s, name)
+	if err != nil {
+		return "", err
+	}
+	if c == nil {
+		return "", fmt.Errorf("credential %q does not exist", name)
+	}
+	return b.accessTokenOf(ctx, s, c)
+}
+
+// accessTokenOf is oauthAccessToken for a credential the caller has just
+// read: a token that is still fresh then costs no storage read and no lock,
+// which is the broker's hot path.
+func (b *backend) accessTokenOf(ctx context.Context, s logical.Storage, c *credential) (string, error) {
+	if c.Type != typeOAuth2 {
+		return "", fmt.Errorf("credential %q: %w", c.Name, errNotOAuth)
+	}
+	if _, held := b.oauth.heldFor(c.Name); !held {
+		cfg, err := b.brokerConfig(ctx, s)
 		if err != nil {
 			return "", err
 		}
@@ -34,7 +40,7 @@ func (b *backend) oauthAccessToken(ctx context.Context, s logical.Storage, name 
 			return g.AccessToken, nil
 		}
 	}
-	r := b.refreshShared(ctx, s, name, refreshOnUse)
+	r := b.refreshShared(ctx, s, c.Name, refreshOnUse)
 	if r.token != "" && (r.expiry.IsZero() || b.now().Before(r.expiry)) {
 		// A failed refresh is recorded on the credential; the old token
 		// still works until it expires.
