@@ -100,12 +100,14 @@ func (st *Stack) startVault(ctx context.Context, opts Options) (*api.Client, err
 		if err != nil {
 			return nil, err
 		}
-		if _, err := c.Sys().GetPluginWithContext(ctx, &api.GetPluginInput{
-			Name: provision.PluginName, Type: api.PluginTypeSecrets,
-		}); err != nil {
+		registered, err := pluginRegistered(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if !registered {
 			return nil, fmt.Errorf("the Vault at %s has no %q secrets plugin registered: "+
-				"copy bin/%s into its plugin_directory and register it by SHA-256 (see README): %w",
-				addr, provision.PluginName, harness.PluginBinaryName, err)
+				"copy bin/%s into its plugin_directory and register it by SHA-256 (see README)",
+				addr, provision.PluginName, harness.PluginBinaryName)
 		}
 		st.VaultAddr = addr
 		return c, nil
@@ -121,6 +123,28 @@ func (st *Stack) startVault(ctx context.Context, opts Options) (*api.Client, err
 	st.VaultAddr = v.Addr
 	st.VaultToken = v.RootToken
 	return v.Client(), nil
+}
+
+// pluginRegistered says whether the engine is in Vault's catalog. The
+// catalog is listed rather than read: a plugin registered without a version
+// is recorded under the version it reports, so a read without one finds
+// nothing.
+func pluginRegistered(ctx context.Context, c *api.Client) (bool, error) {
+	list, err := c.Sys().ListPluginsWithContext(ctx, &api.ListPluginsInput{Type: api.PluginTypeSecrets})
+	if err != nil {
+		return false, fmt.Errorf("listing Vault's plugin catalog: %w", err)
+	}
+	for _, d := range list.Details {
+		if d.Name == provision.PluginName {
+			return true, nil
+		}
+	}
+	for _, name := range list.PluginsByType[api.PluginTypeSecrets] {
+		if name == provision.PluginName {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (st *Stack) provision(ctx context.Context, c *api.Client) error {

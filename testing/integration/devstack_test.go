@@ -1,0 +1,64 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/clankteam/credentials/testing/devstack"
+)
+
+// TestDevstackOnAnExistingVault runs `make run`'s stack against the test's
+// Vault, as VAULT_ADDR and VAULT_TOKEN make it do: the portal answers, the
+// demo org holds a credential of every type, and the broker reaches the
+// local demo API offline.
+func TestDevstackOnAnExistingVault(t *testing.T) {
+	t.Setenv("VAULT_ADDR", vault.Addr)
+	t.Setenv("VAULT_TOKEN", vault.RootToken)
+	ctx := context.Background()
+	st, err := devstack.Start(ctx, devstack.Options{Org: "devstack", PortalAddr: "127.0.0.1:0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := st.Stop(); err != nil {
+			t.Errorf("stopping the stack: %v", err)
+		}
+	})
+
+	resp, err := http.Get(st.PortalURL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("portal /healthz = %d", resp.StatusCode)
+	}
+
+	c := vault.Client()
+	list, err := c.Logical().ListWithContext(ctx, "orgs/devstack/creds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]bool{}
+	for _, info := range list.Data["key_info"].(map[string]interface{}) {
+		types[info.(map[string]interface{})["type"].(string)] = true
+	}
+	for _, typ := range []string{"oauth2", "api_key", "password", "file"} {
+		if !types[typ] {
+			t.Errorf("the demo org has no %s credential", typ)
+		}
+	}
+
+	out, err := c.Logical().WriteWithContext(ctx, "orgs/devstack/proxy/demo-api", map[string]interface{}{
+		"method": "GET", "path": "/v1/balance",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(out.Data["status"]); got != "200" {
+		t.Fatalf("brokered call to the demo API answered %s", got)
+	}
+}
