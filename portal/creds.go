@@ -200,8 +200,31 @@ type credDetail struct {
 	Username, Host, Port                          string
 	Filename, FileSize, ClientEmail, ProjectID    string
 	App, Account, ConnectedAt, TokenExpiresAt     string
+	NextRefreshAt, LastRefreshError               string
 	Connected                                     bool
 	Scopes                                        []string
+	// Callers are the recent callers, the most recent first.
+	Callers []callerUse
+}
+
+// callerUse is one caller's last use of a credential.
+type callerUse struct{ Name, At string }
+
+// callersFrom orders the engine's last_used_by_caller, most recent first.
+func callersFrom(v any) []callerUse {
+	m, _ := v.(map[string]any)
+	out := make([]callerUse, 0, len(m))
+	for name, at := range m {
+		out = append(out, callerUse{Name: name, At: str(at)})
+	}
+	// RFC 3339 times in UTC sort as strings.
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].At != out[j].At {
+			return out[i].At > out[j].At
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
 }
 
 func credDetailFrom(d map[string]any) credDetail {
@@ -222,7 +245,9 @@ func credDetailFrom(d map[string]any) credDetail {
 		ClientEmail: str(d["client_email"]), ProjectID: str(d["project_id"]),
 		App: str(d["app"]), Account: str(d["account"]), Connected: d["connected"] == true,
 		ConnectedAt: str(d["connected_at"]), TokenExpiresAt: str(d["token_expires_at"]),
-		Scopes: strs(d["scopes"]),
+		Scopes:        strs(d["scopes"]),
+		NextRefreshAt: str(d["next_refresh_at"]), LastRefreshError: str(d["last_refresh_error"]),
+		Callers: callersFrom(d["last_used_by_caller"]),
 	}
 }
 

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/hashicorp/vault/api"
+
+	"github.com/clankteam/credentials/portal/provision"
 )
 
 // TestPersonFlow walks through what a person does on the portal, in a real
@@ -383,8 +386,31 @@ func TestLastUsedShown(t *testing.T) {
 		_, _ = root.Logical().Delete("orgs/" + org + "/services/echo")
 	})
 
+	// A second caller, so the detail page lists each caller's last use.
+	agent, err := root.Auth().Token().Create(&api.TokenCreateRequest{
+		Policies: []string{provision.AdminPolicy(org)}, DisplayName: "second-agent", TTL: "10m",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := st.vault.ClientWithToken(agent.Auth.ClientToken)
+	if _, err := second.Logical().Write("orgs/"+org+"/proxy/echo-key", map[string]any{"method": "GET", "path": "/"}); err != nil {
+		t.Fatal(err)
+	}
+
 	b := newBrowser(t)
 	signIn(t, b, adminUser, adminPass)
+	b.navigate(st.url("/orgs/" + org + "/creds/echo-key"))
+	if n := b.count(`#callers li`); n != 2 {
+		t.Errorf("the detail page lists %d callers, want 2 (the root token and the second agent)", n)
+	}
+	if got := b.text(`#callers`); !strings.Contains(got, "token-second-agent, just now") {
+		t.Errorf("the callers read %q, want the second agent's use among them", got)
+	}
+	if hint := b.text(`#facts code`); strings.HasPrefix(hint, "…") || !strings.HasSuffix(hint, canaryAPIKey[len(canaryAPIKey)-4:]) {
+		t.Errorf("the key hint reads %q", hint)
+	}
+	b.check("cred-callers")
 	b.navigate(st.url("/orgs/" + org + "/creds?q=echo-key"))
 	when := `#creds tr[data-name="echo-key"] time`
 	if got := b.text(when); got != "just now" {
