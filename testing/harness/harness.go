@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,6 +61,8 @@ type Vault struct {
 	LogPath string
 
 	cmd        *exec.Cmd
+	reaper     *exec.Cmd
+	reaperPipe *os.File
 	dir        string
 	removeDir  bool
 	exited     chan struct{}
@@ -171,6 +174,10 @@ func startServer(ctx context.Context, vaultBin, dir, pluginDir, listenAddr strin
 		exited:    make(chan struct{}),
 	}
 	go func() { _ = cmd.Wait(); close(v.exited) }()
+	if v.reaper, v.reaperPipe, err = startReaper(cmd.Process.Pid); err != nil {
+		_ = v.Stop()
+		return nil, err
+	}
 
 	if err := v.waitReady(ctx, 30*time.Second); err != nil {
 		_ = v.Stop()
@@ -262,6 +269,11 @@ func (v *Vault) Token(ctx context.Context, ttl time.Duration, policies ...string
 // plugin logged (the test build of the plugin runs with the race detector).
 func (v *Vault) Stop() error {
 	v.stopOnce.Do(func() {
+		if v.reaper != nil {
+			_ = v.reaper.Process.Kill()
+			_ = v.reaper.Wait()
+			v.reaperPipe.Close()
+		}
 		pgid := v.cmd.Process.Pid
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		select {
@@ -281,6 +293,28 @@ func (v *Vault) Stop() error {
 		}
 	})
 	return v.stopResult
+}
+
+// startReaper starts a small process that kills the server's process group
+// if this process dies without calling Stop (a panicking or killed test
+// binary). Pdeathsig alone takes only Vault with it, not the plugin
+// processes Vault started. The reaper waits for its standard input, a pipe
+// whose other end only this process holds, to close.
+func startReaper(pgid int) (*exec.Cmd, *os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	cmd := exec.Command("/bin/sh", "-c", `read _ ; kill -9 -"$1" 2>/dev/null`, "reaper", strconv.Itoa(pgid))
+	cmd.Stdin = r
+	// Its own group, so that stopping the server's group does not end it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("starting the reaper: %w", err)
+	}
+	return cmd, w, nil
 }
 
 // ReadLog returns everything the server and plugin have logged so far.
