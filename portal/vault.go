@@ -136,14 +136,7 @@ func (v *vault) listCreds(ctx context.Context, org string, f credFilter) ([]cred
 		return nil, fmt.Errorf("listing credentials of %s: %w", org, err)
 	}
 	out := []credSummary{}
-	if sec == nil {
-		return out, nil
-	}
-	keys, _ := sec.Data["keys"].([]any)
-	infos, _ := sec.Data["key_info"].(map[string]any)
-	for _, k := range keys {
-		name, _ := k.(string)
-		info, _ := infos[name].(map[string]any)
+	eachListed(sec, func(name string, info map[string]any) {
 		out = append(out, credSummary{
 			Name:         name,
 			Type:         str(info["type"]),
@@ -154,8 +147,23 @@ func (v *vault) listCreds(ctx context.Context, org string, f credFilter) ([]cred
 			ExpiresAt:    str(info["expires_at"]),
 			Description:  str(info["description"]),
 		})
-	}
+	})
 	return out, nil
+}
+
+// eachListed calls each for every key of a LIST answer, in order, with the
+// key's key_info (nil when the engine sent none).
+func eachListed(sec *api.Secret, each func(name string, info map[string]any)) {
+	if sec == nil {
+		return
+	}
+	keys, _ := sec.Data["keys"].([]any)
+	infos, _ := sec.Data["key_info"].(map[string]any)
+	for _, k := range keys {
+		name, _ := k.(string)
+		info, _ := infos[name].(map[string]any)
+		each(name, info)
+	}
 }
 
 // read returns a path's data, nil when there is nothing there.
@@ -207,21 +215,14 @@ func (v *vault) services(ctx context.Context, org string) ([]serviceInfo, error)
 		return nil, fmt.Errorf("listing services of %s: %w", org, err)
 	}
 	out := []serviceInfo{}
-	if sec == nil {
-		return out, nil
-	}
-	keys, _ := sec.Data["keys"].([]any)
-	infos, _ := sec.Data["key_info"].(map[string]any)
-	for _, k := range keys {
-		name, _ := k.(string)
-		info, _ := infos[name].(map[string]any)
+	eachListed(sec, func(name string, info map[string]any) {
 		si := serviceInfo{Name: name, DisplayName: str(info["display_name"]), Builtin: info["builtin"] == true}
 		if si.DisplayName == "" {
 			si.DisplayName = name
 		}
 		si.Types = strs(info["types"])
 		out = append(out, si)
-	}
+	})
 	sort.Slice(out, func(i, j int) bool {
 		return strings.ToLower(out[i].DisplayName) < strings.ToLower(out[j].DisplayName)
 	})
@@ -244,19 +245,12 @@ func (v *vault) apps(ctx context.Context, org string) ([]appInfo, error) {
 		return nil, fmt.Errorf("listing apps of %s: %w", org, err)
 	}
 	out := []appInfo{}
-	if sec == nil {
-		return out, nil
-	}
-	keys, _ := sec.Data["keys"].([]any)
-	infos, _ := sec.Data["key_info"].(map[string]any)
-	for _, k := range keys {
-		name, _ := k.(string)
-		data, _ := infos[name].(map[string]any)
+	eachListed(sec, func(name string, info map[string]any) {
 		out = append(out, appInfo{
-			Name: name, Service: str(data["service"]), ClientID: str(data["client_id"]),
-			Scopes: strs(data["scopes"]), Description: str(data["description"]),
+			Name: name, Service: str(info["service"]), ClientID: str(info["client_id"]),
+			Scopes: strs(info["scopes"]), Description: str(info["description"]),
 		})
-	}
+	})
 	return out, nil
 }
 
