@@ -3,6 +3,7 @@ package credentials
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,7 @@ func (b *backend) applyCredFields(ctx context.Context, req *logical.Request, d *
 			continue
 		}
 		for _, f := range fields {
-			if _, ok := req.Data[f]; ok && !contains(allowed[c.Type], f) {
+			if _, ok := req.Data[f]; ok && !slices.Contains(allowed[c.Type], f) {
 				return fmt.Sprintf("%s is not a field of %s credentials", f, c.Type)
 			}
 		}

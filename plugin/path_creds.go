@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -205,7 +206,7 @@ func (b *backend) pathCredCreate(ctx context.Context, req *logical.Request, d *f
 	if typ == "" || svcName == "" {
 		return logical.ErrorResponse("type and service are required"), nil
 	}
-	if !contains(credTypes, typ) {
+	if !slices.Contains(credTypes, typ) {
 		return logical.ErrorResponse("type must be one of %s, not %q", strings.Join(credTypes, ", "), typ), nil
 	}
 	svc, err := b.getService(ctx, req.Storage, svcName)
@@ -403,11 +404,11 @@ func (b *backend) pathCredDelete(ctx context.Context, req *logical.Request, d *f
 
 func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	typ := d.Get("type").(string)
-	if typ != "" && !contains(credTypes, typ) {
+	if typ != "" && !slices.Contains(credTypes, typ) {
 		return logical.ErrorResponse("type must be one of %s", strings.Join(credTypes, ", ")), nil
 	}
 	status := d.Get("status").(string)
-	if status != "" && !contains(statuses, status) {
+	if status != "" && !slices.Contains(statuses, status) {
 		return logical.ErrorResponse("status must be one of %s", strings.Join(statuses, ", ")), nil
 	}
 	limit := d.Get("limit").(int)

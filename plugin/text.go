@@ -3,11 +3,8 @@ package credentials
 import (
 	"net"
 	"regexp"
-	"slices"
 	"unicode"
 )
-
-func contains(list []string, s string) bool { return slices.Contains(list, s) }
 
 func hasControl(s string) bool {
 	for _, r := range s {
