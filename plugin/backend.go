@@ -24,7 +24,11 @@ var Version = "v0.1.0"
 // Factory returns a configured instance of the engine; Vault calls it once per
 // mount.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-	b := newBackend(conf)
+	eg, err := newEgressRuntime()
+	if err != nil {
+		return nil, err
+	}
+	b := newBackend(conf, eg)
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
@@ -56,8 +60,9 @@ type backend struct {
 	// lastUse holds uses not yet written to storage.
 	lastUse lastUseTracker
 
-	// brokerHTTP holds the broker's HTTP clients (connection pools).
-	brokerHTTP brokerClients
+	// egress holds the operator's dial guard and edge keys, and the
+	// connection pools every call to a service goes through.
+	egress *egressRuntime
 	// callers caches the names of entities that call the broker.
 	callers callerNames
 	// brokerInputs caches the configuration and services the broker reads.
@@ -68,12 +73,13 @@ type backend struct {
 	oauth *oauthRuntime
 }
 
-func newBackend(conf *logical.BackendConfig) *backend {
+func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 	b := &backend{
 		logger:    hclog.NewNullLogger(),
 		now:       time.Now,
 		credLocks: locksutil.CreateLocks(),
-		oauth:     newOAuthRuntime(),
+		egress:    eg,
+		oauth:     newOAuthRuntime(eg.guard),
 	}
 	if conf != nil && conf.Logger != nil {
 		b.logger = conf.Logger

@@ -21,19 +21,3 @@ func BenchmarkProxyCall(b *testing.B) {
 		}
 	}
 }
-
-// BenchmarkScrub is the scrubbing of a 16 KiB answer without the secret.
-func BenchmarkScrub(b *testing.B) {
-	forms := scrubForms(injectionFor(&service{}, typeAPIKey), secretMaterial{secret: brokerKey})
-	body := make([]byte, 16<<10)
-	for i := range body {
-		body[i] = byte('a' + i%26)
-	}
-	b.SetBytes(int64(len(body)))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, changed := scrub(body, forms); changed {
-			b.Fatal("scrubbed a clean body")
-		}
-	}
-}

@@ -76,7 +76,7 @@ func TestProxyInjectsServiceAccountToken(t *testing.T) {
 	b, s, _ := getTestBackend(t)
 	const scope = "https://www.googleapis.com/auth/devstorage.read_only"
 	mustOK(t, do(t, b, s, logical.CreateOperation, "services/gcp-local", map[string]interface{}{
-		"types": "file", "base_urls": srv.URL(), "allow_private_targets": true,
+		"types": "file", "base_urls": srv.URL(),
 		"oauth": map[string]interface{}{"token_url": srv.TokenURL(), "default_scopes": []interface{}{scope}},
 	}))
 	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/robot", map[string]interface{}{

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/clankteam/credentials/plugin/egress"
 )
 
 // Credential types.
@@ -25,9 +27,9 @@ var credTypes = []string{typeOAuth2, typeAPIKey, typePassword, typeFile}
 
 // Injection styles: how the broker puts a secret into a request.
 const (
-	injectHeader = "header" // a header, value from Format with {secret}
-	injectBasic  = "basic"  // HTTP basic; an API key is the user name
-	injectQuery  = "query"  // a query parameter
+	injectHeader = egress.StyleHeader // a header, value from Format with {secret}
+	injectBasic  = egress.StyleBasic  // HTTP basic; an API key is the user name
+	injectQuery  = egress.StyleQuery  // a query parameter
 )
 
 // Revocation styles of OAuth providers.
@@ -49,9 +51,6 @@ type service struct {
 	// BaseURLs are the only origins (and path prefixes) the broker may call;
 	// a host may start with "*." to allow its subdomains.
 	BaseURLs []string `json:"base_urls,omitempty"`
-	// AllowPrivateTargets lets the broker call loopback, private and
-	// link-local addresses. Only custom services may set it.
-	AllowPrivateTargets bool `json:"allow_private_targets,omitempty"`
 	// Injection says, per credential type, how the broker injects it.
 	Injection map[string]injection `json:"injection,omitempty"`
 	OAuth     *oauthSpec           `json:"oauth,omitempty"`
@@ -66,16 +65,9 @@ type service struct {
 	Builtin bool `json:"builtin,omitempty"`
 }
 
-// injection is how one credential type is put into a brokered request.
-type injection struct {
-	Style  string `json:"style"`
-	Header string `json:"header,omitempty"`
-	// Format is the header value; {secret} is replaced by the secret.
-	Format string `json:"format,omitempty"`
-	Query  string `json:"query,omitempty"`
-	// Headers are added when the caller did not set them (API versions).
-	Headers map[string]string `json:"headers,omitempty"`
-}
+// injection is how one credential type is put into a brokered request; the
+// egress package applies it, for the engine and the edge alike.
+type injection = egress.Injection
 
 // oauthSpec holds a provider's OAuth endpoints and quirks.
 type oauthSpec struct {
@@ -190,7 +182,7 @@ func (s *service) validate() error {
 		if !s.takes(t) {
 			return fmt.Errorf("injection for %q, a type the service does not take", t)
 		}
-		if err := inj.validate(t); err != nil {
+		if err := validateInjection(inj, t); err != nil {
 			return fmt.Errorf("injection for %s: %w", t, err)
 		}
 	}
@@ -215,13 +207,10 @@ func (s *service) validate() error {
 			return fmt.Errorf("verify.expect_status must be an HTTP status")
 		}
 	}
-	if s.Builtin && s.AllowPrivateTargets {
-		return fmt.Errorf("built-in services may not allow private targets")
-	}
 	return nil
 }
 
-func (inj injection) validate(credType string) error {
+func validateInjection(inj injection, credType string) error {
 	switch inj.Style {
 	case injectHeader:
 		if inj.Header == "" || !strings.Contains(inj.Format, "{secret}") {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/clankteam/credentials/plugin/egress"
 	"io"
 	"net"
 	"net/http"
@@ -65,16 +66,13 @@ type heldGrant struct {
 	fromHash string
 }
 
-func newOAuthRuntime() *oauthRuntime {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 32
+// newOAuthRuntime builds the provider client on the operator's dial guard:
+// token, revocation, userinfo and service-account calls reach only public
+// https endpoints, or the operator's private targets, and take no proxy
+// from the environment.
+func newOAuthRuntime(guard *egress.Guard) *oauthRuntime {
 	return &oauthRuntime{
-		client: &http.Client{
-			Transport: tr,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
+		client:      guard.Client(egress.ClientOptions{}),
 		callTimeout: providerCallTimeout,
 		held:        map[string]heldGrant{},
 	}

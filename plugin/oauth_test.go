@@ -72,10 +72,10 @@ func (f *oauthFixture) writeService(name string, flags map[string]interface{}) {
 		}
 	}
 	mustOK(f.t, do(f.t, f.b, f.s, logical.UpdateOperation, "services/"+name, map[string]interface{}{
-		"types":                 "oauth2",
-		"base_urls":             f.srv.URL(),
-		"allow_private_targets": true,
-		"oauth":                 spec,
+		"types":     "oauth2",
+		"base_urls": f.srv.URL(),
+
+		"oauth": spec,
 	}))
 }
 

@@ -3,82 +3,180 @@ package credentials
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
+	"errors"
+	"mime"
 	"net/http"
+	"net/url"
 	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/plugin/egress"
 )
 
+// edgeReuse is how long the edge may hold a sealed injection (as
+// ciphertext) for one agent token before it asks again; Vault still
+// authorizes each call. A replaced, disconnected or deleted credential is
+// therefore used by the edge for at most this long after the change.
+const edgeReuse = 15 * time.Second
+
+// vaultPathMaxBody is the largest request body the Vault path can carry:
+// Vault caps a JSON string at 1 MiB (max_json_string_value_length), and
+// the body travels base64-encoded in one.
+const vaultPathMaxBody = 786432
+
 func pathProxy(b *backend) []*framework.Path {
-	return []*framework.Path{{
-		Pattern: "proxy/" + credNameSegment("name") + "$",
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: "credentials",
-			OperationVerb:   "proxy",
+	callFields := map[string]*framework.FieldSchema{
+		"headers": {
+			Type:        framework.TypeHeader,
+			Description: `Request headers: a JSON object ({"Content-Type": "application/json"}) or name:value pairs (Content-Type:application/json). Authorization, cookies, X-Vault-* and hop-by-hop headers are dropped; X-Original-URL and its kin are refused.`,
 		},
-		Fields: map[string]*framework.FieldSchema{
-			"name": {
-				Type:        framework.TypeString,
-				Description: "The credential to call the service with.",
-				Required:    true,
-			},
-			"method": {
-				Type:          framework.TypeString,
-				Description:   "HTTP method, upper case: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.",
-				Default:       http.MethodGet,
-				AllowedValues: []interface{}{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"},
-			},
-			"path": {
-				Type:        framework.TypeString,
-				Description: "Path with query, relative to the service's first base URL (/v1/balance?limit=3), or an absolute URL under one of its base_urls.",
-				Required:    true,
-			},
-			"headers": {
-				Type:        framework.TypeHeader,
-				Description: "Request headers, e.g. {\"Content-Type\": \"application/json\"} or Content-Type:application/json. Authorization, cookies, X-Vault-* and hop-by-hop headers are dropped.",
-			},
-			"body": {
-				Type:        framework.TypeString,
-				Description: "Request body, base64-encoded (standard encoding), at most broker_max_body bytes decoded.",
-			},
+		"body": {
+			Type:        framework.TypeString,
+			Description: "Request body, base64-encoded (standard encoding): at most broker_max_body bytes decoded, and at most 786432 bytes through Vault (its 1 MiB JSON string limit). Larger bodies go through the portal's edge.",
 		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathProxyWrite,
-				Summary:  "Call the credential's service with the credential injected.",
-				Responses: map[int][]framework.Response{
-					http.StatusOK: {{
-						Description: "The service's answer.",
-						Fields: map[string]*framework.FieldSchema{
-							"status":        {Type: framework.TypeInt, Description: "The service's HTTP status."},
-							"headers":       {Type: framework.TypeHeader, Description: "The service's response headers, scrubbed of the credential."},
-							"body":          {Type: framework.TypeString, Description: "The service's response body, base64-encoded, scrubbed of the credential."},
-							"redirect_path": {Type: framework.TypeString, Description: "For a redirect within the service's first base URL: its path relative to that URL."},
-						},
-					}},
+		egress.FieldEdgeKey: {
+			Type:        framework.TypeString,
+			Description: "Sealed mode, for the portal's edge: make no call, and answer the call's injection sealed (HPKE) to this edge key id, one the operator configured in " + egress.EdgeKeysEnv + ".",
+		},
+	}
+	responses := map[int][]framework.Response{
+		http.StatusOK: {{
+			Description: "The service's answer (or, in sealed mode, the sealed injection).",
+			Fields: map[string]*framework.FieldSchema{
+				"status":            {Type: framework.TypeInt, Description: "The service's HTTP status."},
+				"headers":           {Type: framework.TypeHeader, Description: "The service's response headers, scrubbed of the credential."},
+				"body":              {Type: framework.TypeString, Description: "The service's response body, base64-encoded, scrubbed of the credential."},
+				"body_text":         {Type: framework.TypeString, Description: "The same body as text, when it is text (JSON, XML, text/*): vault write -field=body_text prints it."},
+				"redirect_path":     {Type: framework.TypeString, Description: "For a redirect within the service's first base URL: its path relative to that URL."},
+				egress.FieldSealed:  {Type: framework.TypeString, Description: "Sealed mode: the injection, sealed to the edge key; only the edge can open it."},
+				egress.FieldEdgeKey: {Type: framework.TypeString, Description: "Sealed mode: the edge key id it is sealed to."},
+				"use_until":         {Type: framework.TypeTime, Description: "Sealed mode: until when the edge may reuse it for this token."},
+			},
+		}},
+	}
+	withFields := func(extra map[string]*framework.FieldSchema) map[string]*framework.FieldSchema {
+		out := map[string]*framework.FieldSchema{}
+		for k, v := range callFields {
+			out[k] = v
+		}
+		for k, v := range extra {
+			out[k] = v
+		}
+		return out
+	}
+	methods := strings.Join(egress.Methods, "|")
+	return []*framework.Path{
+		// Most specific first: the form with method and path in the Vault
+		// path, then the one with them in the body.
+		{
+			Pattern: "proxy/" + credNameSegment("name") + "/(?P<method>" + methods + ")(?P<path>/.*)?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "credentials",
+				OperationVerb:   "proxy",
+				OperationSuffix: "call",
+			},
+			Fields: withFields(map[string]*framework.FieldSchema{
+				"name":   {Type: framework.TypeString, Description: "The credential to call the service with.", Required: true},
+				"method": {Type: framework.TypeString, Description: "HTTP method, in the path: " + strings.Join(egress.Methods, ", ") + "."},
+				"path":   {Type: framework.TypeString, Description: "The service's path, in the Vault path after the method (/v1/balance), relative to the service's first base URL. Agents' rules are Vault ACL paths over it."},
+				"query":  {Type: framework.TypeString, Description: "The query string, without '?' (limit=3&starting_after=x). Never matched by agents' rules."},
+			}),
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:  b.pathProxyCallWrite,
+					Summary:   "Call the credential's service, with method and path in the Vault path so that Vault's ACL decides them.",
+					Responses: responses,
 				},
 			},
+			HelpSynopsis:    pathProxyHelpSyn,
+			HelpDescription: pathProxyHelpDesc,
 		},
-		HelpSynopsis:    pathProxyHelpSyn,
-		HelpDescription: pathProxyHelpDesc,
-	}}
+		{
+			Pattern: "proxy/" + credNameSegment("name") + "$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "credentials",
+				OperationVerb:   "proxy",
+			},
+			Fields: withFields(map[string]*framework.FieldSchema{
+				"name": {Type: framework.TypeString, Description: "The credential to call the service with.", Required: true},
+				"method": {
+					Type:          framework.TypeString,
+					Description:   "HTTP method, upper case.",
+					Default:       http.MethodGet,
+					AllowedValues: []interface{}{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"},
+				},
+				"path": {
+					Type:        framework.TypeString,
+					Description: "Path with query, relative to the service's first base URL (/v1/balance?limit=3), or an absolute URL under one of its base_urls.",
+					Required:    true,
+				},
+			}),
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:  b.pathProxyWrite,
+					Summary:   "Call the credential's service with the credential injected.",
+					Responses: responses,
+				},
+			},
+			HelpSynopsis:    pathProxyHelpSyn,
+			HelpDescription: pathProxyHelpDesc,
+		},
+	}
 }
 
+// pathProxyWrite is proxy/<name> with method and path as fields.
 func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
 	if msg := unknownFields(req, d); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
 	method := d.Get("method").(string)
-	if !brokerMethods[method] {
-		return logical.ErrorResponse("method must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS in upper case"), nil
+	if !egress.ValidMethod(method) {
+		return logical.ErrorResponse("method must be one of %s in upper case", strings.Join(egress.Methods, ", ")), nil
+	}
+	return b.proxy(ctx, req, d, method, d.Get("path").(string))
+}
+
+// pathProxyCallWrite is proxy/<name>/<METHOD>/<path>: the path Vault's ACL
+// saw is decoded; it is checked as it is and escaped again to be sent.
+func (b *backend) pathProxyCallWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	for _, f := range []string{"method", "path"} {
+		if _, ok := req.Data[f]; ok {
+			return logical.ErrorResponse("%s is part of the Vault path here (proxy/<name>/<METHOD>/<path>), not a field", f), nil
+		}
+	}
+	decoded := d.Get("path").(string)
+	if decoded == "" {
+		decoded = "/"
+	}
+	escaped := (&url.URL{Path: decoded}).EscapedPath()
+	if again, err := egress.CleanPath(escaped); err != nil {
+		return brokerResult(err)
+	} else if again != decoded {
+		return logical.ErrorResponse("path is not in normal form"), nil
+	}
+	target := escaped
+	if q := d.Get("query").(string); q != "" {
+		target += "?" + strings.TrimPrefix(q, "?")
+	}
+	return b.proxy(ctx, req, d, d.Get("method").(string), target)
+}
+
+// proxy is one brokered call, or in sealed mode the call's injection.
+func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.FieldData, method, path string) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateCredName(name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
 	}
 	header, _ := d.Get("headers").(http.Header)
+	edgeKey := d.Get(egress.FieldEdgeKey).(string)
 
 	// The configuration is cached, so a call costs one storage read: the
 	// credential. Each read is a round trip from the plugin to Vault, and
@@ -91,7 +189,7 @@ func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *f
 	if err != nil {
 		return nil, err
 	}
-	body, err := decodeProxyBody(d.Get("body").(string), cfg.BrokerMaxBody)
+	body, err := decodeProxyBody(d.Get("body").(string), min(cfg.BrokerMaxBody, vaultPathMaxBody))
 	if err != nil {
 		return brokerResult(err)
 	}
@@ -106,12 +204,12 @@ func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *f
 	if svc == nil {
 		return logical.ErrorResponse("service %q of credential %q no longer exists", c.Service, name), nil
 	}
+	if edgeKey != "" {
+		return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, path)
+	}
 
 	out, err := b.brokerCall(ctx, req.Storage, cfg, svc, c, brokerRequest{
-		method: method,
-		path:   d.Get("path").(string),
-		header: header,
-		body:   body,
+		method: method, path: path, header: header, body: body,
 	})
 	if err != nil {
 		return brokerResult(err)
@@ -123,11 +221,70 @@ func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *f
 		"headers": headerMap(out.header),
 		"body":    base64.StdEncoding.EncodeToString(out.body),
 	}
+	if textual(out.header.Get("Content-Type"), out.body) {
+		data["body_text"] = string(out.body)
+	}
 	clear(out.body)
 	if out.redirectPath != "" {
 		data["redirect_path"] = out.redirectPath
 	}
 	return &logical.Response{Data: data}, nil
+}
+
+// sealedInjection answers the edge: no call to the service, but everything
+// the edge needs to make it, sealed to its key. The request is checked
+// here as it would be for a call, the token refreshed or minted if due and
+// the use recorded: a call the edge then makes is one this answer allowed.
+func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg *mountConfig, svc *service, c *credential, keyID, path string) (*logical.Response, error) {
+	if len(b.egress.edgeKeys) == 0 {
+		return nil, logical.CodedError(http.StatusNotImplemented, errNoEdgeKeys.Error())
+	}
+	esvc := egressService(svc)
+	if _, err := egress.ResolveTarget(esvc, path); err != nil {
+		return brokerResult(err)
+	}
+	inj := injectionFor(svc, c.Type)
+	material, err := b.credentialMaterial(ctx, req.Storage, svc, c)
+	if err != nil {
+		return brokerResult(err)
+	}
+	defer material.Zero()
+	useUntil := b.now().Add(edgeReuse).UTC()
+	sealed, err := egress.SealInjection(b.egress.edgeKeys, keyID, req.MountPoint, &egress.EdgeInjection{
+		Cred:           c.Name,
+		Service:        esvc,
+		Injection:      inj,
+		Material:       material,
+		PrivateTargets: b.egress.guard.String(),
+		TimeoutSeconds: int64(cfg.BrokerTimeout / time.Second),
+		MaxBody:        cfg.BrokerMaxBody,
+		UseUntil:       useUntil,
+	})
+	if errors.Is(err, egress.ErrUnknownEdgeKey) {
+		return logical.ErrorResponse("edge key %q is not one the operator configured", truncate(keyID, 32)), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.lastUse.record(c.Name, b.callerOf(req), b.now().UTC())
+	return &logical.Response{Data: map[string]interface{}{
+		egress.FieldSealed:  sealed,
+		egress.FieldEdgeKey: keyID,
+		"use_until":         useUntil.Format(time.RFC3339Nano),
+	}}, nil
+}
+
+// textual says whether an answer body can be shown as text.
+func textual(contentType string, body []byte) bool {
+	if !utf8.Valid(body) {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return len(body) == 0 || contentType == ""
+	}
+	return strings.HasPrefix(mt, "text/") || strings.HasSuffix(mt, "json") || strings.HasSuffix(mt, "xml") ||
+		mt == "application/javascript" || mt == "application/x-www-form-urlencoded" || mt == "application/x-ndjson"
 }
 
 // decodeProxyBody decodes the base64 body, refusing one over max bytes
@@ -147,11 +304,6 @@ func decodeProxyBody(raw string, max int64) ([]byte, error) {
 		return nil, tooLarge(max)
 	}
 	return body, nil
-}
-
-func tooLarge(max int64) error {
-	return &brokerError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf(
-		"request body is larger than broker_max_body (%d bytes)", max)}
 }
 
 // headerMap is h as plain JSON-friendly data, names sorted for stable output.
@@ -176,26 +328,45 @@ behalf and injects the credential as the service's catalog entry says: an API
 key as a bearer token, a named header (x-api-key) or basic auth; a user name
 and password as basic auth; an OAuth 2 access token, refreshed when due; an
 access token minted from a GCP service-account key. The caller never sees the
-secret: it is scrubbed from the answer's headers and body, also in its URL-,
-JSON- and base64-encoded forms.
+secret: it is scrubbed from the answer's headers and body, also base64-, hex-,
+URL-, JSON- and HTML-encoded.
 
-In: method (default GET), path (with query; relative to the service's first
-base URL, or an absolute URL under one of its base_urls), headers, body
-(base64). Out: status, headers, body (base64), and redirect_path for a
-redirect within the service.
+Two forms, one engine:
 
-Guard rails: only the service's base_urls are called, with no '.' or '..'
-path segments; no redirect is followed (it is returned, credential-free);
-the caller's Authorization, cookies, X-Vault-* and hop-by-hop headers are
-dropped; each call is bounded by broker_timeout and broker_max_body (config);
+  proxy/<name>                   method (default GET) and path (with query) as fields
+  proxy/<name>/<METHOD>/<path>   method and path in the Vault path, query as a field
+
+The second is what agents with rules use: an agent allowed only GET
+/v1/balance holds update on orgs/<org>/proxy/<name>/GET/v1/balance, so
+Vault's own ACL decides its method and path segment by segment, and never
+looks at the query.
+
+In: headers, body (base64). Out: status, headers, body (base64), body_text
+(the body as text, when it is text), and redirect_path for a redirect within
+the service.
+
+This Vault path buffers the call, for the CLI and small calls: its request
+body is at most 786432 bytes (Vault's 1 MiB JSON string limit on the base64
+body) and the whole call must finish within Vault's max_request_duration
+(90s by default), whatever broker_timeout says. Agents' streamed, large and
+long calls go through the portal's edge (/broker/<org>/<name>/<path>), which
+asks for the injection here in sealed mode (edge_key): then no call is
+made, and the answer is sealed to an edge key the operator configured, so a
+caller without the edge's private key learns nothing from it.
+
+Guard rails: only the service's base_urls are called; '.' and '..' segments
+(also "..;" and encoded), encoded slashes and empty segments are refused; no
+redirect is followed (it is returned, credential-free); the caller's
+Authorization, cookies, X-Vault-* and hop-by-hop headers are dropped;
+compressed answers are decoded before scrubbing (unknown codings refused);
+each call is bounded by broker_timeout and broker_max_body (config);
 loopback, private and link-local addresses are refused, checked on the
-address actually dialled, unless a custom service sets allow_private_targets.
-The call records the credential's last use and the caller (Vault entity).
-
-Agents get update on orgs/<org>/proxy/<name> only, optionally narrowed with
-allowed_parameters on method and path:
+address actually dialled, unless the operator allowed them
+(CREDENTIALS_PRIVATE_TARGETS). The call records the credential's last use
+and the caller (Vault entity).
 
   vault write orgs/acme/proxy/stripe method=GET path=/v1/balance
+  vault write -field=body_text orgs/acme/proxy/stripe/GET/v1/charges query=limit=3
   vault write orgs/acme/proxy/anthropic method=POST path=/v1/messages \
       headers=Content-Type:application/json body=$(base64 -w0 request.json)
 `

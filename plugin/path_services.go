@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/plugin/egress"
 )
 
 const serviceStoragePrefix = "services/"
@@ -57,15 +59,14 @@ func pathServices(b *backend) []*framework.Path {
 				OperationSuffix: "service",
 			},
 			Fields: map[string]*framework.FieldSchema{
-				"name":                  {Type: framework.TypeString, Description: "Service name: 1-64 lowercase letters, digits, '-', '_' or '.'.", Required: true},
-				"display_name":          {Type: framework.TypeString, Description: "Name shown to people."},
-				"types":                 {Type: framework.TypeCommaStringSlice, Description: "Credential types the service takes: oauth2, api_key, password, file."},
-				"base_urls":             {Type: framework.TypeCommaStringSlice, Description: "The only URL prefixes the broker may call, e.g. https://api.example.com; a host may start with *."},
-				"allow_private_targets": {Type: framework.TypeBool, Description: "Let the broker call loopback, private and link-local addresses (internal services)."},
-				"injection":             {Type: framework.TypeMap, Description: `Per credential type, how the broker injects it: {"api_key": {"style": "header", "header": "Authorization", "format": "Bearer {secret}"}}; styles header, basic, query.`},
-				"oauth":                 {Type: framework.TypeMap, Description: "OAuth endpoints and quirks: auth_url, token_url, revoke_url, revoke_style (rfc7009, github, slack, none), userinfo_url, default_scopes, scope_sets, auth_params, pkce, ..."},
-				"verify":                {Type: framework.TypeMap, Description: `A request that proves a credential works: {"method": "GET", "url": "https://api.example.com/me", "expect_status": 200}.`},
-				"requires_host":         {Type: framework.TypeBool, Description: "Password credentials of this service need host and port."},
+				"name":          {Type: framework.TypeString, Description: "Service name: 1-64 lowercase letters, digits, '-', '_' or '.'.", Required: true},
+				"display_name":  {Type: framework.TypeString, Description: "Name shown to people."},
+				"types":         {Type: framework.TypeCommaStringSlice, Description: "Credential types the service takes: oauth2, api_key, password, file."},
+				"base_urls":     {Type: framework.TypeCommaStringSlice, Description: "The only URL prefixes the broker may call, e.g. https://api.example.com; a host may start with *."},
+				"injection":     {Type: framework.TypeMap, Description: `Per credential type, how the broker injects it: {"api_key": {"style": "header", "header": "Authorization", "format": "Bearer {secret}"}}; styles header, basic, query.`},
+				"oauth":         {Type: framework.TypeMap, Description: "OAuth endpoints and quirks: auth_url, token_url, revoke_url, revoke_style (rfc7009, github, slack, none), userinfo_url, default_scopes, scope_sets, auth_params, pkce, ..."},
+				"verify":        {Type: framework.TypeMap, Description: `A request that proves a credential works: {"method": "GET", "url": "https://api.example.com/me", "expect_status": 200}.`},
+				"requires_host": {Type: framework.TypeBool, Description: "Password credentials of this service need host and port."},
 			},
 			ExistenceCheck: b.serviceExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -141,6 +142,9 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	name := d.Get("name").(string)
 	if _, ok := builtinServices[name]; ok {
 		return logical.ErrorResponse("service %q is built in and cannot be changed; add a custom service under another name", name), nil
+	}
+	if _, ok := req.Data["allow_private_targets"]; ok {
+		return logical.ErrorResponse("allow_private_targets is not a service field: which private addresses the engine may reach is the operator's setting (%s when registering the plugin), outside any org's reach", egress.PrivateTargetsEnv), nil
 	}
 	if msg := unknownFields(req, d); msg != "" {
 		return logical.ErrorResponse(msg), nil

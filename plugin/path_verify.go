@@ -81,10 +81,10 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	out, err := b.brokerCall(ctx, req.Storage, cfg, svc, c, call)
 	if err != nil {
 		var be *brokerError
-		if errors.As(err, &be) && be.status != http.StatusBadRequest {
+		if errors.As(err, &be) && be.Status != http.StatusBadRequest {
 			// The service could not be reached (or no token obtained): that
 			// says nothing about the credential, so its status stays.
-			return nil, logical.CodedError(be.status, "verify: "+be.msg)
+			return nil, logical.CodedError(be.Status, "verify: "+be.Msg)
 		}
 		return brokerResult(err)
 	}

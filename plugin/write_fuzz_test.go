@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/clankteam/credentials/plugin/egress"
 	"strings"
 	"testing"
 
@@ -85,7 +86,7 @@ func FuzzServiceDefinition(f *testing.F) {
 		for _, typ := range svc.Types {
 			_ = injectionFor(svc, typ)
 		}
-		_, _ = resolveTarget(svc, "/x")
+		_, _ = egress.ResolveTarget(egressService(svc), "/x")
 	})
 }
 

@@ -1,4 +1,4 @@
-package credentials
+package egress
 
 import (
 	"bytes"
@@ -10,31 +10,34 @@ import (
 	"testing"
 )
 
-// The broker's parsing of what callers send: path, query and headers. Run
-// one with `go test ./plugin -run '^$' -fuzz FuzzBrokerTarget`; the seed
-// corpus is in testdata/fuzz.
+// The parsing of what callers send: path, query and headers, and the
+// scrubber. Run one with `go test ./plugin/egress -run '^$' -fuzz
+// FuzzBrokerTarget`; the seed corpus is in testdata/fuzz.
 
-var fuzzService = &service{
+const (
+	fuzzKey        = "sk_test_FUZZkey0123456789abcdef"
+	vaultTokenLike = "hvs.CAESIFAKEfakeFAKEfakeFAKEfake0123"
+)
+
+var fuzzService = Service{
 	Name:     "fz",
-	Types:    []string{typeAPIKey},
 	BaseURLs: []string{"https://api.example.com/v1", "https://*.example.org", "http://127.0.0.1:8080/base"},
 }
 
 func FuzzBrokerTarget(f *testing.F) {
-	for _, s := range []string{"/x", "/v1/../admin", "https://a.example.org/p?q=1", "/%2e%2e/x", "//evil", "https://api.example.com/v1x"} {
+	for _, s := range []string{"/x", "/v1/../admin", "https://a.example.org/p?q=1", "/%2e%2e/x", "//evil", "https://api.example.com/v1x", "/a/..;/b", "/%252e%252e/x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		target, err := resolveTarget(fuzzService, raw)
+		target, err := ResolveTarget(fuzzService, raw)
 		if err != nil {
-			var be *brokerError
-			if !errors.As(err, &be) || be.status != http.StatusBadRequest {
-				t.Fatalf("refusal is not a 400 brokerError: %v", err)
+			var be *Error
+			if !errors.As(err, &be) || be.Status != http.StatusBadRequest {
+				t.Fatalf("refusal is not a 400 Error: %v", err)
 			}
 			return
 		}
-		base := matchBaseURL(fuzzService, target)
-		if base == nil {
+		if MatchBaseURL(fuzzService, target) == nil {
 			t.Fatalf("%q resolved to %s, outside every base URL", raw, target)
 		}
 		if strings.HasPrefix(raw, "/") && target.Host != "api.example.com" {
@@ -45,7 +48,8 @@ func FuzzBrokerTarget(f *testing.F) {
 			t.Fatalf("target path %q does not decode", target.EscapedPath())
 		}
 		for _, seg := range strings.Split(decoded, "/") {
-			if seg == "." || seg == ".." {
+			bare, _, _ := strings.Cut(seg, ";")
+			if bare == "." || bare == ".." || strings.Contains(strings.ToLower(seg), "%2e") {
 				t.Fatalf("%q resolved to a path with dot segments: %s", raw, target)
 			}
 		}
@@ -67,18 +71,18 @@ func FuzzBrokerHeaders(f *testing.F) {
 	f.Add("X-Custom", "1", "X-Custom, Upgrade")
 	f.Add("Authorization", "Bearer x", "")
 	f.Fuzz(func(t *testing.T, name, value, connection string) {
-		in := map[string][]string{
+		in := http.Header{
 			name:            {value},
 			"Connection":    {connection},
 			"Authorization": {"Bearer " + vaultTokenLike},
 			"X-Vault-Token": {vaultTokenLike},
 		}
-		inj := injection{Style: injectHeader, Header: "X-Api-Key", Format: "{secret}", Headers: map[string]string{"Api-Version": "1"}}
-		out, err := outboundHeaders(in, inj)
+		inj := Injection{Style: StyleHeader, Header: "X-Api-Key", Format: "{secret}", Headers: map[string]string{"Api-Version": "1"}}
+		out, err := OutboundHeaders(in, inj, vaultTokenLike)
 		if err != nil {
-			var be *brokerError
-			if !errors.As(err, &be) || be.status != http.StatusBadRequest {
-				t.Fatalf("refusal is not a 400 brokerError: %v", err)
+			var be *Error
+			if !errors.As(err, &be) || be.Status != http.StatusBadRequest {
+				t.Fatalf("refusal is not a 400 Error: %v", err)
 			}
 			return
 		}
@@ -92,17 +96,17 @@ func FuzzBrokerHeaders(f *testing.F) {
 				t.Fatalf("header %q kept", k)
 			}
 			for _, v := range vs {
-				if vaultTokenPattern.MatchString(v) {
+				if VaultTokenPattern.MatchString(v) || strings.Contains(v, vaultTokenLike) {
 					t.Fatalf("a Vault token survived in %s", k)
 				}
 			}
 		}
 		req, _ := http.NewRequest(http.MethodGet, "https://api.example.com/v1/x", nil)
 		req.Header = out
-		if err := inject(req, inj, secretMaterial{secret: brokerKey}); err != nil {
+		if err := Inject(req, inj, Material{Secret: []byte(fuzzKey)}); err != nil {
 			t.Fatal(err)
 		}
-		if got := req.Header.Values("X-Api-Key"); len(got) != 1 || got[0] != brokerKey {
+		if got := req.Header.Values("X-Api-Key"); len(got) != 1 || got[0] != fuzzKey {
 			t.Fatalf("injected header = %q", got)
 		}
 	})
@@ -114,20 +118,20 @@ func FuzzBrokerQuery(f *testing.F) {
 	f.Add("/x?a=1;key=2")
 	f.Add("/x?key&key=&KEY=3")
 	f.Fuzz(func(t *testing.T, raw string) {
-		target, err := resolveTarget(fuzzService, raw)
+		target, err := ResolveTarget(fuzzService, raw)
 		if err != nil {
 			return
 		}
 		req := &http.Request{Method: http.MethodGet, URL: target, Header: http.Header{}}
 		host := target.Host
-		if err := inject(req, injection{Style: injectQuery, Query: "key"}, secretMaterial{secret: brokerKey}); err != nil {
+		if err := Inject(req, Injection{Style: StyleQuery, Query: "key"}, Material{Secret: []byte(fuzzKey)}); err != nil {
 			return
 		}
 		q, err := url.ParseQuery(req.URL.RawQuery)
 		if err != nil {
 			t.Fatalf("query after injection does not parse: %v", err)
 		}
-		if got := q["key"]; len(got) != 1 || got[0] != brokerKey {
+		if got := q["key"]; len(got) != 1 || got[0] != fuzzKey {
 			t.Fatalf("key = %q after injection into %q", got, raw)
 		}
 		if req.URL.Host != host {
@@ -136,30 +140,41 @@ func FuzzBrokerQuery(f *testing.F) {
 	})
 }
 
+// FuzzScrub plants the secret between arbitrary text, plain, in base64 and
+// percent-encoded, and checks that neither it nor any of its forms comes
+// out, whether the text is scrubbed whole or streamed in pieces.
 func FuzzScrub(f *testing.F) {
-	f.Add("sk_live_abcdef123456", "token=", "; done")
-	f.Add("D]zzzzzz", "[REDACTE", "zzzzzzzzzzzz")
-	f.Add("p@ss w/rd+&=", "x", "")
-	f.Fuzz(func(t *testing.T, secret, prefix, suffix string) {
-		if secret == "" {
+	f.Add("sk_live_abcdef123456", "token=", "; done", 3)
+	f.Add("D]zzzzzz", "[REDACTE", "zzzzzzzzzzzz", 1)
+	f.Add("p@ss w/rd+&=", "x", "", 7)
+	f.Fuzz(func(t *testing.T, secret, prefix, suffix string, chunk int) {
+		if len(secret) < MinScrubLen {
 			return
 		}
 		body := []byte(prefix + secret + suffix + " " + base64.StdEncoding.EncodeToString([]byte(prefix+secret+suffix)) +
 			" " + url.QueryEscape(secret))
-		inj := injection{Style: injectHeader, Header: "Authorization", Format: "Bearer {secret}"}
-		forms := scrubForms(inj, secretMaterial{secret: secret})
-		orig := append([]byte(nil), body...)
-		out, changed := scrub(body, forms)
-		for _, form := range forms {
-			if bytes.Contains(out, form) {
-				t.Fatalf("form %q survived in %q", form, out)
+		s := NewScrubber(Plaintexts(Injection{Style: StyleHeader}, Material{Secret: []byte(secret)}))
+		whole, _ := s.Bytes(append([]byte(nil), body...))
+		var streamed bytes.Buffer
+		w := s.NewWriter(&streamed)
+		chunk = 1 + int(uint(chunk)%17)
+		for i := 0; i < len(body); i += chunk {
+			_, _ = w.Write(body[i:min(i+chunk, len(body))])
+		}
+		_ = w.Close()
+		for name, out := range map[string][]byte{"whole": whole, "streamed": streamed.Bytes()} {
+			for _, form := range s.forms {
+				if bytes.Contains(out, form) {
+					t.Fatalf("%s: form %q survived in %q", name, form, out)
+				}
+			}
+			if bytes.Contains(out, []byte(secret)) {
+				t.Fatalf("%s: secret survived", name)
 			}
 		}
-		if !changed && !bytes.Equal(out, orig) {
-			t.Fatalf("unchanged body was altered")
-		}
-		if len(secret) >= minScrubLen && bytes.Contains(out, []byte(secret)) {
-			t.Fatalf("secret survived")
+		if !bytes.Equal(whole, streamed.Bytes()) {
+			t.Fatalf("streamed %q differs from whole %q", streamed.Bytes(), whole)
 		}
 	})
 }
+

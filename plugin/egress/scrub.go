@@ -1,0 +1,464 @@
+package egress
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"io"
+)
+
+// MinScrubLen is the shortest form scrubbed: shorter ones would match
+// ordinary text and mangle answers.
+const MinScrubLen = 6
+
+// Scrubber removes a secret from what a service sends back, in every form
+// an echo would take: as sent, in base64 (standard and URL alphabets, at
+// every alignment inside a larger encoded text) and in hex (either case);
+// and each of those with any of its characters escaped the ways text
+// formats escape them: JSON (\/, \uXXXX in either case, \" \\ \n ...),
+// percent-encoding in either case (and '+' for a space), and HTML entities
+// (&#65; &#x41; &amp; ...). Escaped and plain characters may be mixed
+// freely. Each occurrence is replaced by a mark that cannot combine with
+// the text around it into a new occurrence.
+//
+// A Scrubber is safe for concurrent use; each stream gets its own Writer.
+type Scrubber struct {
+	forms [][]byte
+	// fold marks forms matched without regard to ASCII case (hex).
+	fold []bool
+	// start says which bytes can begin a match of any form, so that the
+	// scan skips all others at the cost of one table look-up.
+	start [256]bool
+	mark  []byte
+	// maxSpan bounds how far one match can reach, escaped: the most a
+	// stream ever holds back.
+	maxSpan int
+}
+
+// NewScrubber scrubs the given plaintexts (see Plaintexts). It copies what
+// it needs; Zero clears its copies.
+func NewScrubber(plaintexts [][]byte) *Scrubber {
+	s := &Scrubber{}
+	seen := map[string]bool{}
+	add := func(b []byte, fold bool) {
+		if len(b) < MinScrubLen || seen[string(b)] {
+			clear(b)
+			return
+		}
+		seen[string(b)] = true
+		s.forms = append(s.forms, b)
+		s.fold = append(s.fold, fold)
+	}
+	for _, p := range plaintexts {
+		add(append([]byte(nil), p...), false)
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+			for shift := 0; shift < 3; shift++ {
+				add(base64Core(enc, p, shift), false)
+			}
+		}
+		h := make([]byte, hex.EncodedLen(len(p)))
+		hex.Encode(h, p)
+		add(h, true)
+	}
+	for i, f := range s.forms {
+		s.start[f[0]] = true
+		if s.fold[i] {
+			s.start[lowerASCII(f[0])] = true
+			s.start[upperASCII(f[0])] = true
+		}
+		if f[0] == ' ' {
+			s.start['+'] = true
+		}
+		if f[0] < 0x80 {
+			s.start['\\'], s.start['%'], s.start['&'] = true, true, true
+		}
+		if span := len(f) * maxEscapeLen; span > s.maxSpan {
+			s.maxSpan = span
+		}
+	}
+	s.mark = markFor(plaintexts)
+	return s
+}
+
+// Empty says whether there is nothing to scrub.
+func (s *Scrubber) Empty() bool { return s == nil || len(s.forms) == 0 }
+
+// Zero clears the scrubber's copies of the secret.
+func (s *Scrubber) Zero() {
+	if s == nil {
+		return
+	}
+	for _, f := range s.forms {
+		clear(f)
+	}
+}
+
+// markFor picks a mark whose first and last bytes appear in no plaintext:
+// then no occurrence can span a mark and the text beside it. The secret's
+// base64 and hex forms never hold these bytes.
+func markFor(plaintexts [][]byte) []byte {
+	for _, m := range []string{"[REDACTED]", "***", "###", "~~~", "^^^", "|||"} {
+		ok := true
+		for _, p := range plaintexts {
+			if bytes.IndexByte(p, m[0]) >= 0 || bytes.IndexByte(p, m[len(m)-1]) >= 0 {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return []byte(m)
+		}
+	}
+	return []byte("[REDACTED]")
+}
+
+// Bytes returns b scrubbed, and whether anything was replaced.
+func (s *Scrubber) Bytes(b []byte) ([]byte, bool) {
+	if s.Empty() {
+		return b, false
+	}
+	var out bytes.Buffer
+	changed := false
+	s.scan(b, true, func(p []byte, isMark bool) {
+		changed = changed || isMark
+		out.Write(p)
+	})
+	if !changed {
+		return b, false
+	}
+	return out.Bytes(), true
+}
+
+// String returns v scrubbed.
+func (s *Scrubber) String(v string) string {
+	out, changed := s.Bytes([]byte(v))
+	if !changed {
+		return v
+	}
+	return string(out)
+}
+
+// scan emits buf with every match replaced by the mark and returns how
+// much of buf it consumed. Unless eof, it stops at the first position
+// where a match may begin but buf ends before it can be decided: that tail
+// is all a stream holds back.
+func (s *Scrubber) scan(buf []byte, eof bool, emit func(p []byte, isMark bool)) int {
+	flushed := 0
+	for i := 0; i < len(buf); i++ {
+		if !s.start[buf[i]] {
+			continue
+		}
+		best, undecided := 0, false
+		for k, f := range s.forms {
+			n, st := matchAt(buf[i:], f, s.fold[k], eof)
+			switch st {
+			case matched:
+				best = max(best, n)
+			case needMore:
+				undecided = true
+			}
+		}
+		if undecided {
+			if i > flushed {
+				emit(buf[flushed:i], false)
+			}
+			return i
+		}
+		if best > 0 {
+			if i > flushed {
+				emit(buf[flushed:i], false)
+			}
+			emit(s.mark, true)
+			flushed = i + best
+			i = flushed - 1
+		}
+	}
+	if len(buf) > flushed {
+		emit(buf[flushed:], false)
+	}
+	return len(buf)
+}
+
+type matchState int
+
+const (
+	noMatch matchState = iota
+	matched
+	needMore
+)
+
+// maxEscapeLen is the longest escape of one character matched
+// (&#x0000041; is allowed leading zeros up to this length).
+const maxEscapeLen = 10
+
+// matchAt matches form f at the start of buf, each character either as it
+// is or escaped, and returns the bytes it spans.
+func matchAt(buf, f []byte, fold, eof bool) (int, matchState) {
+	j := 0
+	for _, c := range f {
+		if j >= len(buf) {
+			if eof {
+				return 0, noMatch
+			}
+			return 0, needMore
+		}
+		b := buf[j]
+		if c < 0x80 && (b == '\\' || b == '%' || b == '&') {
+			ch, n, st := decodeEscape(buf[j:], eof)
+			if st == needMore {
+				return 0, needMore
+			}
+			if st == matched && (ch == c || (fold && lowerASCII(ch) == lowerASCII(c))) {
+				j += n
+				continue
+			}
+		}
+		if b == c || (fold && lowerASCII(b) == lowerASCII(c)) || (c == ' ' && b == '+') {
+			j++
+			continue
+		}
+		return 0, noMatch
+	}
+	return j, matched
+}
+
+// decodeEscape decodes one escaped ASCII character at the start of p.
+func decodeEscape(p []byte, eof bool) (byte, int, matchState) {
+	more := func() (byte, int, matchState) {
+		if eof {
+			return 0, 0, noMatch
+		}
+		return 0, 0, needMore
+	}
+	switch p[0] {
+	case '\\':
+		if len(p) < 2 {
+			return more()
+		}
+		switch p[1] {
+		case '/', '"', '\\', '\'':
+			return p[1], 2, matched
+		case 'n':
+			return '\n', 2, matched
+		case 't':
+			return '\t', 2, matched
+		case 'r':
+			return '\r', 2, matched
+		case 'b':
+			return '\b', 2, matched
+		case 'f':
+			return '\f', 2, matched
+		case 'u', 'x':
+			width := 4
+			if p[1] == 'x' {
+				width = 2
+			}
+			v, n, st := hexDigits(p[2:], width, width, eof)
+			if st != matched || v >= 0x80 {
+				return 0, 0, st
+			}
+			return byte(v), 2 + n, matched
+		}
+		return 0, 0, noMatch
+	case '%':
+		v, n, st := hexDigits(p[1:], 2, 2, eof)
+		if st != matched {
+			return 0, 0, st
+		}
+		return byte(v), 1 + n, matched
+	case '&':
+		return decodeEntity(p, eof)
+	}
+	return 0, 0, noMatch
+}
+
+// hexDigits reads between minN and maxN hex digits.
+func hexDigits(p []byte, minN, maxN int, eof bool) (int, int, matchState) {
+	v, n := 0, 0
+	for n < maxN {
+		if n >= len(p) {
+			if eof || n >= minN && n == maxN {
+				break
+			}
+			return 0, 0, needMore
+		}
+		d, ok := hexVal(p[n])
+		if !ok {
+			break
+		}
+		v = v*16 + d
+		n++
+	}
+	if n < minN {
+		return 0, 0, noMatch
+	}
+	return v, n, matched
+}
+
+var namedEntities = map[string]byte{"amp": '&', "lt": '<', "gt": '>', "quot": '"', "apos": '\'', "sol": '/', "colon": ':', "equals": '=', "plus": '+', "lowbar": '_', "period": '.', "hyphen": '-', "dash": '-'}
+
+// decodeEntity decodes an HTML character reference: &#65; &#x41; &amp;.
+func decodeEntity(p []byte, eof bool) (byte, int, matchState) {
+	end := bytes.IndexByte(p[:min(len(p), maxEscapeLen)], ';')
+	if end < 0 {
+		if len(p) < maxEscapeLen && !eof {
+			// Only a prefix that could still become a reference waits.
+			if entityPrefix(p[1:]) {
+				return 0, 0, needMore
+			}
+		}
+		return 0, 0, noMatch
+	}
+	body := p[1:end]
+	if len(body) >= 2 && body[0] == '#' {
+		v, ok := 0, true
+		if body[1] == 'x' || body[1] == 'X' {
+			if len(body) < 3 {
+				return 0, 0, noMatch
+			}
+			for _, c := range body[2:] {
+				d, isHex := hexVal(c)
+				ok = ok && isHex
+				v = v*16 + d
+			}
+		} else {
+			for _, c := range body[1:] {
+				ok = ok && c >= '0' && c <= '9'
+				v = v*10 + int(c-'0')
+			}
+		}
+		if !ok || v >= 0x80 {
+			return 0, 0, noMatch
+		}
+		return byte(v), end + 1, matched
+	}
+	if ch, ok := namedEntities[string(body)]; ok {
+		return ch, end + 1, matched
+	}
+	return 0, 0, noMatch
+}
+
+func entityPrefix(p []byte) bool {
+	if len(p) == 0 {
+		return true
+	}
+	if p[0] == '#' {
+		for i, c := range p[1:] {
+			if _, ok := hexVal(c); !ok && !(i == 0 && (c == 'x' || c == 'X')) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, c := range p {
+		if c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+func hexVal(c byte) (int, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0'), true
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10, true
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10, true
+	}
+	return 0, false
+}
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+func upperASCII(c byte) byte {
+	if c >= 'a' && c <= 'z' {
+		return c - ('a' - 'A')
+	}
+	return c
+}
+
+// base64Core returns the base64 characters determined by p alone when p
+// starts shift bytes into a larger encoded stream; any base64 text that
+// contains p at that alignment contains these characters.
+func base64Core(enc *base64.Encoding, p []byte, shift int) []byte {
+	buf := make([]byte, shift+len(p))
+	copy(buf[shift:], p)
+	full := make([]byte, enc.EncodedLen(len(buf)))
+	enc.Encode(full, buf)
+	clear(buf)
+	// Character i covers bits [6i, 6i+6); p covers bits [8*shift, 8*(shift+n)).
+	first := (8*shift + 5) / 6
+	last := (8*(shift+len(p)))/6 - 1
+	if last < first {
+		clear(full)
+		return nil
+	}
+	core := append([]byte(nil), full[first:last+1]...)
+	clear(full)
+	return core
+}
+
+// Writer scrubs a stream on its way to w. It holds back only a tail that
+// may begin an occurrence (never more than one escaped form's length), so
+// a stream's events pass as they come. Close writes the tail and zeroes
+// what the writer held.
+type Writer struct {
+	s       *Scrubber
+	w       io.Writer
+	pending []byte
+	err     error
+}
+
+// NewWriter scrubs what is written on its way to w.
+func (s *Scrubber) NewWriter(w io.Writer) *Writer {
+	return &Writer{s: s, w: w}
+}
+
+func (sw *Writer) emit(p []byte, _ bool) {
+	if sw.err == nil {
+		_, sw.err = sw.w.Write(p)
+	}
+}
+
+// Write scrubs p and passes on all that is decided.
+func (sw *Writer) Write(p []byte) (int, error) {
+	if sw.err != nil {
+		return 0, sw.err
+	}
+	if sw.s.Empty() {
+		_, sw.err = sw.w.Write(p)
+		return len(p), sw.err
+	}
+	buf := p
+	if len(sw.pending) > 0 {
+		sw.pending = append(sw.pending, p...)
+		buf = sw.pending
+	}
+	n := sw.s.scan(buf, false, sw.emit)
+	rest := buf[n:]
+	if len(sw.pending) > 0 {
+		m := copy(sw.pending, rest)
+		clear(sw.pending[m:])
+		sw.pending = sw.pending[:m]
+	} else if len(rest) > 0 {
+		sw.pending = append(sw.pending[:0], rest...)
+	}
+	return len(p), sw.err
+}
+
+// Close passes on the held tail, scrubbed, and zeroes it.
+func (sw *Writer) Close() error {
+	if len(sw.pending) > 0 {
+		sw.s.scan(sw.pending, true, sw.emit)
+		clear(sw.pending)
+		sw.pending = sw.pending[:0]
+	}
+	return sw.err
+}
