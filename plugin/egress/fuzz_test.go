@@ -177,4 +177,3 @@ func FuzzScrub(f *testing.F) {
 		}
 	})
 }
-

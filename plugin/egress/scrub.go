@@ -29,7 +29,10 @@ type Scrubber struct {
 	// start says which bytes can begin a match of any form, so that the
 	// scan skips all others at the cost of one table look-up.
 	start [256]bool
-	mark  []byte
+	// byFirst lists, per first character (unescaped), the forms that start
+	// with it, so a position is tried only against forms it can begin.
+	byFirst [256][]int
+	mark    []byte
 	// maxSpan bounds how far one match can reach, escaped: the most a
 	// stream ever holds back.
 	maxSpan int
@@ -62,9 +65,14 @@ func NewScrubber(plaintexts [][]byte) *Scrubber {
 	}
 	for i, f := range s.forms {
 		s.start[f[0]] = true
+		s.byFirst[f[0]] = append(s.byFirst[f[0]], i)
 		if s.fold[i] {
-			s.start[lowerASCII(f[0])] = true
-			s.start[upperASCII(f[0])] = true
+			for _, c := range []byte{lowerASCII(f[0]), upperASCII(f[0])} {
+				s.start[c] = true
+				if c != f[0] {
+					s.byFirst[c] = append(s.byFirst[c], i)
+				}
+			}
 		}
 		if f[0] == ' ' {
 			s.start['+'] = true
@@ -144,19 +152,28 @@ func (s *Scrubber) String(v string) string {
 // is all a stream holds back.
 func (s *Scrubber) scan(buf []byte, eof bool, emit func(p []byte, isMark bool)) int {
 	flushed := 0
+	start := &s.start
 	for i := 0; i < len(buf); i++ {
-		if !s.start[buf[i]] {
-			continue
+		for i < len(buf) && !start[buf[i]] {
+			i++
 		}
-		best, undecided := 0, false
-		for k, f := range s.forms {
-			n, st := matchAt(buf[i:], f, s.fold[k], eof)
-			switch st {
-			case matched:
-				best = max(best, n)
-			case needMore:
+		if i == len(buf) {
+			break
+		}
+		b := buf[i]
+		best, undecided := s.tryForms(buf[i:], b, eof)
+		switch b {
+		case '\\', '%', '&':
+			ch, _, st := decodeEscape(buf[i:], eof)
+			if st == needMore {
 				undecided = true
+			} else if st == matched && ch != b {
+				n, u := s.tryForms(buf[i:], ch, eof)
+				best, undecided = max(best, n), undecided || u
 			}
+		case '+':
+			n, u := s.tryForms(buf[i:], ' ', eof)
+			best, undecided = max(best, n), undecided || u
 		}
 		if undecided {
 			if i > flushed {
@@ -178,6 +195,32 @@ func (s *Scrubber) scan(buf []byte, eof bool, emit func(p []byte, isMark bool)) 
 	}
 	return len(buf)
 }
+
+// tryForms matches the forms that start with first at the start of buf:
+// the longest match, and whether one could not yet be decided.
+func (s *Scrubber) tryForms(buf []byte, first byte, eof bool) (best int, undecided bool) {
+	for _, k := range s.byFirst[first] {
+		f := s.forms[k]
+		// Most candidates fail on their second character; decide those
+		// without a call. Only a plain first character is handled here.
+		if len(buf) > 1 && buf[0] == first && !s.fold[k] {
+			if c := buf[1]; c != f[1] && !escapeStart[c] {
+				continue
+			}
+		}
+		n, st := matchAt(buf, f, s.fold[k], eof)
+		switch st {
+		case matched:
+			best = max(best, n)
+		case needMore:
+			undecided = true
+		}
+	}
+	return best, undecided
+}
+
+// escapeStart are the bytes that may begin an escaped character.
+var escapeStart = [256]bool{'\\': true, '%': true, '&': true, '+': true}
 
 type matchState int
 
