@@ -1,37 +1,38 @@
 package portal
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/clankteam/credentials/plugin/egress"
 )
 
-// The broker: /broker/{org}/{cred}/{path...} takes any method and answers
+// The edge: /broker/{org}/{cred}/{path...} takes any method and answers
 // like the service itself, so an agent (or a service's SDK with its base URL
-// set here) talks to it as to the service. The caller's Vault token is
-// passed to the engine's proxy/<cred> path, so Vault's ACL decides; the
-// portal holds no token and sees no credential.
+// set here) talks to it as to the service. Bytes stream both ways; Vault's
+// request pipeline carries only the authorization. Each call is authorized
+// by Vault with the agent's own token on the Vault path that names its
+// method and path (orgs/<org>/proxy/<cred>/<METHOD>/<path>), so Vault's ACL
+// and the agent's rules decide. The injection comes from the engine sealed
+// to this edge's key; the portal holds no Vault token, and a secret is in
+// its memory only for the call.
 
-const (
-	// maxBrokerRequestBody is what fits through Vault's default request
-	// size limit (32 MiB) once base64-encoded; the engine's broker_max_body
-	// is usually lower and is enforced there.
-	maxBrokerRequestBody = 24 << 20
-	// brokerVaultTimeout bounds one call to Vault; the engine's own
-	// broker_timeout (default 30s) bounds the service call inside it.
-	brokerVaultTimeout = 2 * time.Minute
-)
+// edgeVaultTimeout bounds one call to Vault for an authorization or an
+// injection; the service call itself is bounded by broker_timeout.
+const edgeVaultTimeout = 30 * time.Second
 
 var (
 	brokerOrgPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -42,24 +43,32 @@ var (
 // Authorization: an agent's SDK sends its Vault token there.
 var brokerTokenHeaders = []string{"X-Vault-Token", "X-Api-Key", "Api-Key"}
 
-// brokerDroppedHeaders never go to the engine (it drops them too): the
-// caller's credentials, the portal's cookies, and per-connection headers.
-var brokerDroppedHeaders = []string{
-	"Authorization", "Proxy-Authorization", "Cookie", "Host", "Content-Length",
-	"Connection", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
+// edgeCopyBuffer is the size of one read from the service; each read is
+// passed on (and flushed) at once, so streamed events are not held.
+const edgeCopyBuffer = 32 << 10
 
-// brokerHandler forwards agents' calls to the engine's proxy path.
+// brokerHandler is the edge.
 type brokerHandler struct {
 	vaultAddr string
-	client    *http.Client
+	vault     *http.Client
+	key       *egress.EdgePrivateKey
+	// publicURL is the portal's public base, for broker URLs in Location
+	// and Link.
+	publicURL func() string
 	logger    *slog.Logger
+	sealed    sealedCache
+
+	// clientsMu guards clients: one pooled client per set of private
+	// targets the engine reports (in practice, one).
+	clientsMu sync.Mutex
+	clients   map[string]*http.Client
 }
 
 // newBrokerHandler serves /broker/ against the Vault at vaultAddr. TLS
 // settings for Vault come from the environment (VAULT_CACERT, ...) as for
-// every Vault client.
-func newBrokerHandler(vaultAddr string, logger *slog.Logger) http.Handler {
+// every Vault client. Without an edge key it answers every call with a
+// message that says what the operator must set.
+func newBrokerHandler(vaultAddr string, key *egress.EdgePrivateKey, publicURL func() string, logger *slog.Logger) *brokerHandler {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	if cfg := api.DefaultConfig(); cfg != nil && cfg.Error == nil {
 		if vt, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
@@ -75,28 +84,13 @@ func newBrokerHandler(vaultAddr string, logger *slog.Logger) http.Handler {
 	}
 	return &brokerHandler{
 		vaultAddr: strings.TrimSuffix(vaultAddr, "/"),
-		client:    &http.Client{Transport: t, Timeout: brokerVaultTimeout},
+		vault:     &http.Client{Transport: t, Timeout: edgeVaultTimeout},
+		key:       key,
+		publicURL: publicURL,
 		logger:    logger,
+		sealed:    sealedCache{entries: map[string]sealedEntry{}},
+		clients:   map[string]*http.Client{},
 	}
-}
-
-// proxyRequest is the body of a write to orgs/<org>/proxy/<cred>.
-type proxyRequest struct {
-	Method  string              `json:"method"`
-	Path    string              `json:"path"`
-	Headers map[string][]string `json:"headers,omitempty"`
-	Body    string              `json:"body,omitempty"`
-}
-
-// proxyResponse is what the engine answers.
-type proxyResponse struct {
-	Data struct {
-		Status       int                 `json:"status"`
-		Headers      map[string][]string `json:"headers"`
-		Body         string              `json:"body"`
-		RedirectPath string              `json:"redirect_path"`
-	} `json:"data"`
-	Errors []string `json:"errors"`
 }
 
 func (h *brokerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -106,102 +100,219 @@ func (h *brokerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"duration_ms", time.Since(start).Milliseconds())
 }
 
+// edgeCall is one call's parts, as they are worked out.
+type edgeCall struct {
+	org, cred string
+	// rest is the service path as the caller escaped it; decoded as
+	// Vault's ACL sees it.
+	rest, decoded string
+	token         string
+	tokenHeader   string
+}
+
+func (c *edgeCall) mount() string { return "orgs/" + c.org + "/" }
+
 // serve handles one call and returns the status sent, for the log.
 func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
+	call, fail := h.parse(r)
+	if fail != nil {
+		return brokerFail(w, fail)
+	}
+	inj, fail := h.authorize(r.Context(), call, r.Method)
+	if fail != nil {
+		return brokerFail(w, fail)
+	}
+	defer inj.Material.Zero()
+	return h.forward(w, r, call, inj)
+}
+
+// parse checks what can be checked before Vault is asked: the route, the
+// method, the token's presence and the path's normal form. Nothing of the
+// body is read before the call is authorized.
+func (h *brokerHandler) parse(r *http.Request) (*edgeCall, *egress.Error) {
 	org, cred, rest, ok := splitBrokerPath(r.URL.EscapedPath())
 	if !ok {
-		return brokerFail(w, http.StatusNotFound, "use /broker/<org>/<credential>/<path of the service>")
+		return nil, &egress.Error{Status: http.StatusNotFound, Permanent: true, Msg: "use /broker/<org>/<credential>/<path of the service>"}
+	}
+	if !egress.ValidMethod(r.Method) {
+		return nil, &egress.Error{Status: http.StatusMethodNotAllowed, Permanent: true, Msg: "method must be one of " + strings.Join(egress.Methods, ", ")}
+	}
+	if r.Header.Get("Upgrade") != "" {
+		return nil, &egress.Error{Status: http.StatusNotImplemented, Permanent: true,
+			Msg: "protocol upgrades (WebSocket) are not brokered: use the service's HTTP API"}
 	}
 	token, from := brokerToken(r.Header)
 	if token == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="credentials broker"`)
-		return brokerFail(w, http.StatusUnauthorized,
-			"send your Vault token as Authorization: Bearer <token>, X-Vault-Token, or the header your service's SDK puts its key in")
+		return nil, unauthorized("send your Vault token as Authorization: Bearer <token>, X-Vault-Token, or the header your service's SDK puts its key in")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBrokerRequestBody))
+	decoded, err := egress.CleanPath(rest)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return brokerFail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxBrokerRequestBody))
+		return nil, asEgressError(err)
+	}
+	if h.key == nil {
+		return nil, &egress.Error{Status: http.StatusServiceUnavailable, Permanent: true,
+			Msg: "this portal has no edge key: the operator sets " + egress.EdgeKeyEnv + " (portal edge-key prints a pair)"}
+	}
+	return &edgeCall{org: org, cred: cred, rest: rest, decoded: decoded, token: token, tokenHeader: from}, nil
+}
+
+// forward makes the call to the service and streams the answer back.
+func (h *brokerHandler) forward(w http.ResponseWriter, r *http.Request, call *edgeCall, inj *egress.EdgeInjection) int {
+	target := call.rest
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	u, err := egress.ResolveTarget(inj.Service, target)
+	if err != nil {
+		return brokerFail(w, asEgressError(err))
+	}
+	if r.ContentLength > inj.MaxBody {
+		return brokerFail(w, egress.TooLarge("request", inj.MaxBody))
+	}
+	header, err := egress.OutboundHeaders(r.Header, inj.Injection, call.token)
+	if err != nil {
+		return brokerFail(w, asEgressError(err))
+	}
+	timeout := time.Duration(inj.TimeoutSeconds) * time.Second
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	// The server's own read deadline is for pages; a brokered upload may
+	// take as long as broker_timeout allows.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+
+	body := &limitedBody{r: r.Body, left: inj.MaxBody}
+	var reqBody io.Reader = body
+	if r.ContentLength == 0 && r.Body == http.NoBody {
+		reqBody = nil
+	}
+	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), reqBody)
+	if err != nil {
+		return brokerFail(w, egress.BadRequest("cannot build the request"))
+	}
+	out.ContentLength = r.ContentLength
+	out.Header = header
+	out.Header.Set("Accept-Encoding", egress.AcceptEncoding)
+	if err := egress.Inject(out, inj.Injection, inj.Material); err != nil {
+		return brokerFail(w, asEgressError(err))
+	}
+	scrubber := egress.NewScrubber(egress.Plaintexts(inj.Injection, inj.Material))
+	defer scrubber.Zero()
+
+	resp, err := h.upstream(inj.PrivateTargets).Do(out)
+	if err != nil {
+		if body.over {
+			return brokerFail(w, egress.TooLarge("request", inj.MaxBody))
 		}
-		return brokerFail(w, http.StatusBadRequest, "reading the request body failed")
+		return brokerFail(w, egress.SendError(ctx, u, timeout, err))
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength > inj.MaxBody {
+		return brokerFail(w, egress.TooLarge("answer", inj.MaxBody))
+	}
+	decoded, err := egress.DecodeBody(resp)
+	if err != nil {
+		return brokerFail(w, asEgressError(err))
 	}
 
-	headers := r.Header.Clone()
-	for _, name := range brokerDroppedHeaders {
-		headers.Del(name)
+	base := strings.TrimSuffix(h.publicURL(), "/") + "/broker/" + call.org + "/" + call.cred
+	answer := egress.AnswerHeaders(resp.Header, scrubber)
+	if loc := answer.Get("Location"); loc != "" {
+		answer.Set("Location", egress.RewriteLocation(inj.Service, u, loc, base))
 	}
-	headers.Del(from)
-	for name, values := range headers {
-		if strings.HasPrefix(name, "X-Vault-") || strings.HasPrefix(name, "X-Forwarded-") {
-			delete(headers, name)
-			continue
-		}
-		// An SDK may send its key (the Vault token) in a second header.
-		for _, v := range values {
-			if strings.Contains(v, token) {
-				delete(headers, name)
-				break
+	if links := answer.Values("Link"); len(links) > 0 {
+		answer.Del("Link")
+		for _, l := range links {
+			if l = egress.RewriteLink(inj.Service, u, l, base); l != "" {
+				answer.Add("Link", l)
 			}
 		}
 	}
-	path := rest
-	if r.URL.RawQuery != "" {
-		path += "?" + r.URL.RawQuery
+	for k, vs := range answer {
+		w.Header()[k] = vs
 	}
-	preq := proxyRequest{Method: r.Method, Path: path, Headers: headers}
-	if len(body) > 0 {
-		preq.Body = base64.StdEncoding.EncodeToString(body)
+	w.WriteHeader(resp.StatusCode)
+	if r.Method == http.MethodHead {
+		return resp.StatusCode
 	}
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(preq); err != nil {
-		return brokerFail(w, http.StatusInternalServerError, "encoding the request failed")
-	}
+	h.stream(w, decoded, scrubber, inj.MaxBody)
+	return resp.StatusCode
+}
 
-	ctx, cancel := context.WithTimeout(r.Context(), brokerVaultTimeout)
-	defer cancel()
-	vreq, err := http.NewRequestWithContext(ctx, http.MethodPost, h.vaultAddr+"/v1/orgs/"+org+"/proxy/"+cred, &buf)
-	if err != nil {
-		return brokerFail(w, http.StatusInternalServerError, "building the Vault request failed")
-	}
-	vreq.Header.Set("X-Vault-Token", token)
-	vreq.Header.Set("Content-Type", "application/json")
-	vresp, err := h.client.Do(vreq)
-	if err != nil {
-		h.logger.Warn("broker: calling vault", "error", err)
-		return brokerFail(w, http.StatusBadGateway, "Vault cannot be reached")
-	}
-	defer vresp.Body.Close()
-	var presp proxyResponse
-	if err := json.NewDecoder(vresp.Body).Decode(&presp); err != nil && vresp.StatusCode == http.StatusOK {
-		return brokerFail(w, http.StatusBadGateway, "Vault's answer could not be read")
-	}
-	if vresp.StatusCode != http.StatusOK {
-		return brokerVaultError(w, vresp.StatusCode, presp.Errors)
-	}
-	out, err := base64.StdEncoding.DecodeString(presp.Data.Body)
-	if err != nil || presp.Data.Status < 100 || presp.Data.Status > 999 {
-		return brokerFail(w, http.StatusBadGateway, "the engine's answer could not be read")
-	}
-	for name, values := range presp.Data.Headers {
-		canon := http.CanonicalHeaderKey(name)
-		// Cookies of the service would land on the portal's domain.
-		if canon == "Set-Cookie" || canon == "Content-Length" {
-			continue
+// stream copies the answer through the scrubber, flushing each read so a
+// stream's events reach the agent as the service sends them. An answer over
+// the limit is cut off by aborting the connection: its status is already
+// sent, and a clean end would pass a truncated body off as whole.
+func (h *brokerHandler) stream(w http.ResponseWriter, body io.Reader, scrubber *egress.Scrubber, max int64) {
+	rc := http.NewResponseController(w)
+	sw := scrubber.NewWriter(w)
+	buf := make([]byte, edgeCopyBuffer)
+	defer clear(buf)
+	var total int64
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			total += int64(n)
+			if total > max {
+				panic(http.ErrAbortHandler)
+			}
+			if _, werr := sw.Write(buf[:n]); werr != nil {
+				return
+			}
+			_ = rc.Flush()
 		}
-		for _, v := range values {
-			w.Header().Add(canon, v)
+		if err != nil {
+			if err != io.EOF {
+				// The service or the deadline cut the answer short: end
+				// the connection so the agent does not take it as whole.
+				panic(http.ErrAbortHandler)
+			}
+			break
 		}
 	}
-	if presp.Data.RedirectPath != "" {
-		// Keep the caller on the broker for redirects within the service.
-		w.Header().Set("Location", "/broker/"+org+"/"+cred+presp.Data.RedirectPath)
+	_ = sw.Close()
+	_ = rc.Flush()
+}
+
+// upstream is the pooled client for the operator's private targets, which
+// the engine reports with each injection so that the edge's guard is the
+// engine's.
+func (h *brokerHandler) upstream(privateTargets string) *http.Client {
+	h.clientsMu.Lock()
+	defer h.clientsMu.Unlock()
+	if c, ok := h.clients[privateTargets]; ok {
+		return c
 	}
-	w.WriteHeader(presp.Data.Status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(out)
+	guard, err := egress.ParseGuard(privateTargets)
+	if err != nil {
+		guard = &egress.Guard{}
 	}
-	return presp.Data.Status
+	c := guard.Client(egress.ClientOptions{MaxIdleConnsPerHost: 256})
+	if len(h.clients) > 16 {
+		clear(h.clients)
+	}
+	h.clients[privateTargets] = c
+	return c
+}
+
+// limitedBody passes a request body on up to a limit, then fails the read
+// (and the call) instead of sending a truncated body.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+	over bool
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.r == nil {
+		return 0, io.EOF
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.over = true
+		return 0, errors.New("request body over broker_max_body")
+	}
+	return n, err
 }
 
 // splitBrokerPath takes /broker/<org>/<cred>/<rest> apart; rest keeps its
@@ -253,35 +364,61 @@ func brokerToken(h http.Header) (token, header string) {
 	return "", ""
 }
 
-// brokerVaultError answers with Vault's refusal: its status and messages
-// (permission denied, a bad path, the service's size or time limits).
-func brokerVaultError(w http.ResponseWriter, status int, errs []string) int {
-	msg := strings.Join(errs, "; ")
-	switch {
-	case status == http.StatusForbidden:
-		msg = "permission denied: this token may not use this credential this way (" + msg + ")"
-	case status >= 500 && status != http.StatusBadGateway && status != http.StatusGatewayTimeout:
-		status = http.StatusBadGateway
-		if msg == "" {
-			msg = "Vault failed"
-		}
-	case msg == "":
-		msg = http.StatusText(status)
-	}
-	return brokerFail(w, status, msg)
+func unauthorized(msg string) *egress.Error {
+	return &egress.Error{Status: http.StatusUnauthorized, Msg: msg}
 }
 
-// brokerFail answers in the error shape Stripe, OpenAI and Anthropic share,
-// so an SDK shows the message; X-Broker-Error tells it from the service's
-// own errors.
-func brokerFail(w http.ResponseWriter, status int, msg string) int {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Broker-Error", "true")
-	w.WriteHeader(status)
+func asEgressError(err error) *egress.Error {
+	var e *egress.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &egress.Error{Status: http.StatusBadGateway, Msg: "the broker failed"}
+}
+
+// brokerFail answers in an error shape the common SDKs read: OpenAI's and
+// Stripe's ({"error": {"message"}}) and Anthropic's (with "type": "error"
+// beside it), so an SDK shows the message. X-Broker-Error tells it from the
+// service's own errors; x-should-retry: false stops SDKs from retrying what
+// cannot succeed, and 401s say how to authenticate.
+func brokerFail(w http.ResponseWriter, e *egress.Error) int {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Broker-Error", "true")
+	switch {
+	case e.Status == http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Bearer realm="credentials broker", error="invalid_token"`)
+		h.Set("X-Should-Retry", "false")
+	case e.Permanent:
+		h.Set("X-Should-Retry", "false")
+	case e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests:
+		h.Set("Retry-After", "1")
+	}
+	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"error": map[string]any{"type": "broker_error", "message": msg},
+		"type":  "error",
+		"error": map[string]any{"type": brokerErrorType(e.Status), "message": e.Msg},
 	})
-	return status
+	return e.Status
+}
+
+// brokerErrorType names the error as the SDKs' own error types do.
+func brokerErrorType(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "authentication_error"
+	case http.StatusForbidden:
+		return "permission_error"
+	case http.StatusNotFound:
+		return "not_found_error"
+	case http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case http.StatusBadRequest, http.StatusMethodNotAllowed:
+		return "invalid_request_error"
+	case http.StatusTooManyRequests:
+		return "rate_limit_error"
+	}
+	return "broker_error"
 }
 
 // brokerLogPath is the path for logs: org and credential, not the rest,
@@ -292,4 +429,10 @@ func brokerLogPath(r *http.Request) string {
 		return "/broker/?"
 	}
 	return "/broker/" + org + "/" + cred + "/…"
+}
+
+// tokenKey names a token in the edge's cache without keeping the token.
+func tokenKey(token, org, cred string) string {
+	sum := sha256.Sum256([]byte(token + "\x00" + org + "\x00" + cred))
+	return hex.EncodeToString(sum[:16])
 }

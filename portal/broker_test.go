@@ -3,6 +3,7 @@ package portal
 import (
 	"encoding/base64"
 	"encoding/json"
+	"github.com/clankteam/credentials/plugin/egress"
 	"io"
 	"log/slog"
 	"net/http"
@@ -58,102 +59,88 @@ func TestSplitBrokerPath(t *testing.T) {
 	}
 }
 
-// fakeVault answers the proxy path as the engine would, and records what
-// the portal sent it.
-type fakeVault struct {
-	gotToken, gotPath string
-	got               proxyRequest
-	status            int
-	answer            any
+// failingBody fails the test if the edge reads a request body before the
+// call is authorized.
+type failingBody struct{ t *testing.T }
+
+func (b failingBody) Read([]byte) (int, error) {
+	b.t.Error("the body was read before the call was authorized")
+	return 0, io.EOF
 }
 
-func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.gotToken, f.gotPath = r.Header.Get("X-Vault-Token"), r.URL.Path
-	_ = json.NewDecoder(r.Body).Decode(&f.got)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(f.status)
-	_ = json.NewEncoder(w).Encode(f.answer)
-}
-
-func TestBrokerHandlerForwardsAndAnswers(t *testing.T) {
-	fv := &fakeVault{status: http.StatusOK, answer: map[string]any{"data": map[string]any{
-		"status": 302,
-		"headers": map[string]any{
-			"Location": []string{"https://api.example.com/v1/next"}, "Set-Cookie": []string{"a=b"},
-			"X-Upstream": []string{"1"}, "Content-Length": []string{"999"},
-		},
-		"body":          base64.StdEncoding.EncodeToString([]byte("moved")),
-		"redirect_path": "/v1/next?x=1",
-	}}}
-	vault := httptest.NewServer(fv)
-	defer vault.Close()
-	h := newBrokerHandler(vault.URL, slog.New(slog.NewTextHandler(io.Discard, nil)))
-
-	req := httptest.NewRequest(http.MethodPost, "/broker/acme/stripe/v1/charges?limit=3", strings.NewReader("amount=5"))
-	req.Header.Set("Authorization", "Bearer hvs.agent")
-	req.Header.Set("Cookie", "portal_session=secret")
-	req.Header.Set("X-Forwarded-For", "10.0.0.1")
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Sdk-Key", "hvs.agent")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-
-	if fv.gotToken != "hvs.agent" || fv.gotPath != "/v1/orgs/acme/proxy/stripe" {
-		t.Errorf("Vault got token %q on %s", fv.gotToken, fv.gotPath)
+// TestBrokerRefusesBeforeReadingTheBody: what can be refused without Vault
+// is refused at once, with the status SDKs act on, and no body is read.
+func TestBrokerRefusesBeforeReadingTheBody(t *testing.T) {
+	key, _, _ := egress.GenerateEdgeKey()
+	edgeKey, err := egress.ParseEdgePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
 	}
-	body, _ := base64.StdEncoding.DecodeString(fv.got.Body)
-	if fv.got.Method != "POST" || fv.got.Path != "/v1/charges?limit=3" || string(body) != "amount=5" {
-		t.Errorf("proxy request = %+v body %q", fv.got, body)
-	}
-	for _, h := range []string{"Authorization", "Cookie", "X-Forwarded-For", "X-Sdk-Key"} {
-		if _, ok := fv.got.Headers[h]; ok {
-			t.Errorf("%s was passed to the engine", h)
-		}
-	}
-	if fv.got.Headers["Content-Type"][0] != "application/x-www-form-urlencoded" {
-		t.Errorf("headers = %v", fv.got.Headers)
-	}
-
-	res := rec.Result()
-	if res.StatusCode != 302 || rec.Body.String() != "moved" {
-		t.Errorf("answer %d %q", res.StatusCode, rec.Body.String())
-	}
-	if got := res.Header.Get("Location"); got != "/broker/acme/stripe/v1/next?x=1" {
-		t.Errorf("Location = %q, want it kept on the broker", got)
-	}
-	if res.Header.Get("Set-Cookie") != "" || res.Header.Get("X-Upstream") != "1" || res.Header.Get("Content-Length") == "999" {
-		t.Errorf("headers = %v", res.Header)
-	}
-}
-
-func TestBrokerHandlerRefusals(t *testing.T) {
-	fv := &fakeVault{status: http.StatusForbidden, answer: map[string]any{"errors": []string{"permission denied"}}}
-	vault := httptest.NewServer(fv)
-	defer vault.Close()
-	h := newBrokerHandler(vault.URL, nil)
-
+	h := newBrokerHandler("http://127.0.0.1:1", edgeKey, func() string { return "http://portal" }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for _, tc := range []struct {
-		desc, path, token string
-		status            int
-		says              string
+		desc, method, path, token string
+		header                    map[string]string
+		status                    int
+		says, errType             string
 	}{
-		{"no token", "/broker/acme/stripe/v1/x", "", http.StatusUnauthorized, "Vault token"},
-		{"bad path", "/broker/acme", "hvs.x", http.StatusNotFound, "/broker/<org>/<credential>/"},
-		{"vault refuses", "/broker/acme/stripe/v1/x", "hvs.x", http.StatusForbidden, "permission denied"},
+		{"no token", "POST", "/broker/acme/stripe/v1/x", "", nil, http.StatusUnauthorized, "Vault token", "authentication_error"},
+		{"bad route", "GET", "/broker/acme", "hvs.x", nil, http.StatusNotFound, "/broker/<org>/<credential>/", "not_found_error"},
+		{"dot segments", "POST", "/broker/acme/stripe/v1/..;/admin", "hvs.x", nil, http.StatusBadRequest, "'..'", "invalid_request_error"},
+		{"double encoding", "POST", "/broker/acme/stripe/v1/%252e%252e/admin", "hvs.x", nil, http.StatusBadRequest, "percent-encode", "invalid_request_error"},
+		{"trace", "TRACE", "/broker/acme/stripe/v1/x", "hvs.x", nil, http.StatusMethodNotAllowed, "method", "invalid_request_error"},
+		{"websocket", "GET", "/broker/acme/stripe/v1/realtime", "hvs.x", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}, http.StatusNotImplemented, "WebSocket", "broker_error"},
+		{"vault down", "POST", "/broker/acme/stripe/v1/x", "hvs.x", nil, http.StatusServiceUnavailable, "Vault cannot be reached", "broker_error"},
 	} {
-		req := httptest.NewRequest(http.MethodGet, tc.path, nil)
+		req := httptest.NewRequest(tc.method, tc.path, nil)
+		req.Body = io.NopCloser(failingBody{t})
+		req.ContentLength = 24 << 20
 		if tc.token != "" {
 			req.Header.Set("X-Vault-Token", tc.token)
+		}
+		for k, v := range tc.header {
+			req.Header.Set(k, v)
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		var e struct {
+			Type  string
 			Error struct{ Type, Message string }
 		}
 		_ = json.Unmarshal(rec.Body.Bytes(), &e)
-		if rec.Code != tc.status || e.Error.Type != "broker_error" || !strings.Contains(e.Error.Message, tc.says) ||
+		if rec.Code != tc.status || e.Type != "error" || e.Error.Type != tc.errType || !strings.Contains(e.Error.Message, tc.says) ||
 			rec.Header().Get("X-Broker-Error") != "true" {
 			t.Errorf("%s: %d %s", tc.desc, rec.Code, rec.Body.String())
+		}
+		retry := rec.Header().Get("X-Should-Retry")
+		if (tc.status == http.StatusServiceUnavailable) != (retry == "") {
+			t.Errorf("%s: x-should-retry = %q", tc.desc, retry)
+		}
+		if tc.status == http.StatusUnauthorized && !strings.HasPrefix(rec.Header().Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%s: no WWW-Authenticate", tc.desc)
+		}
+	}
+}
+
+func TestVaultRefusals(t *testing.T) {
+	call := &edgeCall{cred: "stripe", decoded: "/v1/x"}
+	for _, tc := range []struct {
+		status    int
+		errs      []string
+		want      int
+		permanent bool
+		says      string
+	}{
+		{403, []string{"2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"}, 401, false, "invalid or expired"},
+		{403, []string{"1 error occurred:\n\t* permission denied\n\n"}, 403, true, "may not call GET /v1/x"},
+		{400, []string{"path must not contain '.' or '..' segments"}, 400, true, "'..'"},
+		{504, []string{"api.example.com did not answer within broker_timeout (30s)"}, 504, true, "broker_timeout"},
+		{502, []string{"no access token for x: provider down"}, 502, false, "provider down"},
+		{500, []string{"internal error"}, 502, false, "Vault failed"},
+		{503, []string{"Vault is sealed"}, 503, false, "sealed"},
+	} {
+		e := vaultRefusal(tc.status, tc.errs, call, "GET")
+		if e.Status != tc.want || e.Permanent != tc.permanent || !strings.Contains(e.Msg, tc.says) || strings.Contains(e.Msg, "occurred") {
+			t.Errorf("%d %q: %+v", tc.status, tc.errs, e)
 		}
 	}
 }

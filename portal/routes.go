@@ -97,7 +97,7 @@ func (s *Server) routes() (http.Handler, error) {
 	}))
 
 	// The broker's routes (/broker/...) are registered on r, below this line.
-	r.PathPrefix("/broker/").Handler(newBrokerHandler(s.cfg.VaultAddr, s.logger))
+	r.PathPrefix("/broker/").Handler(newBrokerHandler(s.cfg.VaultAddr, s.cfg.EdgeKey, s.PublicURL, s.logger))
 
 	return s.observe(s.recoverPanics(r)), nil
 }

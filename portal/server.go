@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/clankteam/credentials/plugin/egress"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,6 +47,10 @@ type Config struct {
 	// SignInsPerMinute bounds sign-in attempts per client address and per
 	// user name (default 10).
 	SignInsPerMinute int
+	// EdgeKey opens the injections the engine seals for the broker edge
+	// (PORTAL_EDGE_KEY); the engine must be registered with its public
+	// half. Without it the broker refuses every call and says why.
+	EdgeKey *egress.EdgePrivateKey
 	// Logger receives request logs; never a secret.
 	Logger *slog.Logger
 }
@@ -93,9 +98,12 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:       cfg,
-		logger:    cfg.Logger,
-		router:    mux.NewRouter(),
+		cfg:    cfg,
+		logger: cfg.Logger,
+		// No cleaning: mux would answer an unclean path (/broker/x/../y)
+		// with a redirect to the cleaned one, which the broker must refuse
+		// instead of following.
+		router:    mux.NewRouter().SkipClean(true),
 		vaultBase: base,
 		sessions:  sealer,
 		signIns:   newRateLimiter(signInRate, signInBurst),

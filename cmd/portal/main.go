@@ -5,6 +5,8 @@
 //	                                             serve the portal (VAULT_ADDR names Vault;
 //	                                             PORTAL_SESSION_KEY, base64 of 32 bytes, seals sessions)
 //	portal session-key                           print a new random session key
+//	portal edge-key                              print a new edge key pair (PORTAL_EDGE_KEY for the portal,
+//	                                             CREDENTIALS_EDGE_KEYS for the plugin's registration)
 //	portal org create <org>                      provision an org (needs an operator VAULT_TOKEN)
 //	portal person create -org <org> [-role admin|member|agents] <username>
 //	                                             add a userpass login; the password is read from stdin
@@ -32,6 +34,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/clankteam/credentials/cmd/internal/hardening"
+	"github.com/clankteam/credentials/plugin/egress"
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 )
@@ -39,6 +42,7 @@ import (
 const usage = `usage:
   portal serve [-addr 127.0.0.1:8080] [-public-url https://portal.example.com]
   portal session-key
+  portal edge-key
   portal org create <org>
   portal person create -org <org> [-role admin|member|agents] <username>   (password on stdin)
   portal agent create -org <org> -cred <name>[,<name>...] [-method M]... [-path GLOB]... [-ttl 15m] <agent>
@@ -47,7 +51,9 @@ const usage = `usage:
 
 Vault is found through VAULT_ADDR; operator commands use VAULT_TOKEN.
 PORTAL_SESSION_KEY (base64 of 32 random bytes, from "portal session-key") seals
-session cookies; every instance behind one load balancer needs the same key.`
+session cookies; every instance behind one load balancer needs the same key.
+PORTAL_EDGE_KEY (from "portal edge-key") opens the injections the engine seals
+for the broker; register the plugin with the printed CREDENTIALS_EDGE_KEYS.`
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout); err != nil {
@@ -70,6 +76,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 			return err
 		}
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+		return nil
+	case args[0] == "edge-key":
+		priv, pub, err := egress.GenerateEdgeKey()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s=%s\n%s=%s\n", egress.EdgeKeyEnv, priv, egress.EdgeKeysEnv, pub)
 		return nil
 	case len(args) >= 2 && args[0] == "org" && args[1] == "create":
 		return orgCreate(ctx, args[2:], stdout)
@@ -99,11 +112,21 @@ func serve(ctx context.Context, args []string) error {
 			return errors.New("PORTAL_SESSION_KEY must be base64 of 32 bytes (make one with `portal session-key`)")
 		}
 	}
+	var edgeKey *egress.EdgePrivateKey
+	if raw := os.Getenv(egress.EdgeKeyEnv); raw != "" {
+		var err error
+		if edgeKey, err = egress.ParseEdgePrivateKey(raw); err != nil {
+			return err
+		}
+	} else {
+		slog.Warn("no " + egress.EdgeKeyEnv + ": the broker edge refuses every call until the operator sets it")
+	}
 	srv, err := portal.NewServer(portal.Config{
 		Addr:       *addr,
 		VaultAddr:  vaultAddr,
 		PublicURL:  *publicURL,
 		SessionKey: sessionKey,
+		EdgeKey:    edgeKey,
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {

@@ -16,9 +16,12 @@ import (
 )
 
 // An agent of an org is an AppRole role, orgs-<org>-agent-<name>, whose
-// tokens hold one policy of the same name: update on the broker path
-// orgs/<org>/proxy/<cred> of each credential it may use, optionally narrowed
-// to some methods and path globs. Each agent also has a Vault entity of the
+// tokens hold one policy of the same name and not Vault's default policy:
+// update on the broker paths of each credential it may use, optionally
+// narrowed to some methods and paths. Rules are Vault ACL paths over
+// orgs/<org>/proxy/<cred>/<METHOD>/<path>, so Vault itself decides them,
+// segment by segment, for the engine's Vault path and the portal's edge
+// alike; the query is never part of them. Each agent also has a Vault entity of the
 // same name, tied to its role, so that deleting the agent ends its tokens at
 // once (Vault denies every token whose entity is gone) and the broker can
 // record which agent used a credential.
@@ -49,9 +52,9 @@ var agentNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,47}$`)
 // credNamePattern is the engine's rule for credential names.
 var credNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
 
-// pathGlobPattern allows the characters of a URL path and query, with '*'
-// only at the start or end (the only places Vault's globs match).
-var pathGlobPattern = regexp.MustCompile(`^\*?[A-Za-z0-9/_.~%:@!&'()+,;=?-]*\*?$`)
+// pathSegmentPattern is one literal segment of a rule: the characters of
+// a decoded URL path segment that need no quoting in a Vault policy.
+var pathSegmentPattern = regexp.MustCompile(`^[A-Za-z0-9_.~:@!&'(),;=$-]+$`)
 
 var agentMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
@@ -63,8 +66,10 @@ type AgentSpec struct {
 	Creds []string
 	// Methods, when set, are the only HTTP methods it may send.
 	Methods []string
-	// Paths, when set, are the only paths (with query) it may call, as
-	// Vault globs: "/v1/balance", "/v1/charges*".
+	// Paths, when set, are the only paths it may call, matched segment by
+	// segment: "/v1/balance" (exactly), "/v1/charges/*" (anything below),
+	// "/v1/customers/+/sources" (one segment of any name). The query is
+	// never matched.
 	Paths []string
 	// TokenTTL is its tokens' life (default 15 minutes); TokenMaxTTL how
 	// long renewals may extend it (default: TokenTTL, no renewal).
@@ -110,8 +115,8 @@ func (s *AgentSpec) validate(org string) error {
 		}
 	}
 	for _, p := range s.Paths {
-		if p == "" || len(p) > 512 || !pathGlobPattern.MatchString(p) || (!strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "*")) {
-			return fmt.Errorf("%w: path %q must start with '/' and may use '*' only at its start or end", ErrBadAgentSpec, p)
+		if err := validatePathRule(p); err != nil {
+			return fmt.Errorf("%w: path %q: %v", ErrBadAgentSpec, p, err)
 		}
 	}
 	if s.TokenTTL == 0 {
@@ -126,25 +131,86 @@ func (s *AgentSpec) validate(org string) error {
 	return nil
 }
 
-// agentPolicyHCL grants the broker path of each credential, narrowed when
-// the spec says so. When narrowed, method and path must be sent: left out,
-// the engine would default the method to GET behind the policy's back.
+// validatePathRule checks one path rule: segments that are literal, '+'
+// (one segment) or, last, '*' (anything below).
+func validatePathRule(p string) error {
+	if len(p) > 512 || !strings.HasPrefix(p, "/") {
+		return errors.New("must start with '/' (and be at most 512 characters)")
+	}
+	if strings.Contains(p, "?") {
+		return errors.New("rules match the path only; the query is never matched")
+	}
+	segs := strings.Split(p, "/")[1:]
+	for i, seg := range segs {
+		last := i == len(segs)-1
+		switch {
+		case seg == "+" || (seg == "*" && last) || (seg == "" && last):
+		case seg == "." || seg == "..":
+			return errors.New("'.' and '..' segments are never called")
+		case strings.ContainsAny(seg, "*+"):
+			return errors.New("'*' may only be a whole last segment (/v1/charges/*) and '+' a whole segment (/v1/customers/+/sources)")
+		case !pathSegmentPattern.MatchString(seg):
+			return errors.New("segments hold letters, digits and - _ . ~ : @ ! & ' ( ) , ; = $ (empty segments are never called)")
+		}
+	}
+	return nil
+}
+
+// agentPolicyHCL grants the broker paths of each credential, narrowed when
+// the spec says so, and the few token paths an agent uses instead of
+// Vault's default policy (which it does not hold: building a token's ACL
+// from the large default policy costs every call).
 func agentPolicyHCL(org string, s AgentSpec) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Agent %s of org %s: the broker, for these credentials only.\n", s.Name, org)
 	creds := slices.Clone(s.Creds)
 	sort.Strings(creds)
 	for _, c := range slices.Compact(creds) {
-		fmt.Fprintf(&b, "path %q {\n  capabilities = [\"update\"]\n", MountPath(org)+"/proxy/"+c)
-		if len(s.Methods) > 0 || len(s.Paths) > 0 {
-			b.WriteString("  required_parameters = [\"method\", \"path\"]\n  allowed_parameters = {\n")
-			fmt.Fprintf(&b, "    \"method\" = %s\n", hclList(s.Methods))
-			fmt.Fprintf(&b, "    \"path\" = %s\n", hclList(s.Paths))
-			b.WriteString("    \"headers\" = []\n    \"body\" = []\n  }\n")
+		for _, p := range agentCredPaths(MountPath(org)+"/proxy/"+c, s) {
+			fmt.Fprintf(&b, "path %q {\n  capabilities = [\"update\"]\n}\n", p)
 		}
-		b.WriteString("}\n")
 	}
+	b.WriteString(`# The edge asks Vault whether this token may make each call.
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-self" {
+  capabilities = ["update"]
+}
+`)
 	return b.String()
+}
+
+// agentCredPaths are the Vault paths one credential's rules grant. Without
+// rules: the credential's Vault path with method and path as fields, and
+// every method and path below it. With rules: only the paths that name an
+// allowed method and path.
+func agentCredPaths(base string, s AgentSpec) []string {
+	if len(s.Methods) == 0 && len(s.Paths) == 0 {
+		return []string{base, base + "/*"}
+	}
+	methods := slices.Clone(s.Methods)
+	if len(methods) == 0 {
+		methods = []string{"+"}
+	}
+	paths := slices.Clone(s.Paths)
+	if len(paths) == 0 {
+		paths = []string{"/*"}
+	}
+	var out []string
+	for _, m := range methods {
+		for _, p := range paths {
+			out = append(out, base+"/"+m+p)
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // hclList writes values (checked against patterns without quotes or
@@ -267,13 +333,15 @@ func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc 
 	}
 	rolePath := "auth/approle/role/" + name
 	_, err := c.Logical().WriteWithContext(ctx, rolePath, map[string]interface{}{
-		"token_policies":     []string{name},
-		"token_ttl":          int(spec.TokenTTL.Seconds()),
-		"token_max_ttl":      int(spec.TokenMaxTTL.Seconds()),
-		"token_type":         "service",
-		"bind_secret_id":     true,
-		"secret_id_num_uses": 0,
-		"secret_id_ttl":      0,
+		"token_policies": []string{name},
+		"token_ttl":      int(spec.TokenTTL.Seconds()),
+		"token_max_ttl":  int(spec.TokenMaxTTL.Seconds()),
+		"token_type":     "service",
+		// The agent's own policy carries the few default paths it needs.
+		"token_no_default_policy": true,
+		"bind_secret_id":          true,
+		"secret_id_num_uses":      0,
+		"secret_id_ttl":           0,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("writing role %s: %w", name, err)
@@ -396,8 +464,7 @@ func ListAgents(ctx context.Context, c *api.Client, org string) ([]Agent, error)
 // policyRules is the part of a Vault policy an agent's description needs.
 type policyRules struct {
 	Path map[string]*struct {
-		Capabilities      []string                 `hcl:"capabilities"`
-		AllowedParameters map[string][]interface{} `hcl:"allowed_parameters"`
+		Capabilities []string `hcl:"capabilities"`
 	} `hcl:"path"`
 }
 
@@ -429,27 +496,34 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string) (*Agent, e
 		return a, nil
 	}
 	proxyPrefix := MountPath(org) + "/proxy/"
+	var methods, paths []string
 	for p, r := range rules.Path {
-		cred, ok := strings.CutPrefix(p, proxyPrefix)
+		rest, ok := strings.CutPrefix(p, proxyPrefix)
 		if !ok || r == nil || !slices.Contains(r.Capabilities, "update") {
 			continue
 		}
+		cred, rule, _ := strings.Cut(rest, "/")
 		a.Creds = append(a.Creds, cred)
-		a.Methods = stringsOf(r.AllowedParameters["method"])
-		a.Paths = stringsOf(r.AllowedParameters["path"])
+		if rule == "" || rule == "*" {
+			continue
+		}
+		method, path, _ := strings.Cut(rule, "/")
+		if method != "+" {
+			methods = append(methods, method)
+		}
+		if path != "*" {
+			paths = append(paths, "/"+path)
+		}
 	}
-	sort.Strings(a.Creds)
+	a.Creds = compactSorted(a.Creds)
+	a.Methods = compactSorted(methods)
+	a.Paths = compactSorted(paths)
 	return a, nil
 }
 
-func stringsOf(vs []interface{}) []string {
-	var out []string
-	for _, v := range vs {
-		if s, ok := v.(string); ok {
-			out = append(out, s)
-		}
-	}
-	return out
+func compactSorted(v []string) []string {
+	sort.Strings(v)
+	return slices.Compact(v)
 }
 
 func parseSeconds(v interface{}) (time.Duration, error) {

@@ -127,7 +127,7 @@ func setUp(ctx context.Context) (*stack, error) {
 		return nil, err
 	}
 	st.portal, err = portal.NewServer(portal.Config{
-		Addr: "127.0.0.1:0", VaultAddr: st.vault.Addr,
+		Addr: "127.0.0.1:0", VaultAddr: st.vault.Addr, EdgeKey: st.vault.PortalEdgeKey(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err == nil {
@@ -155,7 +155,7 @@ func (st *stack) provision(ctx context.Context) error {
 		path string
 		data map[string]interface{}
 	}{
-		{mount + "/services/local", map[string]interface{}{"types": "api_key", "base_urls": st.up.URL, "allow_private_targets": true}},
+		{mount + "/services/local", map[string]interface{}{"types": "api_key", "base_urls": st.up.URL}},
 		{mount + "/creds/" + cred, map[string]interface{}{"type": "api_key", "service": "local", "api_key": apiKey}},
 	}
 	for _, w := range writes {

@@ -370,7 +370,7 @@ func TestLastUsedShown(t *testing.T) {
 		data map[string]any
 	}{
 		{"orgs/" + org + "/services/echo", map[string]any{
-			"types": "api_key", "base_urls": upstream.URL, "allow_private_targets": true,
+			"types": "api_key", "base_urls": upstream.URL,
 			"injection": map[string]any{"api_key": map[string]any{"style": "header", "header": "X-Api-Key", "format": "{secret}"}},
 		}},
 		{"orgs/" + org + "/creds/echo-key", map[string]any{"type": "api_key", "service": "echo", "api_key": canaryAPIKey}},

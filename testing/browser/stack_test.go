@@ -123,6 +123,7 @@ func startStack(ctx context.Context) (*stack, error) {
 		Addr:       "127.0.0.1:0",
 		VaultAddr:  s.vault.Addr,
 		SessionKey: s.sessionKey,
+		EdgeKey:    s.vault.PortalEdgeKey(),
 		// Every test signs in from 127.0.0.1; the limit itself is tested
 		// in the portal's own tests.
 		SignInsPerMinute: 1000,
@@ -176,11 +177,10 @@ func (s *stack) provision(ctx context.Context) error {
 		data map[string]any
 	}{
 		{"orgs/" + org + "/services/" + oauthService, map[string]any{
-			"display_name":          "Test Provider",
-			"types":                 "oauth2",
-			"base_urls":             s.oauth.URL(),
-			"allow_private_targets": true,
-			"injection":             map[string]any{"oauth2": map[string]any{"style": "header", "header": "Authorization", "format": "Bearer {secret}"}},
+			"display_name": "Test Provider",
+			"types":        "oauth2",
+			"base_urls":    s.oauth.URL(),
+			"injection":    map[string]any{"oauth2": map[string]any{"style": "header", "header": "Authorization", "format": "Bearer {secret}"}},
 			"oauth": map[string]any{
 				"auth_url":       s.oauth.AuthURL(),
 				"token_url":      s.oauth.TokenURL(),

@@ -82,7 +82,7 @@ func startDemo(ctx context.Context, c *api.Client, org, callbackURL string) (*de
 	}{
 		{"config", map[string]interface{}{"redirect_url": callbackURL}},
 		{"services/demo-provider", map[string]interface{}{
-			"display_name": "Demo provider", "types": "oauth2", "base_urls": d.provider.URL(), "allow_private_targets": true,
+			"display_name": "Demo provider", "types": "oauth2", "base_urls": d.provider.URL(),
 			"injection": map[string]interface{}{"oauth2": map[string]interface{}{"style": "header", "header": "Authorization", "format": "Bearer {secret}"}},
 			"oauth": map[string]interface{}{
 				"auth_url": d.provider.AuthURL(), "token_url": d.provider.TokenURL(), "revoke_url": d.provider.RevokeURL(),
@@ -91,7 +91,7 @@ func startDemo(ctx context.Context, c *api.Client, org, callbackURL string) (*de
 			"verify": map[string]interface{}{"method": "GET", "url": d.provider.UserinfoURL(), "expect_status": 200},
 		}},
 		{"services/demo-api", map[string]interface{}{
-			"display_name": "Demo API", "types": "api_key", "base_urls": d.api.URL, "allow_private_targets": true,
+			"display_name": "Demo API", "types": "api_key", "base_urls": d.api.URL,
 			"injection": map[string]interface{}{"api_key": map[string]interface{}{"style": "header", "header": "Authorization", "format": "Bearer {secret}"}},
 			"verify":    map[string]interface{}{"method": "GET", "url": d.api.URL + "/v1/ping", "expect_status": 200},
 		}},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/clankteam/credentials/plugin/egress"
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/harness"
@@ -70,9 +71,15 @@ func Start(ctx context.Context, opts Options, logOut io.Writer) (*Stack, error) 
 		return nil, err
 	}
 
+	edgeKey, err := st.edgeKey()
+	if err != nil {
+		st.Stop()
+		return nil, err
+	}
 	srv, err := portal.NewServer(portal.Config{
 		Addr:      addrOrFree(opts.PortalAddr, "127.0.0.1:8080"),
 		VaultAddr: st.VaultAddr,
+		EdgeKey:   edgeKey,
 		Logger:    slog.New(slog.NewTextHandler(logOut, nil)),
 	})
 	if err != nil {
@@ -123,6 +130,20 @@ func (st *Stack) startVault(ctx context.Context, opts Options) (*api.Client, err
 	st.VaultAddr = v.Addr
 	st.VaultToken = v.RootToken
 	return v.Client(), nil
+}
+
+// edgeKey is the broker edge's key: the one the harness registered the
+// engine with, or, on an existing Vault, PORTAL_EDGE_KEY from the
+// environment (whose public half the operator registered the engine with).
+func (st *Stack) edgeKey() (*egress.EdgePrivateKey, error) {
+	if st.vault != nil {
+		return st.vault.PortalEdgeKey(), nil
+	}
+	raw := os.Getenv(egress.EdgeKeyEnv)
+	if raw == "" {
+		return nil, fmt.Errorf("on an existing Vault, set %s to the edge key whose public half the engine was registered with (%s): portal edge-key prints a pair", egress.EdgeKeyEnv, egress.EdgeKeysEnv)
+	}
+	return egress.ParseEdgePrivateKey(raw)
 }
 
 // pluginRegistered says whether the engine is in Vault's catalog. The

@@ -31,6 +31,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/clankteam/credentials/plugin/egress"
 	"github.com/clankteam/credentials/portal/provision"
 )
 
@@ -49,7 +50,19 @@ type Options struct {
 	Dir string
 	// ListenAddr is the address to serve on; default a free 127.0.0.1 port.
 	ListenAddr string
+	// PluginEnv is the operator's environment for the engine, given at
+	// registration (vault plugin register -env). Default: the loopback
+	// range as private targets (the tests' local services) and a fresh
+	// edge key, whose private half is Vault.EdgeKey.
+	PluginEnv []string
+	// Config is extra server configuration (HCL) for the dev server, e.g.
+	// default_max_request_duration = "5s".
+	Config string
 }
+
+// TestPrivateTargets is what the harness lets the engine reach although it
+// is not public: the loopback range, where tests run their services.
+const TestPrivateTargets = "127.0.0.0/8"
 
 // Vault is a running dev server with the engine registered.
 type Vault struct {
@@ -59,6 +72,10 @@ type Vault struct {
 	RootToken string
 	// LogPath is the file that holds the server's (and the plugin's) output.
 	LogPath string
+	// EdgeKey is the portal's edge key (PORTAL_EDGE_KEY) that matches the
+	// public key the engine was registered with; empty when PluginEnv was
+	// given.
+	EdgeKey string
 
 	cmd        *exec.Cmd
 	reaper     *exec.Cmd
@@ -93,12 +110,30 @@ func Start(ctx context.Context, opts Options) (*Vault, error) {
 		return nil, err
 	}
 
+	env, edgeKey := opts.PluginEnv, ""
+	if env == nil {
+		priv, pub, err := egress.GenerateEdgeKey()
+		if err != nil {
+			return nil, err
+		}
+		edgeKey = priv
+		env = []string{egress.PrivateTargetsEnv + "=" + TestPrivateTargets, egress.EdgeKeysEnv + "=" + pub}
+	}
+	configPath := ""
+	if opts.Config != "" {
+		configPath = filepath.Join(dir, "extra.hcl")
+		if err := os.WriteFile(configPath, []byte(opts.Config), 0o600); err != nil {
+			return nil, err
+		}
+	}
+
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		v, err := startServer(ctx, vaultBin, dir, pluginDir, opts.ListenAddr)
+		v, err := startServer(ctx, vaultBin, dir, pluginDir, opts.ListenAddr, configPath)
 		if err == nil {
 			v.removeDir = removeDir
-			if err = v.registerPlugin(ctx, pluginPath); err == nil {
+			v.EdgeKey = edgeKey
+			if err = v.registerPlugin(ctx, pluginPath, env); err == nil {
 				return v, nil
 			}
 			_ = v.Stop()
@@ -130,7 +165,7 @@ func StartT(tb testing.TB) *Vault {
 	return v
 }
 
-func startServer(ctx context.Context, vaultBin, dir, pluginDir, listenAddr string) (*Vault, error) {
+func startServer(ctx context.Context, vaultBin, dir, pluginDir, listenAddr, configPath string) (*Vault, error) {
 	if listenAddr == "" {
 		var err error
 		if listenAddr, err = freeAddr(); err != nil {
@@ -145,13 +180,17 @@ func startServer(ctx context.Context, vaultBin, dir, pluginDir, listenAddr strin
 	}
 	defer logFile.Close()
 
-	cmd := exec.Command(vaultBin, "server", "-dev",
-		"-dev-root-token-id="+rootToken,
-		"-dev-listen-address="+listenAddr,
-		"-dev-plugin-dir="+pluginDir,
+	args := []string{"server", "-dev",
+		"-dev-root-token-id=" + rootToken,
+		"-dev-listen-address=" + listenAddr,
+		"-dev-plugin-dir=" + pluginDir,
 		"-dev-no-store-token",
 		"-log-level=info",
-	)
+	}
+	if configPath != "" {
+		args = append(args, "-config="+configPath)
+	}
+	cmd := exec.Command(vaultBin, args...)
 	cmd.Dir = dir
 	// The server must not pick up the caller's Vault settings, and must not
 	// write into the caller's home directory.
@@ -209,7 +248,7 @@ func (v *Vault) waitReady(ctx context.Context, limit time.Duration) error {
 	return fmt.Errorf("vault not ready after %s; its log:\n%s", limit, tail(v.LogPath, 20))
 }
 
-func (v *Vault) registerPlugin(ctx context.Context, pluginPath string) error {
+func (v *Vault) registerPlugin(ctx context.Context, pluginPath string, env []string) error {
 	sum, err := fileSHA256(pluginPath)
 	if err != nil {
 		return err
@@ -219,6 +258,7 @@ func (v *Vault) registerPlugin(ctx context.Context, pluginPath string) error {
 		Type:    api.PluginTypeSecrets,
 		Command: filepath.Base(pluginPath),
 		SHA256:  sum,
+		Env:     env,
 	})
 	if err != nil {
 		return fmt.Errorf("registering plugin: %w", err)
@@ -454,4 +494,18 @@ func tail(path string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// PortalEdgeKey is EdgeKey parsed, for a portal.Config; nil when the
+// harness did not make the key.
+func (v *Vault) PortalEdgeKey() *egress.EdgePrivateKey {
+	if v.EdgeKey == "" {
+		return nil
+	}
+	k, err := egress.ParseEdgePrivateKey(v.EdgeKey)
+	if err != nil {
+		// The harness made the key itself a moment ago.
+		panic(fmt.Sprintf("harness edge key: %v", err))
+	}
+	return k
 }

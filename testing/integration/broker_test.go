@@ -41,7 +41,7 @@ func brokerOrg(t *testing.T, name string, up *upstream.Server) string {
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
 	mount := provision.MountPath(org)
 	write(t, admin, mount+"/services/local", map[string]interface{}{
-		"types": "api_key", "base_urls": up.URL, "allow_private_targets": true,
+		"types": "api_key", "base_urls": up.URL,
 		"verify": map[string]interface{}{"method": "GET", "url": up.URL + "/v1/balance", "expect_status": 200},
 	})
 	write(t, admin, mount+"/creds/key-a", map[string]interface{}{"type": "api_key", "service": "local", "api_key": brokerKeyA})
@@ -104,7 +104,7 @@ func agentLogin(t *testing.T, login *provision.AgentLogin) string {
 func startPortal(t *testing.T) string {
 	t.Helper()
 	srv, err := portal.NewServer(portal.Config{
-		Addr: "127.0.0.1:0", VaultAddr: vault.Addr,
+		Addr: "127.0.0.1:0", VaultAddr: vault.Addr, EdgeKey: vault.PortalEdgeKey(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -121,6 +121,17 @@ func startPortal(t *testing.T) string {
 // viaVault calls the engine's proxy path with token.
 func viaVault(token, org, cred string, data map[string]interface{}) (*api.Secret, error) {
 	return vault.ClientWithToken(token).Logical().WriteWithContext(context.Background(), provision.MountPath(org)+"/proxy/"+cred, data)
+}
+
+// viaVaultCall is the Vault path with method and path in the Vault path
+// (proxy/<cred>/<METHOD>/<path>), as agents with rules call it.
+func viaVaultCall(token, org, cred, method, pathAndQuery string) (*api.Secret, error) {
+	p, q, _ := strings.Cut(pathAndQuery, "?")
+	data := map[string]interface{}{}
+	if q != "" {
+		data["query"] = q
+	}
+	return vault.ClientWithToken(token).Logical().WriteWithContext(context.Background(), provision.MountPath(org)+"/proxy/"+cred+"/"+method+p, data)
 }
 
 // viaPortal calls the portal's broker route with token as a bearer token.
@@ -177,8 +188,10 @@ func TestOpenAISDKThroughTheBroker(t *testing.T) {
 
 	// The SDK reports the broker's refusals in its own error type.
 	_, err = sdk("hvs.not-a-real-token-0000000000").Models.List(context.Background())
+	// An unknown token is a 401, so the SDK reports an authentication
+	// error (and an agent logs in again) rather than a permission error.
 	var apiErr *openai.Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusForbidden || !strings.Contains(apiErr.Message, "permission denied") {
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized || !strings.Contains(apiErr.Message, "invalid or expired") {
 		t.Errorf("bad token: %v", err)
 	}
 
@@ -221,13 +234,13 @@ func TestAgentsAreConfinedByVault(t *testing.T) {
 	ctx := context.Background()
 
 	onlyA := newAgent(t, org, provision.AgentSpec{Name: "only-a", Creds: []string{"key-a"}})
-	getOnly := newAgent(t, org, provision.AgentSpec{Name: "get-only", Creds: []string{"key-a"}, Methods: []string{"GET"}, Paths: []string{"/v1/balance*"}})
+	getOnly := newAgent(t, org, provision.AgentSpec{Name: "get-only", Creds: []string{"key-a"}, Methods: []string{"GET"}, Paths: []string{"/v1/balance"}})
 	otherOrgs := newAgent(t, other, provision.AgentSpec{Name: "outsider", Creds: []string{"key-a"}})
 	short := newAgent(t, org, provision.AgentSpec{Name: "short", Creds: []string{"key-a"}, TokenTTL: 2 * time.Second})
 
 	allowed := func(token, org, cred, method, path string) bool {
 		t.Helper()
-		_, err := viaVault(token, org, cred, map[string]interface{}{"method": method, "path": path})
+		_, err := viaVaultCall(token, org, cred, method, path)
 		var re *api.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
 			return false
@@ -262,18 +275,47 @@ func TestAgentsAreConfinedByVault(t *testing.T) {
 	if !allowed(getOnly, org, "key-a", "GET", "/v1/balance") {
 		t.Fatalf("GET-only agent denied a GET")
 	}
+	if !allowed(getOnly, org, "key-a", "GET", "/v1/balance?limit=3&x=/v1/charges") {
+		t.Fatalf("the query is not part of the rule, yet it decided")
+	}
 	deniedEverywhere("GET-only agent sending POST", getOnly, org, "key-a", "POST", "/v1/balance")
-	deniedEverywhere("agent limited to /v1/balance* on /v1/models", getOnly, org, "key-a", "GET", "/v1/models")
-	// Leaving method out would let the engine default it behind the
-	// policy's back; the policy requires it.
-	_, err := viaVault(getOnly, org, "key-a", map[string]interface{}{"path": "/v1/balance"})
+	deniedEverywhere("agent limited to /v1/balance on /v1/models", getOnly, org, "key-a", "GET", "/v1/models")
+	// Rules are whole segments: no prefix of a name, no path in a query.
+	deniedEverywhere("/v1/balance on /v1/balance_transactions", getOnly, org, "key-a", "GET", "/v1/balance_transactions")
+	deniedEverywhere("/v1/balance on /v1/charges?x=/v1/balance", getOnly, org, "key-a", "GET", "/v1/charges?x=/v1/balance")
+	deniedEverywhere("/v1/balance on a path below it", getOnly, org, "key-a", "GET", "/v1/balance/x")
+	// An agent with rules holds no grant on the form with method and path
+	// as fields, where they would not be in the path Vault checks.
+	_, err := viaVault(getOnly, org, "key-a", map[string]interface{}{"method": "GET", "path": "/v1/balance"})
 	assertStatus(t, err, http.StatusForbidden, "permission denied")
+	// Path tricks are refused before they reach Vault's ACL or the service.
+	for _, p := range []string{"/v1/balance/..;/charges", "/v1/balance/%2e%2e/charges", "/v1/balance/%252e%252e/charges", "/v1/balance%2F..%2Fcharges"} {
+		status, _, body := viaPortal(t, base, getOnly, "GET", "/broker/"+org+"/key-a"+p, nil)
+		if status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", p, status, body)
+		}
+	}
+	req, _ := http.NewRequest("GET", base+"/broker/"+org+"/key-a/v1/balance", nil)
+	req.Header.Set("Authorization", "Bearer "+getOnly)
+	req.Header.Set("X-Original-URL", "/v1/charges")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("X-Original-URL: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
 	if !allowed(short, org, "key-a", "GET", "/v1/balance") {
 		t.Fatalf("short-lived agent denied before expiry")
 	}
 	time.Sleep(3 * time.Second)
-	deniedEverywhere("agent whose token expired", short, org, "key-a", "GET", "/v1/balance")
+	// An expired token is not a permission problem: the agent is told to
+	// log in again, by Vault (403, "invalid token") and the portal (401).
+	_, err = viaVaultCall(short, org, "key-a", "GET", "/v1/balance")
+	assertStatus(t, err, http.StatusForbidden, "invalid token")
+	if status, h, body := viaPortal(t, base, short, "GET", "/broker/"+org+"/key-a/v1/balance", nil); status != http.StatusUnauthorized ||
+		!strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") || h.Get("X-Should-Retry") != "false" {
+		t.Errorf("expired token through the portal: %d %v %s", status, h, body)
+	}
 
 	agents, err := provision.ListAgents(ctx, managerClient(t, org), org)
 	if err != nil {
@@ -283,7 +325,7 @@ func TestAgentsAreConfinedByVault(t *testing.T) {
 	for _, a := range agents {
 		got[a.Name] = a
 	}
-	if len(agents) != 3 || fmt.Sprint(got["get-only"].Methods, got["get-only"].Paths, got["get-only"].Creds) != "[GET] [/v1/balance*] [key-a]" ||
+	if len(agents) != 3 || fmt.Sprint(got["get-only"].Methods, got["get-only"].Paths, got["get-only"].Creds) != "[GET] [/v1/balance] [key-a]" ||
 		got["only-a"].TokenTTL != provision.DefaultAgentTokenTTL {
 		t.Errorf("agents = %+v", agents)
 	}
@@ -385,13 +427,29 @@ func TestBrokerGuardsThroughThePortal(t *testing.T) {
 	t.Run("oversize bodies are cut with a clear error", func(t *testing.T) {
 		admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
 		write(t, admin, provision.MountPath(org)+"/config", map[string]interface{}{"broker_max_body": 4096})
+		// The edge holds a token's injection (with the limits) for a few
+		// seconds; a fresh token sees the new limit at once.
+		token := newAgent(t, org, provision.AgentSpec{Name: "guarded-small", Creds: []string{"key-a"}})
 		status, headers, body := viaPortal(t, base, token, "GET", cred+"/bytes?n=5000", nil)
-		if status != http.StatusBadGateway || headers.Get("X-Broker-Error") != "true" || !strings.Contains(string(body), "larger than broker_max_body (4096 bytes)") {
-			t.Errorf("oversize answer: %d %s", status, body)
+		if status != http.StatusBadGateway || headers.Get("X-Broker-Error") != "true" || headers.Get("X-Should-Retry") != "false" ||
+			!strings.Contains(string(body), "larger than broker_max_body (4096 bytes)") {
+			t.Errorf("oversize answer: %d %.200s", status, body)
+		}
+		// Without a length up front, an answer over the limit is cut off:
+		// its status is out already, and a clean end would pass a
+		// truncated body off as whole.
+		req, _ := http.NewRequest("GET", base+cred+"/bytes?n=5000&chunked=1", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Errorf("a chunked oversize answer ended cleanly after %d bytes", n)
+			}
 		}
 		status, _, body = viaPortal(t, base, token, "POST", cred+"/echo", make([]byte, 5000))
 		if status != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "broker_max_body") {
-			t.Errorf("oversize request: %d %s", status, body)
+			t.Errorf("oversize request: %d %.200s", status, body)
 		}
 	})
 	t.Run("no token", func(t *testing.T) {

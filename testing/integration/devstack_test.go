@@ -17,6 +17,8 @@ import (
 func TestDevstackOnAnExistingVault(t *testing.T) {
 	t.Setenv("VAULT_ADDR", vault.Addr)
 	t.Setenv("VAULT_TOKEN", vault.RootToken)
+	// The operator registered the engine with this key's public half.
+	t.Setenv("PORTAL_EDGE_KEY", vault.EdgeKey)
 	ctx := context.Background()
 	st, err := devstack.Start(ctx, devstack.Options{Org: "devstack", PortalAddr: "127.0.0.1:0"}, io.Discard)
 	if err != nil {

@@ -123,9 +123,8 @@ func TestOAuthLifecycleThroughVault(t *testing.T) {
 	}
 	write("config", map[string]interface{}{"redirect_url": redirect})
 	write("services/idp", map[string]interface{}{
-		"types":                 "oauth2",
-		"base_urls":             idp.URL(),
-		"allow_private_targets": true,
+		"types":     "oauth2",
+		"base_urls": idp.URL(),
 		"oauth": map[string]interface{}{
 			"auth_url": idp.AuthURL(), "token_url": rec.URL + "/token",
 			"revoke_url": idp.RevokeURL(), "revoke_style": "rfc7009",

@@ -171,11 +171,10 @@ func startProviderWithGrant(t *testing.T) (*oauthserver.Server, *oauth2.Token) {
 // authorization server's.
 func providerService(idp *oauthserver.Server) map[string]interface{} {
 	return map[string]interface{}{
-		"display_name":          "Test provider",
-		"types":                 "oauth2",
-		"base_urls":             idp.URL(),
-		"allow_private_targets": true,
-		"injection":             map[string]interface{}{"oauth2": map[string]interface{}{"style": "header", "header": "Authorization", "format": "Bearer {secret}"}},
+		"display_name": "Test provider",
+		"types":        "oauth2",
+		"base_urls":    idp.URL(),
+		"injection":    map[string]interface{}{"oauth2": map[string]interface{}{"style": "header", "header": "Authorization", "format": "Bearer {secret}"}},
 		"oauth": map[string]interface{}{
 			"auth_url": idp.AuthURL(), "token_url": idp.TokenURL(), "revoke_url": idp.RevokeURL(),
 			"revoke_style": "rfc7009", "userinfo_url": idp.UserinfoURL(), "pkce": true,

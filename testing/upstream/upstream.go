@@ -10,7 +10,9 @@ package upstream
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
@@ -174,7 +176,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/bytes":
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		w.Header().Set("Content-Type", "application/octet-stream")
-		_, _ = w.Write(bytes.Repeat([]byte("x"), max(n, 0)))
+		if r.URL.Query().Get("chunked") == "" {
+			w.Header().Set("Content-Length", strconv.Itoa(max(n, 0)))
+		}
+		WritePattern(w, int64(max(n, 0)))
+	case p == "/upload":
+		sum := sha256.Sum256(body)
+		writeJSON(w, http.StatusOK, map[string]any{"bytes": len(body), "sha256": hex.EncodeToString(sum[:])})
+	case p == "/v1/chat/completions" || p == "/v1/messages":
+		if !s.requireAuth(w, authorized) {
+			return
+		}
+		s.streamEvents(w, r, p == "/v1/messages")
+	case strings.HasPrefix(p, "/repos/"):
+		s.pagedIssues(w, r)
 	case p == "/slow":
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		select {
@@ -226,7 +241,16 @@ func (s *Server) gzipEcho(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("echo: " + r.Header.Get("Authorization")))
 		return
 	}
-	w.Header().Set("Content-Encoding", "gzip")
+	switch r.URL.Query().Get("label") {
+	case "two-lines":
+		// A first line that says identity hides the gzip from a reader
+		// that looks at one line only.
+		w.Header()["Content-Encoding"] = []string{"identity", "gzip"}
+	case "list":
+		w.Header().Set("Content-Encoding", "identity, gzip")
+	default:
+		w.Header().Set("Content-Encoding", "gzip")
+	}
 	zw := gzip.NewWriter(w)
 	_, _ = zw.Write([]byte("echo: " + r.Header.Get("Authorization")))
 	_ = zw.Close()
@@ -303,4 +327,105 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// PatternByte is byte i of what /bytes sends, so a test can check a large
+// download without keeping a copy.
+func PatternByte(i int64) byte { return byte(i*7 + i>>11) }
+
+// WritePattern writes n pattern bytes in 32 KiB writes.
+func WritePattern(w io.Writer, n int64) {
+	buf := make([]byte, 32<<10)
+	for off := int64(0); off < n; {
+		k := min(int64(len(buf)), n-off)
+		for i := int64(0); i < k; i++ {
+			buf[i] = PatternByte(off + i)
+		}
+		if _, err := w.Write(buf[:k]); err != nil {
+			return
+		}
+		off += k
+	}
+}
+
+// streamEvents answers a chat completion (OpenAI) or a message
+// (Anthropic) as server-sent events: ?events=N (default 5) text deltas,
+// ?gap_ms apart (default 100), each flushed as it is written, the way a
+// model streams its answer.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, anthropic bool) {
+	n, _ := strconv.Atoi(r.URL.Query().Get("events"))
+	if n <= 0 {
+		n = 5
+	}
+	gap := 100 * time.Millisecond
+	if ms, err := strconv.Atoi(r.URL.Query().Get("gap_ms")); err == nil {
+		gap = time.Duration(ms) * time.Millisecond
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(event, data string) {
+		if event != "" {
+			_, _ = io.WriteString(w, "event: "+event+"\n")
+		}
+		_, _ = io.WriteString(w, "data: "+data+"\n\n")
+		_ = rc.Flush()
+	}
+	if anthropic {
+		send("message_start", `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"fake-model-1","content":[],"stop_reason":null,"usage":{"input_tokens":1,"output_tokens":0}}}`)
+		send("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`)
+	}
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			select {
+			case <-time.After(gap):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		word := "tok" + strconv.Itoa(i) + " "
+		if anthropic {
+			send("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"`+word+`"}}`)
+		} else {
+			send("", `{"id":"c1","object":"chat.completion.chunk","created":1700000000,"model":"fake-model-1","choices":[{"index":0,"delta":{"content":"`+word+`"},"finish_reason":null}]}`)
+		}
+	}
+	if anthropic {
+		send("content_block_stop", `{"type":"content_block_stop","index":0}`)
+		send("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":`+strconv.Itoa(n)+`}}`)
+		send("message_stop", `{"type":"message_stop"}`)
+	} else {
+		send("", "[DONE]")
+	}
+}
+
+// pagedIssues is GitHub's issue list: ?page=N of 3 pages, two issues
+// each, with a Link header pointing at the fake's own origin, as GitHub's
+// points at api.github.com.
+func (s *Server) pagedIssues(w http.ResponseWriter, r *http.Request) {
+	page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+	if page < 1 {
+		page = 1
+	}
+	const pages = 3
+	link := func(p int, rel string) string {
+		return "<" + s.URL + r.URL.Path + "?page=" + strconv.Itoa(p) + `>; rel="` + rel + `"`
+	}
+	var links []string
+	if page < pages {
+		links = append(links, link(page+1, "next"), link(pages, "last"))
+	}
+	if page > 1 {
+		links = append(links, link(1, "first"), link(page-1, "prev"))
+	}
+	if len(links) > 0 {
+		w.Header().Set("Link", strings.Join(links, ", "))
+	}
+	var issues []any
+	for i := 1; i <= 2; i++ {
+		n := (page-1)*2 + i
+		issues = append(issues, map[string]any{"id": n, "number": n, "title": "issue " + strconv.Itoa(n), "state": "open"})
+	}
+	writeJSON(w, http.StatusOK, issues)
 }

@@ -1,0 +1,235 @@
+package portal
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clankteam/credentials/plugin/egress"
+)
+
+// Authorization at the edge. Vault decides every call with the agent's own
+// token. The first call of a token for a credential asks the engine for the
+// sealed injection on the call's own Vault path: that request is the
+// authorization, and the engine refreshes or mints a token if due and
+// records the use. Until the engine's use_until (seconds later), further
+// calls of the same token ask Vault only whether the token may update the
+// call's Vault path (sys/capabilities-self, answered by Vault's core
+// without a plugin round trip) and reuse the ciphertext, opened for the
+// call alone. A revoked token, a deleted agent or a narrowed policy is
+// refused on its next call either way.
+
+// maxSealedEntries bounds the edge's cache of sealed injections; past it
+// the cache starts over, which costs one engine call per token.
+const maxSealedEntries = 10000
+
+// sealedCache holds sealed injections (ciphertext) by token, org and
+// credential.
+type sealedCache struct {
+	// mu guards entries.
+	mu      sync.Mutex
+	entries map[string]sealedEntry
+}
+
+type sealedEntry struct {
+	sealed   string
+	useUntil time.Time
+}
+
+func (c *sealedCache) get(key string, now time.Time) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok || !now.Before(e.useUntil) {
+		return "", false
+	}
+	return e.sealed, true
+}
+
+func (c *sealedCache) put(key, sealed string, useUntil time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxSealedEntries {
+		now := time.Now()
+		for k, e := range c.entries {
+			if !now.Before(e.useUntil) {
+				delete(c.entries, k)
+			}
+		}
+		if len(c.entries) >= maxSealedEntries {
+			clear(c.entries)
+		}
+	}
+	c.entries[key] = sealedEntry{sealed: sealed, useUntil: useUntil}
+}
+
+func (c *sealedCache) drop(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, key)
+}
+
+// authorize has Vault decide the call and returns the opened injection.
+func (h *brokerHandler) authorize(ctx context.Context, call *edgeCall, method string) (*egress.EdgeInjection, *egress.Error) {
+	ctx, cancel := context.WithTimeout(ctx, edgeVaultTimeout)
+	defer cancel()
+	path := egress.CallPath(call.mount(), call.cred, method, call.decoded)
+	key := tokenKey(call.token, call.org, call.cred)
+
+	sealed, cached := h.sealed.get(key, time.Now())
+	if cached {
+		if fail := h.checkCapability(ctx, call, method, path); fail != nil {
+			if fail.Status == http.StatusUnauthorized {
+				h.sealed.drop(key)
+			}
+			return nil, fail
+		}
+	} else {
+		var useUntil time.Time
+		var fail *egress.Error
+		sealed, useUntil, fail = h.fetchSealed(ctx, call, method, path)
+		if fail != nil {
+			return nil, fail
+		}
+		h.sealed.put(key, sealed, useUntil)
+	}
+	inj, err := h.key.Open(call.mount(), call.cred, sealed)
+	if err != nil {
+		h.sealed.drop(key)
+		h.logger.Error("broker: opening a sealed injection", "org", call.org, "cred", call.cred, "error", err)
+		return nil, &egress.Error{Status: http.StatusBadGateway, Msg: "the engine's injection could not be opened: is the engine configured with this portal's edge key?"}
+	}
+	return inj, nil
+}
+
+// fetchSealed asks the engine for the injection of this call, sealed to
+// the edge's key, with the agent's token.
+func (h *brokerHandler) fetchSealed(ctx context.Context, call *edgeCall, method, path string) (string, time.Time, *egress.Error) {
+	var out struct {
+		Data map[string]any `json:"data"`
+	}
+	body := map[string]any{egress.FieldEdgeKey: h.key.ID}
+	if fail := h.vaultCall(ctx, call, method, path, &url.URL{Path: "/v1/" + path}, body, &out); fail != nil {
+		return "", time.Time{}, fail
+	}
+	sealed, _ := out.Data[egress.FieldSealed].(string)
+	until, _ := out.Data["use_until"].(string)
+	useUntil, err := time.Parse(time.RFC3339Nano, until)
+	if sealed == "" || err != nil {
+		return "", time.Time{}, &egress.Error{Status: http.StatusBadGateway, Msg: "the engine's answer holds no sealed injection"}
+	}
+	return sealed, useUntil, nil
+}
+
+// checkCapability asks Vault whether the token may update the call's path.
+func (h *brokerHandler) checkCapability(ctx context.Context, call *edgeCall, method, path string) *egress.Error {
+	var out struct {
+		Capabilities []string `json:"capabilities"`
+	}
+	body := map[string]any{"paths": []string{path}}
+	if fail := h.vaultCall(ctx, call, method, path, &url.URL{Path: "/v1/sys/capabilities-self"}, body, &out); fail != nil {
+		return fail
+	}
+	if slices.Contains(out.Capabilities, "update") || slices.Contains(out.Capabilities, "root") {
+		return nil
+	}
+	return denied(call, method)
+}
+
+// vaultCall sends one request to Vault with the agent's token and maps its
+// refusals to answers SDKs act on.
+func (h *brokerHandler) vaultCall(ctx context.Context, call *edgeCall, method, path string, u *url.URL, body any, out any) *egress.Error {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return &egress.Error{Status: http.StatusInternalServerError, Msg: "encoding the Vault request failed"}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.vaultAddr+u.EscapedPath(), bytes.NewReader(raw))
+	if err != nil {
+		return &egress.Error{Status: http.StatusBadRequest, Permanent: true, Msg: "the path cannot be put into a Vault request"}
+	}
+	req.Header.Set("X-Vault-Token", call.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.vault.Do(req)
+	if err != nil {
+		h.logger.Warn("broker: calling vault", "error", err)
+		return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "Vault cannot be reached; try again shortly"}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "reading Vault's answer failed; try again shortly"}
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Errors []string `json:"errors"`
+		}
+		_ = json.Unmarshal(data, &e)
+		return vaultRefusal(resp.StatusCode, e.Errors, call, method)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return &egress.Error{Status: http.StatusBadGateway, Msg: "Vault's answer could not be read"}
+	}
+	return nil
+}
+
+func denied(call *edgeCall, method string) *egress.Error {
+	return &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf(
+		"permission denied: this token may not call %s %s with credential %s", method, call.decoded, call.cred)}
+}
+
+// vaultRefusal maps a refusal from Vault to what the agent is told: 401
+// for a token Vault does not know (expired, revoked), so that SDKs
+// re-authenticate; 403 for a call the token may not make; the engine's
+// own statuses and messages otherwise, without Vault's "N errors
+// occurred" wrapper.
+func vaultRefusal(status int, errs []string, call *edgeCall, method string) *egress.Error {
+	msgs := unwrapVaultErrors(errs)
+	msg := strings.Join(msgs, "; ")
+	switch {
+	case status == http.StatusForbidden && slices.Contains(msgs, "invalid token"):
+		return unauthorized("the Vault token is invalid or expired: log in again (auth/approle/login)")
+	case status == http.StatusForbidden:
+		return denied(call, method)
+	case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests:
+		if msg == "" {
+			msg = "Vault is not ready"
+		}
+		return &egress.Error{Status: status, Msg: msg + "; try again shortly"}
+	case status >= 500 && status != http.StatusBadGateway && status != http.StatusGatewayTimeout && status != http.StatusNotImplemented:
+		return &egress.Error{Status: http.StatusBadGateway, Msg: "Vault failed; try again"}
+	case msg == "":
+		msg = http.StatusText(status)
+	}
+	// 400, 404, 413 and the engine's 504 cannot succeed when retried; its
+	// 502s (a provider that did not answer) can.
+	permanent := status < 500 || status == http.StatusGatewayTimeout || status == http.StatusNotImplemented
+	return &egress.Error{Status: status, Msg: msg, Permanent: permanent}
+}
+
+// unwrapVaultErrors takes the messages out of Vault's multierror text
+// ("1 error occurred:\n\t* permission denied\n\n").
+func unwrapVaultErrors(errs []string) []string {
+	var out []string
+	for _, e := range errs {
+		if !strings.Contains(e, "error occurred:") && !strings.Contains(e, "errors occurred:") {
+			if e = strings.TrimSpace(e); e != "" {
+				out = append(out, e)
+			}
+			continue
+		}
+		for _, line := range strings.Split(e, "\n") {
+			if item, ok := strings.CutPrefix(strings.TrimSpace(line), "* "); ok && item != "" {
+				out = append(out, item)
+			}
+		}
+	}
+	return out
+}
