@@ -509,3 +509,6 @@ func (v *Vault) PortalEdgeKey() *egress.EdgePrivateKey {
 	}
 	return k
 }
+
+// Pid is the Vault server's process id, for measurements.
+func (v *Vault) Pid() int { return v.cmd.Process.Pid }

@@ -390,5 +390,3 @@ func TestSealedModeGivesAgentsOnlyCiphertext(t *testing.T) {
 		t.Errorf("body_text = %v (%v)", s.Data["body_text"], err)
 	}
 }
-
-
