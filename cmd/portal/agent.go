@@ -25,7 +25,7 @@ func agentCommand(ctx context.Context, verb string, args []string, stdout io.Wri
 	if verb == "create" {
 		fs.Var(&creds, "cred", "credential the agent may use (repeat, or comma-separated)")
 		fs.Var(&methods, "method", "only this HTTP method (repeat for more; default any)")
-		fs.Var(&paths, "path", "only paths matching this glob, e.g. '/v1/charges*' (repeat for more; default any)")
+		fs.Var(&paths, "path", "only this path, matched segment by segment: /v1/balance, '/v1/charges/*' (below), '/v1/+/x' (one segment); the query is never matched (repeat for more; default any)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -45,7 +45,7 @@ const usage = `usage:
   portal edge-key
   portal org create <org>
   portal person create -org <org> [-role admin|member|agents] <username>   (password on stdin)
-  portal agent create -org <org> -cred <name>[,<name>...] [-method M]... [-path GLOB]... [-ttl 15m] <agent>
+  portal agent create -org <org> -cred <name>[,<name>...] [-method M]... [-path /v1/x/*]... [-ttl 15m] <agent>
   portal agent delete -org <org> <agent>
   portal agent list -org <org>
 

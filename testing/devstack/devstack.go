@@ -209,14 +209,19 @@ func (st *Stack) Stop() error {
 }
 
 // addrOrFree returns want if set, else preferred when it is free, else a
-// free loopback port.
+// free loopback port, chosen here: a ":0" would reach Vault as a port it
+// binds, while the stack would keep waiting on ":0".
 func addrOrFree(want, preferred string) string {
 	if want != "" {
 		return want
 	}
-	if l, err := net.Listen("tcp", preferred); err == nil {
-		l.Close()
-		return preferred
+	l, err := net.Listen("tcp", preferred)
+	if err != nil {
+		if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return preferred
+		}
 	}
-	return "127.0.0.1:0"
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
