@@ -41,7 +41,7 @@ func run() error {
 	if st.VaultToken != "" {
 		fmt.Printf("  CLI:     export VAULT_ADDR=%s VAULT_TOKEN=%s\n", st.VaultAddr, st.VaultToken)
 		fmt.Printf("           vault list -detailed orgs/%s/creds\n", st.Org)
-		fmt.Printf("  Broker:  vault write -field=body_text orgs/%s/proxy/demo-api/GET/v1/balance\n", st.Org)
+		fmt.Printf("  Broker:  vault write -f -field=body_text orgs/%s/proxy/demo-api/GET/v1/balance\n", st.Org)
 		fmt.Printf("           curl -H \"X-Vault-Token: $VAULT_TOKEN\" %s/broker/%s/demo-api/v1/balance\n", st.PortalURL, st.Org)
 	}
 	fmt.Println("\n  Ctrl-C stops everything.")
