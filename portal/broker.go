@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,7 +89,7 @@ func newBrokerHandler(vaultAddr string, key *egress.EdgePrivateKey, publicURL fu
 		key:       key,
 		publicURL: publicURL,
 		logger:    logger,
-		sealed:    sealedCache{entries: map[string]sealedEntry{}},
+		sealed:    newSealedCache(),
 		clients:   map[string]*http.Client{},
 	}
 }
@@ -230,12 +231,41 @@ func (h *brokerHandler) forward(w http.ResponseWriter, r *http.Request, call *ed
 	for k, vs := range answer {
 		w.Header()[k] = vs
 	}
-	w.WriteHeader(resp.StatusCode)
 	if r.Method == http.MethodHead {
+		w.WriteHeader(resp.StatusCode)
 		return resp.StatusCode
 	}
+	if resp.ContentLength >= 0 && resp.ContentLength <= smallAnswer && len(resp.Header.Values("Content-Encoding")) == 0 {
+		h.writeWhole(w, resp, decoded, scrubber)
+		return resp.StatusCode
+	}
+	w.WriteHeader(resp.StatusCode)
 	h.stream(w, decoded, scrubber, inj.MaxBody)
 	return resp.StatusCode
+}
+
+// smallAnswer is the largest answer of known length that is read whole
+// and sent with its length in one write, rather than streamed in chunks.
+const smallAnswer = 64 << 10
+
+// writeWhole sends a small answer of known length in one piece, with its
+// (scrubbed) length, which SDKs and proxies on the way like to see.
+func (h *brokerHandler) writeWhole(w http.ResponseWriter, resp *http.Response, body io.Reader, scrubber *egress.Scrubber) {
+	buf := make([]byte, resp.ContentLength)
+	if _, err := io.ReadFull(body, buf); err != nil {
+		clear(buf)
+		// Cut short by the service: end the connection rather than pass
+		// a truncated body off as whole.
+		panic(http.ErrAbortHandler)
+	}
+	out, changed := scrubber.Bytes(buf)
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(out)
+	clear(buf)
+	if changed {
+		clear(out)
+	}
 }
 
 // stream copies the answer through the scrubber, flushing each read so a

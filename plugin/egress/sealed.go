@@ -158,6 +158,18 @@ func SealInjection(keys []EdgePublicKey, id, mount string, inj *EdgeInjection) (
 // Open opens a sealed injection for mount and cred. The caller zeroes the
 // material when the call is done.
 func (k *EdgePrivateKey) Open(mount, cred, sealed string) (*EdgeInjection, error) {
+	plain, err := k.OpenRaw(mount, cred, sealed)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	return ParseInjection(plain, cred)
+}
+
+// OpenRaw opens a sealed injection to its JSON form, for a holder that
+// keeps it sealed under a key of its own between calls. The caller zeroes
+// the result.
+func (k *EdgePrivateKey) OpenRaw(mount, cred, sealed string) ([]byte, error) {
 	ct, err := base64.StdEncoding.DecodeString(sealed)
 	if err != nil {
 		return nil, errors.New("sealed injection is not base64")
@@ -166,7 +178,11 @@ func (k *EdgePrivateKey) Open(mount, cred, sealed string) (*EdgeInjection, error
 	if err != nil {
 		return nil, errors.New("sealed injection does not open with this edge key")
 	}
-	defer clear(plain)
+	return plain, nil
+}
+
+// ParseInjection decodes an opened injection and checks that it is cred's.
+func ParseInjection(plain []byte, cred string) (*EdgeInjection, error) {
 	var inj EdgeInjection
 	if err := json.Unmarshal(plain, &inj); err != nil {
 		return nil, errors.New("sealed injection is malformed")

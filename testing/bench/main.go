@@ -32,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -65,6 +66,8 @@ func run() error {
 	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
+	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the bench process (portal, clients, upstream) to this file")
 	flag.Parse()
 	ctx := context.Background()
 
@@ -79,6 +82,17 @@ func run() error {
 		if *only == "" || strings.Contains(","+*only+",", ","+sc.name+",") {
 			scenarios = append(scenarios, sc)
 		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	perRound := make([][]result, len(scenarios))
 	for round := 0; round < *rounds; round++ {
@@ -96,6 +110,9 @@ func run() error {
 		results = append(results, median(rs))
 	}
 	printTable(os.Stdout, results, *n, *conc, *d, *rounds)
+	if !*extras {
+		return nil
+	}
 	return st.extras(ctx, os.Stdout, *rounds, *downloads)
 }
 
