@@ -108,7 +108,18 @@ func rssKiB() int64 {
 func (st *stack) extras(ctx context.Context, w io.Writer, rounds, downloads int) error {
 	edge := st.portalURL + "/broker/" + org + "/" + cred
 	const samples = 30
-	fmt.Fprintf(w, "\n| measure (median of %d) | direct | edge | Vault path |\n|---|---:|---:|---:|\n", samples*rounds)
+	fmt.Fprintf(w, "\n| measure (median of %d) | direct | edge | Vault path | peer |\n|---|---:|---:|---:|---:|\n", samples*rounds)
+	var peerSSE, peerMiB func() (time.Duration, error)
+	if st.peerClient != nil {
+		peerSSE = func() (time.Duration, error) {
+			return st.firstEventVia(ctx, st.peerClient, "http://"+peer.host+"/v1/chat/completions?events=5&gap_ms=20", "Proxy-Authorization", "Bearer "+peer.token)
+		}
+		peerMiB = func() (time.Duration, error) {
+			t0 := time.Now()
+			err := st.peerGet(ctx, "http://"+peer.host+"/bytes?n=1048576")
+			return time.Since(t0), err
+		}
+	}
 	sse := func(url, hdr, val string) func() (time.Duration, error) {
 		return func() (time.Duration, error) { return st.firstEvent(ctx, url, hdr, val) }
 	}
@@ -135,7 +146,7 @@ func (st *stack) extras(ctx context.Context, w io.Writer, rounds, downloads int)
 	if err := row("first server-sent event (5 events, 20 ms apart)",
 		sse(st.up.URL+"/v1/chat/completions?events=5&gap_ms=20", "Authorization", "Bearer "+apiKey),
 		sse(edge+"/v1/chat/completions?events=5&gap_ms=20", "Authorization", "Bearer "+st.agentToken),
-		nil); err != nil {
+		nil, peerSSE); err != nil {
 		return err
 	}
 	mib := func(url, hdr, val string, body []byte) func() (time.Duration, error) {
@@ -149,6 +160,7 @@ func (st *stack) extras(ctx context.Context, w io.Writer, rounds, downloads int)
 		mib(st.up.URL+"/bytes?n=1048576", "Authorization", "Bearer "+apiKey, nil),
 		mib(edge+"/bytes?n=1048576", "Authorization", "Bearer "+st.agentToken, nil),
 		mib(st.vault.Addr+"/v1/"+provision.MountPath(org)+"/proxy/"+cred+"/GET/bytes", "X-Vault-Token", st.agentToken, []byte(`{"query":"n=1048576"}`)),
+		peerMiB,
 	); err != nil {
 		return err
 	}
@@ -161,6 +173,10 @@ func (st *stack) extras(ctx context.Context, w io.Writer, rounds, downloads int)
 // firstEvent is the time from sending a streaming request to reading the
 // first event's data line; the rest of the stream is drained.
 func (st *stack) firstEvent(ctx context.Context, url, hdr, val string) (time.Duration, error) {
+	return st.firstEventVia(ctx, st.client, url, hdr, val)
+}
+
+func (st *stack) firstEventVia(ctx context.Context, client *http.Client, url, hdr, val string) (time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"stream":true}`))
 	if err != nil {
 		return 0, err
@@ -168,7 +184,7 @@ func (st *stack) firstEvent(ctx context.Context, url, hdr, val string) (time.Dur
 	req.Header.Set(hdr, val)
 	req.Header.Set("Content-Type", "application/json")
 	t0 := time.Now()
-	resp, err := st.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -28,6 +28,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,11 @@ import (
 	"github.com/clankteam/credentials/testing/harness"
 	"github.com/clankteam/credentials/testing/upstream"
 )
+
+// peer is another broker measured beside ours in the same run.
+var peer struct{ proxy, token, host string }
+
+var upstreamAddr string
 
 const (
 	org     = "bench"
@@ -68,6 +74,10 @@ func run() error {
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the bench process (portal, clients, upstream) to this file")
+	flag.StringVar(&upstreamAddr, "upstream-addr", "", "address of the fake upstream (default: a free 127.0.0.1 port); the peer's service must name its port")
+	flag.StringVar(&peer.proxy, "peer-proxy", "", "a peer broker's forward proxy (Agent Vault: http://127.0.0.1:14322), measured as scenario peer (scripts/bench-peer.sh sets these)")
+	flag.StringVar(&peer.token, "peer-token", "", "the peer's agent token, sent as Proxy-Authorization: Bearer")
+	flag.StringVar(&peer.host, "peer-host", "", "host:port the peer's service rule names; it must resolve, for the peer, to the fake upstream")
 	flag.Parse()
 	ctx := context.Background()
 
@@ -128,7 +138,9 @@ type stack struct {
 	// same kind of token as an agent's (with an entity), for the floor.
 	roleToken string
 	client    *http.Client
-	tmp       string
+	// peerClient sends through the peer's forward proxy.
+	peerClient *http.Client
+	tmp        string
 }
 
 func setUp(ctx context.Context) (*stack, error) {
@@ -149,7 +161,7 @@ func setUp(ctx context.Context) (*stack, error) {
 	if st.vault, err = harness.Start(ctx, harness.Options{PluginBinary: pluginBin}); err != nil {
 		return nil, err
 	}
-	if st.up, err = upstream.Start(upstream.Options{Key: apiKey}); err != nil {
+	if st.up, err = upstream.Start(upstream.Options{Key: apiKey, Addr: upstreamAddr}); err != nil {
 		st.stop()
 		return nil, err
 	}
@@ -173,6 +185,17 @@ func setUp(ctx context.Context) (*stack, error) {
 	st.client = &http.Client{Transport: &http.Transport{
 		MaxIdleConns: 256, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute,
 	}}
+	if peer.proxy != "" {
+		proxy, err := url.Parse(peer.proxy)
+		if err != nil {
+			st.stop()
+			return nil, fmt.Errorf("-peer-proxy: %w", err)
+		}
+		st.peerClient = &http.Client{Transport: &http.Transport{
+			Proxy:        http.ProxyURL(proxy),
+			MaxIdleConns: 256, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute,
+		}}
+	}
 	return st, nil
 }
 
@@ -259,7 +282,7 @@ type scenario struct {
 
 func (st *stack) scenarios() []scenario {
 	proxyBody := []byte(`{}`)
-	return []scenario{
+	all := []scenario{
 		{"direct", "direct to the upstream", func(ctx context.Context) error {
 			return st.get(ctx, st.up.URL+"/v1/ping", "Authorization", "Bearer "+apiKey, nil)
 		}},
@@ -276,6 +299,32 @@ func (st *stack) scenarios() []scenario {
 			return st.get(ctx, st.vault.Addr+"/v1/"+provision.MountPath(org)+"/proxy/"+cred+"/GET/v1/ping", "X-Vault-Token", st.agentToken, proxyBody)
 		}},
 	}
+	if st.peerClient != nil {
+		all = append(all, scenario{"peer", "peer: Agent Vault forward proxy", func(ctx context.Context) error {
+			return st.peerGet(ctx, "http://"+peer.host+"/v1/ping")
+		}})
+	}
+	return all
+}
+
+// peerGet calls through the peer's forward proxy. The fake upstream
+// answers 200 only with the real key, so a 200 proves the peer injected it.
+func (st *stack) peerGet(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Proxy-Authorization", "Bearer "+peer.token)
+	resp, err := st.peerClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, out)
+	}
+	return nil
 }
 
 // get sends one request (a POST when body is set) and checks for 200 and,
@@ -416,6 +465,9 @@ func printTable(w io.Writer, rs []result, n, conc int, d time.Duration, rounds i
 		return
 	}
 	fmt.Fprintln(w)
+	if p, ok := by["peer"]; ok {
+		fmt.Fprintf(w, "%s: p50 over direct %s; throughput %.0f req/s\n", p.desc, ms(p.p50-direct.p50), p.rps)
+	}
 	for _, name := range []string{"edge", "vault"} {
 		r, ok := by[name]
 		if !ok {
