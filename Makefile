@@ -13,7 +13,7 @@ LDFLAGS := -s -w -X github.com/clankteam/credentials/plugin.Version=$(VERSION)
 RACE_PLUGIN := $(BIN)/race/$(PLUGIN)
 GOSRC := plugin portal cmd testing
 
-.PHONY: all run test vault plugin portal fmt lint vet unit bench clean chromium npm-assets logos
+.PHONY: all run test vault plugin portal fmt lint vet unit bench bench-peer clean chromium npm-assets logos
 
 all: vault plugin portal
 
@@ -49,6 +49,15 @@ npm-assets:
 ## logos: re-extract the portal's brand logos from simple-icons (committed)
 logos:
 	./scripts/extract-logos.sh
+
+## bench: the broker benchmark (testing/bench), numbers for the README
+bench:
+	$(GO) run ./testing/bench
+
+## bench-peer: the same with Agent Vault beside it in one run; needs
+## AGENT_VAULT_SRC (a checkout of its repository) and root (unshare -m)
+bench-peer:
+	./scripts/bench-peer.sh
 
 plugin:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)

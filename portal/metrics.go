@@ -92,14 +92,25 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			rec.code = http.StatusOK
 		}
 		elapsed := time.Since(start)
-		s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.code)).Inc()
+		s.metrics.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(rec.code)).Inc()
 		s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
-		s.logger.Info("request", "method", r.Method, "route", route, "status", rec.code,
+		s.logger.Info("request", "method", methodLabel(r.Method), "route", route, "status", rec.code,
 			"duration_ms", elapsed.Milliseconds())
 	})
 }
 
 type routeKey struct{}
+
+// methodLabel bounds the method label to the methods HTTP defines: a
+// label per made-up method would let anyone grow the series without end.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
 
 // nameRoute runs inside the router, where the matched route is known, and
 // tells observe its template.

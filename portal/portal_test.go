@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -478,5 +479,21 @@ func TestAgentSpecFrom(t *testing.T) {
 func TestVaultErrorMessages(t *testing.T) {
 	if status, _ := vaultError(io.EOF); status != http.StatusBadGateway {
 		t.Errorf("a transport error maps to %d", status)
+	}
+}
+
+// TestMetricsLabelsAreBounded: made-up methods share one label, so no
+// caller can grow /metrics (before: 200 such requests added 13 MB).
+func TestMetricsLabelsAreBounded(t *testing.T) {
+	s, _, _ := testServer(t)
+	for i := 0; i < 200; i++ {
+		req := httptest.NewRequest("X"+strings.Repeat("A", 100)+strconv.Itoa(i), "/healthz", nil)
+		s.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	if strings.Contains(body, "XAAAA") || !strings.Contains(body, `method="other"`) || len(body) > 64<<10 {
+		t.Fatalf("/metrics is %d bytes; made-up methods labelled: %v", len(body), strings.Contains(body, "XAAAA"))
 	}
 }
