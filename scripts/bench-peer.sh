@@ -36,7 +36,9 @@ trap cleanup EXIT INT TERM
 
 cp /etc/hosts "$work/hosts"
 echo "127.0.0.1 bench.test" >>"$work/hosts"
-export HOME="$work"
+go_home=$HOME
+# Agent Vault's CLI keeps its session under HOME; ours stays as it was.
+export HOME="$work" AGENT_VAULT_TELEMETRY=false
 password=bench-password-0123456789
 addr="http://127.0.0.1:$api_port"
 
@@ -52,12 +54,12 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "$addr/health" >/dev/null || { cat "$work/server.log"; exit 1; }
 
-echo "$password" | "$bin" register --address "$addr" --email bench@example.com --password-stdin >/dev/null
-echo "$password" | "$bin" login --address "$addr" --email bench@example.com --password-stdin >/dev/null
-"$bin" credential set "BENCH_KEY=$key" >/dev/null
-"$bin" service add --name bench --host "bench.test:$upstream_port" --auth-type bearer --token-key BENCH_KEY >/dev/null
+echo "$password" | "$bin" auth register --address "$addr" --email bench@example.com --password-stdin >/dev/null
+echo "$password" | "$bin" auth login --address "$addr" --email bench@example.com --password-stdin >/dev/null
+"$bin" vault credential set "BENCH_KEY=$key" >/dev/null
+"$bin" vault service add --name bench --host "bench.test:$upstream_port" --auth-type bearer --token-key BENCH_KEY >/dev/null
 token=$("$bin" agent create bench --vault default:proxy --token-only)
 
 cd "$root"
-go run ./testing/bench -upstream-addr "127.0.0.1:$upstream_port" \
+HOME=$go_home go run ./testing/bench -peer-pid "$server_pid" -upstream-addr "127.0.0.1:$upstream_port" \
 	-peer-proxy "http://127.0.0.1:$proxy_port" -peer-token "$token" -peer-host "bench.test:$upstream_port" "$@"

@@ -21,18 +21,18 @@ import (
 // clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat times.
 const clockTicks = 100
 
-// cpuSample is the CPU time used so far by Vault, the plugin and this
-// process (the portal, the clients and the fake upstream).
-type cpuSample struct{ vault, plugin, self time.Duration }
+// cpuSample is the CPU time used so far by Vault, the plugin, this
+// process (the portal, the clients and the fake upstream) and the peer.
+type cpuSample struct{ vault, plugin, self, peer time.Duration }
 
-type cpuPerCall struct{ vault, plugin, self time.Duration }
+type cpuPerCall struct{ vault, plugin, self, peer time.Duration }
 
 func (c cpuPerCall) String() string {
-	return fmt.Sprintf("%s / %s / %s", ms(c.vault), ms(c.plugin), ms(c.self))
+	return fmt.Sprintf("%s / %s / %s / %s", ms(c.vault), ms(c.plugin), ms(c.self), ms(c.peer))
 }
 
 func (st *stack) cpuNow() cpuSample {
-	return cpuSample{vault: procCPU(st.vault.Pid()), plugin: procCPU(pluginPid(st.vault.Pid())), self: procCPU(os.Getpid())}
+	return cpuSample{vault: procCPU(st.vault.Pid()), plugin: procCPU(pluginPid(st.vault.Pid())), self: procCPU(os.Getpid()), peer: procCPU(peer.pid)}
 }
 
 func (s cpuSample) since(before cpuSample, calls int64) cpuPerCall {
@@ -43,6 +43,7 @@ func (s cpuSample) since(before cpuSample, calls int64) cpuPerCall {
 		vault:  (s.vault - before.vault) / time.Duration(calls),
 		plugin: (s.plugin - before.plugin) / time.Duration(calls),
 		self:   (s.self - before.self) / time.Duration(calls),
+		peer:   (s.peer - before.peer) / time.Duration(calls),
 	}
 }
 

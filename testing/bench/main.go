@@ -47,7 +47,10 @@ import (
 )
 
 // peer is another broker measured beside ours in the same run.
-var peer struct{ proxy, token, host string }
+var peer struct {
+	proxy, token, host string
+	pid                int
+}
 
 var upstreamAddr string
 
@@ -77,6 +80,7 @@ func run() error {
 	flag.StringVar(&upstreamAddr, "upstream-addr", "", "address of the fake upstream (default: a free 127.0.0.1 port); the peer's service must name its port")
 	flag.StringVar(&peer.proxy, "peer-proxy", "", "a peer broker's forward proxy (Agent Vault: http://127.0.0.1:14322), measured as scenario peer (scripts/bench-peer.sh sets these)")
 	flag.StringVar(&peer.token, "peer-token", "", "the peer's agent token, sent as Proxy-Authorization: Bearer")
+	flag.IntVar(&peer.pid, "peer-pid", 0, "the peer's process id, for its CPU per call")
 	flag.StringVar(&peer.host, "peer-host", "", "host:port the peer's service rule names; it must resolve, for the peer, to the fake upstream")
 	flag.Parse()
 	ctx := context.Background()
@@ -452,7 +456,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Micros
 func printTable(w io.Writer, rs []result, n, conc int, d time.Duration, rounds int) {
 	fmt.Fprintf(w, "%d calls at concurrency 1 (after %d warm-up calls); %s at concurrency %d; medians of %d interleaved rounds; GOMAXPROCS %d\n\n",
 		n, warmups, d, conc, rounds, runtime.GOMAXPROCS(0))
-	fmt.Fprintf(w, "| scenario | p50 (c=1) | p99 (c=1) | throughput (c=%d) | p50 (c=%d) | p99 (c=%d) | CPU per call (c=%d): Vault / plugin / bench process |\n", conc, conc, conc, conc)
+	fmt.Fprintf(w, "| scenario | p50 (c=1) | p99 (c=1) | throughput (c=%d) | p50 (c=%d) | p99 (c=%d) | CPU per call (c=%d): Vault / plugin / bench process / peer |\n", conc, conc, conc, conc)
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	by := map[string]result{}
 	for _, r := range rs {
@@ -498,5 +502,6 @@ func median(rs []result) result {
 	out.cpu.vault = time.Duration(pick(func(r result) float64 { return float64(r.cpu.vault) }))
 	out.cpu.plugin = time.Duration(pick(func(r result) float64 { return float64(r.cpu.plugin) }))
 	out.cpu.self = time.Duration(pick(func(r result) float64 { return float64(r.cpu.self) }))
+	out.cpu.peer = time.Duration(pick(func(r result) float64 { return float64(r.cpu.peer) }))
 	return out
 }
