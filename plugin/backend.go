@@ -89,9 +89,10 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			// Credential entries hold secrets: seal-wrap them where the
-			// server supports it (Vault Enterprise with an HSM).
-			SealWrapStorage: []string{"config", "creds/"},
+			// Credential entries, OAuth client secrets and pending
+			// connects (PKCE verifiers) hold secrets: seal-wrap them where
+			// the server supports it (Vault Enterprise with an HSM).
+			SealWrapStorage: []string{"config", credStoragePrefix, appStoragePrefix, pendingConnectPrefix},
 		},
 		// Most specific patterns first: creds/<name>/connect before
 		// creds/<name>.

@@ -64,6 +64,10 @@ func (b *backend) credentialMaterial(ctx context.Context, s logical.Storage, svc
 // tokenError reports a failure to obtain an access token. The underlying
 // error names the credential and the provider's error code, never a token.
 func tokenError(name string, err error) error {
+	if errors.Is(err, logical.ErrReadOnly) {
+		// Vault forwards the request to the node that can refresh.
+		return logical.ErrReadOnly
+	}
 	var be *brokerError
 	if errors.As(err, &be) {
 		return be

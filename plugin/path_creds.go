@@ -142,11 +142,17 @@ func pathCreds(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.CreateOperation: &framework.PathOperation{
 					Callback: b.pathCredCreate,
-					Summary:  "Store a new credential.",
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Store a new credential.",
 				},
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback: b.pathCredUpdate,
-					Summary:  "Replace a credential's secret or change its description or expiry.",
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Replace a credential's secret or change its description or expiry.",
 				},
 				logical.ReadOperation: &framework.PathOperation{
 					Callback: b.pathCredRead,
@@ -154,7 +160,10 @@ func pathCreds(b *backend) []*framework.Path {
 				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback: b.pathCredDelete,
-					Summary:  "Revoke the credential at its provider where possible, then delete it.",
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Revoke the credential at its provider where possible, then delete it.",
 				},
 			},
 			HelpSynopsis:    pathCredsHelpSyn,

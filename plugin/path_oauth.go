@@ -52,7 +52,10 @@ func pathOAuth(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback: b.pathConnect,
-					Summary:  "Start connecting an oauth2 credential: returns the provider's authorization URL.",
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Start connecting an oauth2 credential: returns the provider's authorization URL.",
 				},
 			},
 			HelpSynopsis:    pathConnectHelpSyn,
@@ -84,7 +87,10 @@ func pathOAuth(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback: b.pathCallback,
-					Summary:  "Complete a connect: exchange the code and store the grant.",
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Complete a connect: exchange the code and store the grant.",
 				},
 			},
 			HelpSynopsis:    pathCallbackHelpSyn,
@@ -97,7 +103,10 @@ func pathOAuth(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback: b.pathDisconnect,
-					Summary:  "Revoke the grant at the provider and drop its tokens.",
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Revoke the grant at the provider and drop its tokens.",
 				},
 			},
 			HelpSynopsis:    pathDisconnectHelpSyn,
@@ -110,7 +119,10 @@ func pathOAuth(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback: b.pathRefresh,
-					Summary:  "Refresh the access token now.",
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Refresh the access token now.",
 				},
 			},
 			HelpSynopsis:    pathRefreshHelpSyn,

@@ -88,9 +88,12 @@ func pathProxy(b *backend) []*framework.Path {
 			}),
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:  b.pathProxyCallWrite,
-					Summary:   "Call the credential's service, with method and path in the Vault path so that Vault's ACL decides them.",
-					Responses: responses,
+					Callback: b.pathProxyCallWrite,
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Call the credential's service, with method and path in the Vault path so that Vault's ACL decides them.",
+					Responses:                 responses,
 				},
 			},
 			HelpSynopsis:    pathProxyHelpSyn,
@@ -118,9 +121,12 @@ func pathProxy(b *backend) []*framework.Path {
 			}),
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:  b.pathProxyWrite,
-					Summary:   "Call the credential's service with the credential injected.",
-					Responses: responses,
+					Callback: b.pathProxyWrite,
+					// A provider may be called: on a performance standby, Vault
+					// forwards this to the node that can store the answer.
+					ForwardPerformanceStandby: true,
+					Summary:                   "Call the credential's service with the credential injected.",
+					Responses:                 responses,
 				},
 			},
 			HelpSynopsis:    pathProxyHelpSyn,

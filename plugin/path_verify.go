@@ -31,7 +31,10 @@ func pathVerify(b *backend) []*framework.Path {
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
 				Callback: b.pathVerifyWrite,
-				Summary:  "Call the service's verify endpoint with the credential and record the outcome in its status.",
+				// A provider may be called: on a performance standby, Vault
+				// forwards this to the node that can store the answer.
+				ForwardPerformanceStandby: true,
+				Summary:                   "Call the service's verify endpoint with the credential and record the outcome in its status.",
 			},
 		},
 		HelpSynopsis:    pathVerifyHelpSyn,

@@ -52,6 +52,12 @@ var (
 // share its result. The refresh runs under a context of its own, so one
 // caller giving up does not fail the others.
 func (b *backend) refreshShared(ctx context.Context, s logical.Storage, name string, mode refreshMode) refreshResult {
+	// A node that cannot store the answer must not ask the provider: a
+	// rotated single-use refresh token would be spent and lost. Vault
+	// forwards a request that fails with ErrReadOnly to the active node.
+	if !b.writeSafe() {
+		return refreshResult{err: logical.ErrReadOnly}
+	}
 	key := name
 	if mode == refreshForced {
 		key = name + "\x00forced"
