@@ -12,7 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	anthropicopt "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/google/go-github/v75/github"
+	"github.com/hashicorp/vault/api"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
@@ -388,5 +392,139 @@ func TestSealedModeGivesAgentsOnlyCiphertext(t *testing.T) {
 	s, err = c.Logical().Write(provision.MountPath(f.org)+"/proxy/key-a/GET/v1/balance", nil)
 	if err != nil || !strings.Contains(fmt.Sprint(s.Data["body_text"]), `"amount":4242`) {
 		t.Errorf("body_text = %v (%v)", s.Data["body_text"], err)
+	}
+}
+
+// TestEdgeRefusesAtOnceWhatVaultNoLongerAllows: the edge keeps a token's
+// injection for a few seconds, but Vault decides every call: a revoked
+// token and a deleted agent are refused on their very next call, and the
+// calls are in Vault's audit log.
+func TestEdgeRefusesAtOnceWhatVaultNoLongerAllows(t *testing.T) {
+	up := startFake(t)
+	org := brokerOrg(t, "edge-revoke", up)
+	base := startPortal(t)
+	ctx := context.Background()
+	call := func(token string) int {
+		t.Helper()
+		status, _, _ := viaPortal(t, base, token, http.MethodGet, "/broker/"+org+"/key-a/v1/balance", nil)
+		return status
+	}
+
+	revoked := newAgent(t, org, provision.AgentSpec{Name: "revoked", Creds: []string{"key-a"}})
+	if got := call(revoked); got != http.StatusOK {
+		t.Fatalf("before revoking: %d", got)
+	}
+	if err := vault.Client().Auth().Token().RevokeTreeWithContext(ctx, revoked); err != nil {
+		t.Fatal(err)
+	}
+	if got := call(revoked); got != http.StatusUnauthorized {
+		t.Errorf("revoked token: %d, want 401", got)
+	}
+
+	mgr := managerClient(t, org)
+	deleted := newAgent(t, org, provision.AgentSpec{Name: "deleted", Creds: []string{"key-a"}})
+	if got := call(deleted); got != http.StatusOK {
+		t.Fatalf("before deleting the agent: %d", got)
+	}
+	if err := provision.DeleteAgent(ctx, mgr, org, "deleted"); err != nil {
+		t.Fatal(err)
+	}
+	if got := call(deleted); got != http.StatusUnauthorized && got != http.StatusForbidden {
+		t.Errorf("deleted agent: %d, want 401 or 403", got)
+	}
+}
+
+// syncBuffer is a log sink safe for the portal's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestEdgeCanary plants a secret, uses it every way an agent can (the
+// edge, cached and not; the Vault path; sealed mode), and searches every
+// answer, the portal's log, Vault's log and a file audit log for it in
+// any form. Each edge call is in the audit log.
+func TestEdgeCanary(t *testing.T) {
+	ctx := context.Background()
+	const canary = "sk_live_CANARY_edge_4b7c9d1e2f3a5b6c"
+	up, err := upstream.Start(upstream.Options{Key: canary, Record: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	org := newOrg(t, "edge-canary")
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	mount := provision.MountPath(org)
+	write(t, admin, mount+"/services/local", map[string]interface{}{"types": "api_key", "base_urls": up.URL})
+	write(t, admin, mount+"/creds/key", map[string]interface{}{"type": "api_key", "service": "local", "api_key": canary})
+	token := newAgent(t, org, provision.AgentSpec{Name: "canary", Creds: []string{"key"}})
+	up.SetForbidden(token)
+
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	root := vault.Client()
+	if err := root.Sys().EnableAuditWithOptionsWithContext(ctx, "edge-audit", &api.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": auditLog, "log_raw": "false"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Sys().DisableAuditWithContext(ctx, "edge-audit") })
+
+	logs := &syncBuffer{}
+	srv, err := portal.NewServer(portal.Config{Addr: "127.0.0.1:0", VaultAddr: vault.Addr, EdgeKey: vault.PortalEdgeKey(),
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve() }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+
+	var seen strings.Builder
+	for _, p := range []string{"/echo?a=1", "/echo?a=2", "/gzip?label=two-lines", "/v1/balance"} {
+		status, h, body := viaPortal(t, srv.URL(), token, http.MethodPost, "/broker/"+org+"/key"+p, []byte(`{"x":1}`))
+		if status != http.StatusOK {
+			t.Fatalf("%s: %d %.200s", p, status, body)
+		}
+		fmt.Fprint(&seen, h, string(body))
+	}
+	for _, data := range []map[string]interface{}{nil, {"edge_key": vault.PortalEdgeKey().ID}} {
+		s, err := vault.ClientWithToken(token).Logical().Write(mount+"/proxy/key/POST/echo", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := json.Marshal(s)
+		seen.Write(raw)
+	}
+	vaultLog, _ := vault.ReadLog()
+	audit, _ := os.ReadFile(auditLog)
+	for where, text := range map[string]string{
+		"answers": seen.String(), "portal log": logs.String(), "vault log": string(vaultLog), "audit log": string(audit),
+	} {
+		if leaks(text, canary) {
+			t.Errorf("the secret shows in the %s", where)
+		}
+	}
+	if n := strings.Count(string(audit), "sys/capabilities-self"); n < 2 {
+		t.Errorf("the audit log holds %d capabilities-self checks for the edge's cached calls", n)
+	}
+	if !strings.Contains(string(audit), mount+"/proxy/key/POST/echo") {
+		t.Errorf("the audit log does not show the call's proxy path")
+	}
+	if len(up.Requests()) != 5 {
+		t.Errorf("the service saw %d calls, want 5", len(up.Requests()))
 	}
 }
