@@ -464,10 +464,12 @@ func TestProxySeesConfigAndServiceChangesAtOnce(t *testing.T) {
 	_, err := proxyCall(b, s, "key", map[string]interface{}{"path": "/bytes?n=2000"})
 	assertCoded(t, err, http.StatusBadGateway, "larger than broker_max_body (1000 bytes)")
 
-	// Narrowing the service's base URL takes effect on the next call.
-	mustOK(t, do(t, b, s, logical.UpdateOperation, "services/local", map[string]interface{}{
+	// Narrowing the service's base URL (which the API refuses while it
+	// is in use, so it comes as another node's or an operator's storage
+	// change) takes effect on the next call.
+	rewriteServiceInUse(t, b, s, "local", map[string]interface{}{
 		"types": "api_key,password", "base_urls": up.URL + "/api",
-	}))
+	})
 	resp, err := proxyCall(b, s, "key", map[string]interface{}{"path": up.URL + "/v1/ping"})
 	if err != nil || resp == nil || !resp.IsError() {
 		t.Fatalf("a path outside the new base URL was called: %v %v", resp, err)

@@ -71,12 +71,14 @@ func (f *oauthFixture) writeService(name string, flags map[string]interface{}) {
 			spec[k] = v
 		}
 	}
-	mustOK(f.t, do(f.t, f.b, f.s, logical.UpdateOperation, "services/"+name, map[string]interface{}{
-		"types":     "oauth2",
-		"base_urls": f.srv.URL(),
-
-		"oauth": spec,
-	}))
+	data := map[string]interface{}{"types": "oauth2", "base_urls": f.srv.URL(), "oauth": spec}
+	if svc, _ := f.b.getService(context.Background(), f.s, name); svc != nil {
+		// The grant's provider changes under it (the API refuses this to
+		// org admins while apps or credentials use the service).
+		rewriteServiceInUse(f.t, f.b, f.s, name, data)
+		return
+	}
+	mustOK(f.t, do(f.t, f.b, f.s, logical.UpdateOperation, "services/"+name, data))
 }
 
 func (f *oauthFixture) createCred(name string) {

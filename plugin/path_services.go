@@ -181,10 +181,18 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	if err != nil {
 		return nil, err
 	}
+	var users []string
 	for _, l := range lines {
-		if l.Service == name && !svc.takes(l.Type) {
+		if l.Service != name {
+			continue
+		}
+		if !svc.takes(l.Type) {
 			return logical.ErrorResponse("credential %q of this service is of type %s, which types must keep", l.Name, l.Type), nil
 		}
+		users = append(users, "credential "+l.Name)
+	}
+	if msg, err := b.checkBoundFields(ctx, req.Storage, name, svc, users); err != nil || msg != "" {
+		return errorOrMessage(err, msg)
 	}
 	entry, err := logical.StorageEntryJSON(serviceStoragePrefix+name, svc)
 	if err != nil {
@@ -251,3 +259,51 @@ quirks (oauth) and a verify request (verify). Nothing here is secret.
       base_urls=https://billing.internal.example \
       injection='{"api_key":{"style":"header","header":"X-Api-Key","format":"{secret}"}}'
 `
+
+// boundFields are the parts of a service that decide where its secrets go
+// and how: its URLs, injection, OAuth endpoints and verify call.
+type boundFields struct {
+	BaseURLs  []string             `json:"base_urls"`
+	Injection map[string]injection `json:"injection"`
+	OAuth     *oauthSpec           `json:"oauth"`
+	Verify    *verifyCall          `json:"verify"`
+}
+
+func boundFieldsOf(svc *service) []byte {
+	raw, _ := json.Marshal(boundFields{svc.BaseURLs, svc.Injection, svc.OAuth, svc.Verify})
+	return raw
+}
+
+// checkBoundFields refuses a change to the bound fields of a custom
+// service while credentials or apps use it: the secrets written under it
+// were given for those URLs, and an org admin, who may change services
+// but never read a secret, could otherwise send them to a host of their
+// own. A new service (or deleting the users first) is the way to move.
+func (b *backend) checkBoundFields(ctx context.Context, s logical.Storage, name string, svc *service, users []string) (string, error) {
+	old, err := b.getService(ctx, s, name)
+	if err != nil || old == nil || bytes.Equal(boundFieldsOf(old), boundFieldsOf(svc)) {
+		return "", err
+	}
+	apps, err := s.List(ctx, appStoragePrefix)
+	if err != nil {
+		return "", fmt.Errorf("listing apps: %w", err)
+	}
+	for _, a := range apps {
+		app, err := getApp(ctx, s, a)
+		if err != nil {
+			return "", err
+		}
+		if app != nil && app.Service == name {
+			users = append(users, "app "+a)
+		}
+	}
+	if len(users) == 0 {
+		return "", nil
+	}
+	sort.Strings(users)
+	if len(users) > 5 {
+		users = append(users[:5], fmt.Sprintf("%d more", len(users)-5))
+	}
+	return fmt.Sprintf("service %q is in use (%s): its base_urls, injection, oauth and verify are bound to the secrets stored under it and cannot change; "+
+		"define a new service and write the secrets again under it, or delete these first", name, strings.Join(users, ", ")), nil
+}

@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -160,4 +161,76 @@ func TestConfig(t *testing.T) {
 	if resp.Data["warn_before"] != int64(48*3600) || resp.Data["refresh_ahead"] != int64(600) {
 		t.Errorf("config = %v", resp.Data)
 	}
+}
+
+// TestServiceInUseKeepsItsBoundFields: an org admin cannot re-point a
+// service its credentials or apps use (before, the stored API key, then
+// the refresh token and client secret, went to the admin's own host).
+func TestServiceInUseKeepsItsBoundFields(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	def := map[string]interface{}{"types": "api_key,oauth2", "base_urls": "https://api.billing.example",
+		"oauth": map[string]interface{}{"auth_url": "https://id.billing.example/auth", "token_url": "https://id.billing.example/token"}}
+	mustOK(t, do(t, b, s, logical.CreateOperation, "services/billing", def))
+	// Unused, it may change freely.
+	def["base_urls"] = "https://api2.billing.example"
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "services/billing", def))
+	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/billing-key", map[string]interface{}{"type": "api_key", "service": "billing", "api_key": "sk_live_0123456789abcdef"}))
+
+	for field, value := range map[string]interface{}{
+		"base_urls": "https://attacker.example",
+		"injection": map[string]interface{}{"api_key": map[string]interface{}{"style": "query", "query": "k"}},
+		"oauth":     map[string]interface{}{"auth_url": "https://id.billing.example/auth", "token_url": "https://attacker.example/token"},
+		"verify":    map[string]interface{}{"method": "GET", "url": "https://attacker.example/", "expect_status": 200},
+	} {
+		changed := map[string]interface{}{}
+		for k, v := range def {
+			changed[k] = v
+		}
+		changed[field] = value
+		resp := do(t, b, s, logical.UpdateOperation, "services/billing", changed)
+		if !resp.IsError() || !strings.Contains(resp.Error().Error(), "credential billing-key") {
+			t.Errorf("changing %s in use: %v", field, resp)
+		}
+	}
+	got := mustOK(t, do(t, b, s, logical.ReadOperation, "services/billing", nil))
+	if urls := got.Data["base_urls"].([]interface{}); len(urls) != 1 || urls[0] != "https://api2.billing.example" {
+		t.Errorf("base_urls = %v", urls)
+	}
+	// What does not decide where secrets go may still change.
+	def["display_name"] = "Billing (EU)"
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "services/billing", def))
+
+	// An app counts as a user too.
+	mustOK(t, do(t, b, s, logical.DeleteOperation, "creds/billing-key", nil))
+	mustOK(t, do(t, b, s, logical.CreateOperation, "apps/billing-app", map[string]interface{}{"service": "billing", "client_id": "cid", "client_secret": "cs-0123456789"}))
+	def["base_urls"] = "https://attacker.example"
+	if resp := do(t, b, s, logical.UpdateOperation, "services/billing", def); !resp.IsError() || !strings.Contains(resp.Error().Error(), "app billing-app") {
+		t.Errorf("changing a service an app uses: %v", resp)
+	}
+}
+
+// rewriteServiceInUse replaces the definition of a service that
+// credentials use, which the API refuses: tests of a provider that changes
+// its behaviour under existing grants use it, as an operator's storage
+// change would. The definition is parsed and checked by the API (under a
+// scratch name) exactly as any other.
+func rewriteServiceInUse(tb testing.TB, b *backend, s logical.Storage, name string, data map[string]interface{}) {
+	tb.Helper()
+	ctx := context.Background()
+	scratch := "scratch-" + name
+	mustOK(tb, do(tb, b, s, logical.CreateOperation, "services/"+scratch, data))
+	svc, err := b.getService(ctx, s, scratch)
+	if err != nil || svc == nil {
+		tb.Fatalf("reading the scratch service: %v", err)
+	}
+	svc.Name = name
+	entry, err := logical.StorageEntryJSON(serviceStoragePrefix+name, svc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		tb.Fatal(err)
+	}
+	mustOK(tb, do(tb, b, s, logical.DeleteOperation, "services/"+scratch, nil))
+	b.invalidate(ctx, serviceStoragePrefix+name)
 }
