@@ -178,8 +178,13 @@ func (h *brokerHandler) forward(w http.ResponseWriter, r *http.Request, call *ed
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	// The server's own read deadline is for pages; a brokered upload may
-	// take as long as broker_timeout allows.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+	// take as long as broker_timeout allows. Full duplex: the transport may
+	// still be reading the request body (if only to see its end) when the
+	// answer starts, and HTTP/1 would otherwise close the body once the
+	// answer's headers are out, failing the upload and the answer with it.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(timeout))
+	_ = rc.EnableFullDuplex()
 
 	body := &limitedBody{r: r.Body, left: inj.MaxBody}
 	var reqBody io.Reader = body
@@ -294,6 +299,9 @@ func (h *brokerHandler) stream(w http.ResponseWriter, body io.Reader, scrubber *
 			if err != io.EOF {
 				// The service or the deadline cut the answer short: end
 				// the connection so the agent does not take it as whole.
+				if !errors.Is(err, context.Canceled) {
+					h.logger.Warn("broker: the service's answer broke off", "error", err, "after_bytes", total)
+				}
 				panic(http.ErrAbortHandler)
 			}
 			break
