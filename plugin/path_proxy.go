@@ -33,7 +33,7 @@ func pathProxy(b *backend) []*framework.Path {
 	callFields := map[string]*framework.FieldSchema{
 		"headers": {
 			Type:        framework.TypeHeader,
-			Description: `Request headers as a JSON object: headers='{"Content-Type": "application/json"}'. Authorization, cookies, X-Vault-* and hop-by-hop headers are dropped; X-Original-URL and its kin are refused.`,
+			Description: `Request headers: headers=Content-Type:application/json (repeat headers= for more), or a JSON object, headers='{"Content-Type": "application/json"}'. Authorization, cookies, X-Vault-* and hop-by-hop headers are dropped; X-Original-URL and its kin are refused.`,
 		},
 		"body": {
 			Type:        framework.TypeString,
@@ -374,5 +374,5 @@ and the caller (Vault entity).
   vault write orgs/acme/proxy/stripe method=GET path=/v1/balance
   vault write -field=body_text orgs/acme/proxy/stripe/GET/v1/charges query=limit=3
   vault write orgs/acme/proxy/anthropic method=POST path=/v1/messages \
-      headers='{"Content-Type":"application/json"}' body=$(base64 -w0 request.json)
+      headers=Content-Type:application/json body=$(base64 -w0 request.json)
 `
