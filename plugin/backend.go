@@ -63,6 +63,11 @@ type backend struct {
 	// egress holds the operator's dial guard and edge keys, and the
 	// connection pools every call to a service goes through.
 	egress *egressRuntime
+	// vaultPathSlots bounds the Vault path's calls in flight on this
+	// mount (a buffered channel used as a semaphore); a call waits up to
+	// vaultPathSlotWait for one (tests shorten it).
+	vaultPathSlots    chan struct{}
+	vaultPathSlotWait time.Duration
 	// callers caches the names of entities that call the broker.
 	callers callerNames
 	// brokerInputs caches the configuration and services the broker reads.
@@ -80,6 +85,9 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		credLocks: locksutil.CreateLocks(),
 		egress:    eg,
 		oauth:     newOAuthRuntime(eg.guard),
+
+		vaultPathSlots:    make(chan struct{}, vaultPathConcurrent),
+		vaultPathSlotWait: vaultPathSlotWait,
 	}
 	if conf != nil && conf.Logger != nil {
 		b.logger = conf.Logger

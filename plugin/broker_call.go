@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -20,6 +21,9 @@ type brokerRequest struct {
 	path   string
 	header http.Header
 	body   []byte
+	// maxAnswer, when set below broker_max_body, bounds the answer the
+	// Vault path buffers.
+	maxAnswer int64
 }
 
 // brokerResponse is the service's answer with the credential scrubbed out.
@@ -88,9 +92,13 @@ func (b *backend) brokerCall(ctx context.Context, s logical.Storage, cfg *mountC
 	if err != nil {
 		return nil, err
 	}
+	maxAnswer := cfg.BrokerMaxBody
+	if r.maxAnswer > 0 && r.maxAnswer < maxAnswer {
+		maxAnswer = r.maxAnswer
+	}
 	var out bytes.Buffer
 	sw := scrubber.NewWriter(&out)
-	n, err := io.Copy(sw, io.LimitReader(decoded, cfg.BrokerMaxBody+1))
+	n, err := io.Copy(sw, io.LimitReader(decoded, maxAnswer+1))
 	_ = sw.Close()
 	if err != nil {
 		clear(out.Bytes())
@@ -99,8 +107,12 @@ func (b *backend) brokerCall(ctx context.Context, s logical.Storage, cfg *mountC
 		}
 		return nil, &brokerError{Status: http.StatusBadGateway, Msg: "reading the answer of " + target.Host + " failed"}
 	}
-	if n > cfg.BrokerMaxBody {
+	if n > maxAnswer {
 		clear(out.Bytes())
+		if maxAnswer < cfg.BrokerMaxBody {
+			return nil, &brokerError{Status: http.StatusBadGateway, Permanent: true, Msg: fmt.Sprintf(
+				"the answer is larger than the Vault path carries (%d bytes): call through the portal's edge (/broker/...), which streams it", maxAnswer)}
+		}
 		return nil, egress.TooLarge("answer", cfg.BrokerMaxBody)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/clankteam/credentials/plugin/egress"
 	"net/http"
+	"time"
 
 	"net/url"
 	"strings"
@@ -487,4 +488,26 @@ func TestProxySeesConfigAndServiceChangesAtOnce(t *testing.T) {
 	b.invalidate(context.Background(), configStorageKey)
 	_, err = proxyCall(b, s, "key", map[string]interface{}{"path": "/api/x?n=2000"})
 	assertCoded(t, err, http.StatusBadGateway, "larger than broker_max_body (100 bytes)")
+}
+
+// TestVaultPathBoundsWhatOneTenantHolds: the Vault path buffers calls in
+// the plugin process every org shares, so its answers have a ceiling
+// below broker_max_body's and its calls in flight per mount a cap (before,
+// six concurrent 9 MiB answers took the process to 303 MB, and an admin
+// could raise the per-call limit to 100 MiB).
+func TestVaultPathBoundsWhatOneTenantHolds(t *testing.T) {
+	b, s, _ := brokerFixture(t)
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"broker_max_body": 64 << 20}))
+	_, err := proxyCall(b, s, "key", map[string]interface{}{"path": fmt.Sprintf("/bytes?n=%d", vaultPathMaxAnswer+1)})
+	assertCoded(t, err, http.StatusBadGateway, "larger than the Vault path carries")
+
+	b.vaultPathSlotWait = 200 * time.Millisecond
+	for i := 0; i < vaultPathConcurrent; i++ {
+		b.vaultPathSlots <- struct{}{}
+	}
+	_, err = proxyCall(b, s, "key", map[string]interface{}{"path": "/v1/ping"})
+	assertCoded(t, err, http.StatusServiceUnavailable, "calls in flight")
+	// A slot that frees up while a call waits serves it.
+	go func() { time.Sleep(50 * time.Millisecond); <-b.vaultPathSlots }()
+	proxyOK(t, b, s, "key", map[string]interface{}{"path": "/v1/ping"})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -23,6 +24,17 @@ import (
 // authorizes each call. A replaced, disconnected or deleted credential is
 // therefore used by the edge for at most this long after the change.
 const edgeReuse = 15 * time.Second
+
+// The Vault path buffers each call in the plugin, which serves every org
+// of the Vault: its answers are bounded below broker_max_body's own
+// ceiling, and so is the number of its calls at once per mount, so that
+// one tenant cannot fill the shared process. The edge streams and is
+// bounded by neither.
+const (
+	vaultPathMaxAnswer  = 16 << 20
+	vaultPathConcurrent = 16
+	vaultPathSlotWait   = 5 * time.Second
+)
 
 // vaultPathMaxBody is the largest request body the Vault path can carry:
 // Vault caps a JSON string at 1 MiB (max_json_string_value_length), and
@@ -214,8 +226,21 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 		return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, path)
 	}
 
+	// A call waits a little for a slot (it holds no buffer while it
+	// waits), then is turned away.
+	wait := time.NewTimer(b.vaultPathSlotWait)
+	defer wait.Stop()
+	select {
+	case b.vaultPathSlots <- struct{}{}:
+		defer func() { <-b.vaultPathSlots }()
+	case <-wait.C:
+		return nil, logical.CodedError(http.StatusServiceUnavailable, fmt.Sprintf(
+			"this org already has %d calls in flight through the Vault path: retry, or call through the portal's edge, which has no such limit", vaultPathConcurrent))
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	out, err := b.brokerCall(ctx, req.Storage, cfg, svc, c, brokerRequest{
-		method: method, path: path, header: header, body: body,
+		method: method, path: path, header: header, body: body, maxAnswer: vaultPathMaxAnswer,
 	})
 	if err != nil {
 		return brokerResult(err)
