@@ -145,16 +145,20 @@ func (s *Server) handleOAuthCallback(w http.ResponseWriter, r *http.Request) {
 	state := q.Get("state")
 	sess := s.readSession(r)
 	var pc pendingConnect
-	ok := false
+	why := stateUnknown
 	if sess != nil && state != "" {
-		pc, ok = sess.takePending(state, s.now())
+		pc, why = sess.takePendingWhy(state, s.now())
 	}
-	if !ok {
+	if why != "" {
 		s.metrics.connects.WithLabelValues("refused").Inc()
-		s.logger.Warn("oauth callback refused: no pending connect for this session", "signed_in", sess != nil)
-		s.renderError(w, r, http.StatusBadRequest,
-			"This connection was not started in your current session, or it took too long. "+
-				"Open the credential in the portal and connect again.")
+		s.logger.Warn("oauth callback refused", "signed_in", sess != nil, "reason", why)
+		if sess != nil && why != stateUnknown {
+			// The state is used up (or known used): remember that.
+			if err := s.writeSession(w, r, sess); err != nil {
+				s.logger.Error("writing session", "error", err)
+			}
+		}
+		s.renderError(w, r, http.StatusBadRequest, callbackRefusal(sess != nil, state != "", why))
 		return
 	}
 	// The pending connect is used up whatever happens next.
@@ -219,4 +223,20 @@ func receiptText(d map[string]any) string {
 		parts = append(parts, s+".")
 	}
 	return strings.Join(parts, " ")
+}
+
+// callbackRefusal says exactly why a callback was refused, as the engine
+// says it to the CLI.
+func callbackRefusal(signedIn, hasState bool, why string) string {
+	switch {
+	case !signedIn:
+		return "You are not signed in to the portal in this browser, so this answer from the provider cannot be matched to a connect you started. Sign in, open the credential and connect again."
+	case !hasState:
+		return "The provider's answer carries no state, so it cannot be matched to a connect you started. Open the credential and connect again."
+	case why == stateUsed:
+		return "This state was already used: the connect it belongs to is finished. Open the credential to see it, or connect again."
+	case why == stateExpired:
+		return "This connect took longer than it may (10 minutes), so its state has expired. Open the credential and connect again."
+	}
+	return "This state does not match a connect started in this session: it was started in another browser or session, or by someone else. Open the credential and connect again."
 }

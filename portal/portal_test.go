@@ -85,9 +85,11 @@ func TestHandlersWithoutVault(t *testing.T) {
 		{name: "same-origin browser post passes the check", method: "POST", target: "/signout", session: live,
 			headers: map[string]string{"Sec-Fetch-Site": "same-origin"}, wantStatus: 303, wantLocation: "/signin", vaultCalls: 1},
 		{name: "callback without a session is refused before Vault", method: "GET",
-			target: "/oauth/callback?code=c&state=state-of-this-session", wantStatus: 400, wantBody: "not started in your current session"},
+			target: "/oauth/callback?code=c&state=state-of-this-session", wantStatus: 400, wantBody: "not signed in to the portal in this browser"},
 		{name: "callback with another session's state is refused before Vault", method: "GET",
-			target: "/oauth/callback?code=c&state=someone-elses-state", session: live, wantStatus: 400},
+			target: "/oauth/callback?code=c&state=someone-elses-state", session: live, wantStatus: 400, wantBody: "does not match a connect started in this session"},
+		{name: "callback without a state says so", method: "GET",
+			target: "/oauth/callback?code=c", session: live, wantStatus: 400, wantBody: "carries no state"},
 		{name: "callback without state is refused", method: "GET", target: "/oauth/callback?code=c", session: live, wantStatus: 400},
 		{name: "provider error on a pending connect goes back to the credential", method: "GET",
 			target: "/oauth/callback?error=access_denied&state=state-of-this-session", session: live,
@@ -233,6 +235,29 @@ func TestExpiredSessionIsSignedOut(t *testing.T) {
 	s.ServeHTTP(rec, req)
 	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(rec.Header().Get("Location"), "/signin") || calls.Load() != 0 {
 		t.Errorf("expired session: status %d, location %q, vault calls %d", rec.Code, rec.Header().Get("Location"), calls.Load())
+	}
+}
+
+// TestTakePendingSaysWhy: each refused state is told apart, as the
+// engine tells them apart for the CLI.
+func TestTakePendingSaysWhy(t *testing.T) {
+	now := time.Now()
+	sess := &session{Pending: []pendingConnect{
+		{Org: "a", Cred: "x", State: "s1", Expires: now.Add(time.Minute).Unix()},
+		{Org: "a", Cred: "y", State: "s2", Expires: now.Add(-time.Minute).Unix()},
+	}}
+	for _, tc := range []struct{ state, why string }{
+		{"nope", stateUnknown}, {"s2", stateExpired}, {"s1", ""}, {"s1", stateUsed}, {"s2", stateUsed},
+	} {
+		if _, why := sess.takePendingWhy(tc.state, now); why != tc.why {
+			t.Errorf("%s: %q, want %q", tc.state, why, tc.why)
+		}
+	}
+	for _, why := range []string{stateUnknown, stateExpired, stateUsed} {
+		if msg := callbackRefusal(true, true, why); !strings.Contains(msg, map[string]string{
+			stateUnknown: "does not match", stateExpired: "expired", stateUsed: "already used"}[why]) {
+			t.Errorf("%s: %s", why, msg)
+		}
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +44,24 @@ type session struct {
 	// Pending are OAuth connects this session started and whose callback
 	// it awaits; a callback whose state is not here is refused.
 	Pending []pendingConnect `json:"p,omitempty"`
+	// Used names (by a short hash) the last few states whose callback
+	// came, so that a second callback is told it came twice.
+	Used []string `json:"x,omitempty"`
+}
+
+// maxUsedStates bounds Used: the cookie stays small.
+const maxUsedStates = 4
+
+// Why a callback's state was refused.
+const (
+	stateUnknown = "unknown"
+	stateExpired = "expired"
+	stateUsed    = "used"
+)
+
+func stateHash(state string) string {
+	sum := sha256.Sum256([]byte(state))
+	return hex.EncodeToString(sum[:6])
 }
 
 // pendingConnect binds one OAuth connect to the session that started it.
@@ -175,13 +195,32 @@ func (s *Server) clearSession(w http.ResponseWriter, r *http.Request) {
 // takePending removes and returns the session's pending connect with
 // state, if any; states are compared in constant time.
 func (sess *session) takePending(state string, now time.Time) (pendingConnect, bool) {
+	p, why := sess.takePendingWhy(state, now)
+	return p, why == ""
+}
+
+// takePendingWhy is takePending that says why a state was refused:
+// stateUnknown, stateExpired or stateUsed.
+func (sess *session) takePendingWhy(state string, now time.Time) (pendingConnect, string) {
 	for i, p := range sess.Pending {
 		if subtle.ConstantTimeCompare([]byte(p.State), []byte(state)) == 1 {
 			sess.Pending = append(sess.Pending[:i], sess.Pending[i+1:]...)
-			return p, p.Expires > now.Unix()
+			sess.Used = append(sess.Used, stateHash(state))
+			if len(sess.Used) > maxUsedStates {
+				sess.Used = sess.Used[len(sess.Used)-maxUsedStates:]
+			}
+			if p.Expires <= now.Unix() {
+				return p, stateExpired
+			}
+			return p, ""
 		}
 	}
-	return pendingConnect{}, false
+	for _, h := range sess.Used {
+		if h == stateHash(state) {
+			return pendingConnect{}, stateUsed
+		}
+	}
+	return pendingConnect{}, stateUnknown
 }
 
 // setFlash leaves a message for the next page the person sees.

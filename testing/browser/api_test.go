@@ -202,7 +202,7 @@ func TestCallbackBoundToSession(t *testing.T) {
 		return resp, string(b)
 	}
 	resp, body := get(other)
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "not started in your current session") {
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "does not match a connect started in this session") {
 		t.Fatalf("another session's callback answered %d: %.200s", resp.StatusCode, body)
 	}
 	resp, _ = get(http.DefaultClient)
