@@ -2,6 +2,10 @@ package portal
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -520,5 +524,77 @@ func TestMetricsLabelsAreBounded(t *testing.T) {
 	body := rec.Body.String()
 	if strings.Contains(body, "XAAAA") || !strings.Contains(body, `method="other"`) || len(body) > 64<<10 {
 		t.Fatalf("/metrics is %d bytes; made-up methods labelled: %v", len(body), strings.Contains(body, "XAAAA"))
+	}
+}
+
+// TestSessionKeyRotation: a new key seals at once while values sealed with
+// the old one still open, so rotating signs no one out; a key taken out of
+// the ring opens nothing any more.
+func TestSessionKeyRotation(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	before, err := newKeyRing([]SessionKey{{Key: oldKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedOld, _ := before.seal(sessionCookie, &session{User: "alice"})
+	during, err := newKeyRing([]SessionKey{{ID: "k2", Key: newKey}, {Key: oldKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got session
+	if err := during.open(sessionCookie, sealedOld, &got); err != nil || got.User != "alice" {
+		t.Fatalf("a session sealed with the old key: %v", err)
+	}
+	sealedNew, _ := during.seal(sessionCookie, &session{User: "bob"})
+	after, _ := newKeyRing([]SessionKey{{ID: "k2", Key: newKey}})
+	if err := after.open(sessionCookie, sealedNew, &got); err != nil || got.User != "bob" {
+		t.Fatalf("the new key does not open what it sealed: %v", err)
+	}
+	if err := after.open(sessionCookie, sealedOld, &got); err == nil {
+		t.Fatal("a key taken out of the ring still opens its values")
+	}
+	// Values of the first format, before keys had ids, still open.
+	block, _ := aes.NewCipher(oldKey)
+	aead, _ := cipher.NewGCM(block)
+	nonce := make([]byte, aead.NonceSize())
+	plain, _ := json.Marshal(&session{User: "carol"})
+	v1 := base64.RawURLEncoding.EncodeToString(aead.Seal(append([]byte{sealVersionNoID}, nonce...), nonce, plain, []byte(sessionCookie)))
+	if err := during.open(sessionCookie, v1, &got); err != nil || got.User != "carol" {
+		t.Fatalf("a value of the first format: %v", err)
+	}
+	if _, err := newKeyRing([]SessionKey{{ID: "a", Key: oldKey}, {ID: "a", Key: newKey}}); err == nil {
+		t.Fatal("two keys with one id were accepted")
+	}
+}
+
+// TestHostPrefixedCookiesUnderTLS: behind https the session and flash
+// cookies carry the __Host- prefix (Secure, Path=/, no Domain), so a
+// sibling subdomain cannot plant one; over plain http they keep their
+// names.
+func TestHostPrefixedCookiesUnderTLS(t *testing.T) {
+	for _, tc := range []struct{ public, want string }{
+		{"https://portal.example", "__Host-portal_session"},
+		{"http://portal.test", "portal_session"},
+	} {
+		s, err := NewServer(Config{VaultAddr: "http://127.0.0.1:1", PublicURL: tc.public, SessionKey: bytes.Repeat([]byte{7}, 32),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		if err := s.writeSession(rec, req, &session{Token: "hvs.test", User: "alice", Expires: time.Now().Add(time.Hour).Unix()}); err != nil {
+			t.Fatal(err)
+		}
+		cookies := rec.Result().Cookies()
+		if len(cookies) != 1 || cookies[0].Name != tc.want || cookies[0].Path != "/" || cookies[0].Domain != "" ||
+			cookies[0].Secure != strings.HasPrefix(tc.public, "https") {
+			t.Fatalf("%s: cookies %+v", tc.public, cookies)
+		}
+		back := httptest.NewRequest(http.MethodGet, "/", nil)
+		back.AddCookie(cookies[0])
+		if got := s.readSession(back); got == nil || got.User != "alice" {
+			t.Errorf("%s: the session does not read back", tc.public)
+		}
 	}
 }

@@ -38,9 +38,13 @@ type Config struct {
 	// on Secure cookies. Default: http:// and the listen address.
 	PublicURL string
 	// SessionKey seals session cookies: 32 bytes, the same on every
-	// instance behind one load balancer. Empty: a random key, so sessions
-	// end with the process.
+	// instance behind one load balancer. Empty (and no SessionKeys): a
+	// random key, so sessions end with the process.
 	SessionKey []byte
+	// SessionKeys, when set, is a ring of keys instead: the first seals,
+	// all open, so a new key rolls out without signing anyone out
+	// (PORTAL_SESSION_KEYS).
+	SessionKeys []SessionKey
 	// TrustedOrigins may post forms besides the portal's own origin, e.g.
 	// the public origin of a proxy that rewrites Host.
 	TrustedOrigins []string
@@ -81,15 +85,19 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	key := cfg.SessionKey
-	if len(key) == 0 {
-		key = make([]byte, sessionKeyLen)
+	ring := cfg.SessionKeys
+	if len(ring) == 0 && len(cfg.SessionKey) > 0 {
+		ring = []SessionKey{{Key: cfg.SessionKey}}
+	}
+	if len(ring) == 0 {
+		key := make([]byte, sessionKeyLen)
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("portal: session key: %w", err)
 		}
+		ring = []SessionKey{{Key: key}}
 		cfg.Logger.Warn("no session key configured: using a random one, so sessions end when this process does and other instances cannot read them")
 	}
-	sealer, err := newSealer(key)
+	sealer, err := newKeyRing(ring)
 	if err != nil {
 		return nil, err
 	}

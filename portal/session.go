@@ -26,8 +26,9 @@ const (
 	// which keeps the cookie small.
 	maxPending = 4
 	// sealVersion is the first byte of every sealed value, so the format can
-	// change without misreading old cookies.
-	sealVersion = 1
+	// change without misreading old cookies: 2 names its key, 1 did not.
+	sealVersion     = 2
+	sealVersionNoID = 1
 )
 
 // session is what a signed-in person's cookie holds, sealed: nothing in it
@@ -82,52 +83,119 @@ type flash struct {
 // cookie's name is bound in as additional data, so a value sealed for one
 // cookie is refused as another.
 type sealer struct {
+	// keys seal with the first and open with any.
+	keys []sealKey
+}
+
+type sealKey struct {
+	id   string
 	aead cipher.AEAD
 }
 
-func newSealer(key []byte) (*sealer, error) {
-	if len(key) != sessionKeyLen {
-		return nil, fmt.Errorf("portal: session key must be %d bytes, not %d", sessionKeyLen, len(key))
+func newSealer(keys ...[]byte) (*sealer, error) {
+	ring := make([]SessionKey, len(keys))
+	for i, k := range keys {
+		ring[i] = SessionKey{Key: k}
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("portal: session key: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("portal: session key: %w", err)
-	}
-	return &sealer{aead: aead}, nil
+	return newKeyRing(ring)
 }
 
+// SessionKey is one key of the ring that seals session cookies. ID names
+// it in every value it seals, so that values sealed with older keys still
+// open while a new key is rolled out; empty, it is derived from the key.
+type SessionKey struct {
+	ID  string
+	Key []byte
+}
+
+// sessionKeyID derives a key's id from the key, so that ids never collide
+// by accident and need not be configured.
+func sessionKeyID(key []byte) string {
+	sum := sha256.Sum256(append([]byte("portal session key id\x00"), key...))
+	return hex.EncodeToString(sum[:4])
+}
+
+// newKeyRing seals with the first key and opens with any.
+func newKeyRing(keys []SessionKey) (*sealer, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("portal: no session key")
+	}
+	s := &sealer{}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if len(k.Key) != sessionKeyLen {
+			return nil, fmt.Errorf("portal: session key must be %d bytes, not %d", sessionKeyLen, len(k.Key))
+		}
+		id := k.ID
+		if id == "" {
+			id = sessionKeyID(k.Key)
+		}
+		if len(id) > 32 || seen[id] {
+			return nil, fmt.Errorf("portal: session key id %q is too long or used twice", id)
+		}
+		seen[id] = true
+		block, err := aes.NewCipher(k.Key)
+		if err != nil {
+			return nil, fmt.Errorf("portal: session key: %w", err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("portal: session key: %w", err)
+		}
+		s.keys = append(s.keys, sealKey{id: id, aead: aead})
+	}
+	return s, nil
+}
+
+// seal seals v with the newest key: version, key id, nonce, ciphertext.
 func (s *sealer) seal(name string, v any) (string, error) {
 	plain, err := json.Marshal(v)
 	if err != nil {
 		return "", fmt.Errorf("encoding %s: %w", name, err)
 	}
-	nonce := make([]byte, s.aead.NonceSize())
+	k := s.keys[0]
+	nonce := make([]byte, k.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return "", fmt.Errorf("sealing %s: %w", name, err)
 	}
-	out := append([]byte{sealVersion}, nonce...)
-	out = s.aead.Seal(out, nonce, plain, []byte(name))
+	out := append([]byte{sealVersion, byte(len(k.id))}, k.id...)
+	out = append(out, nonce...)
+	out = k.aead.Seal(out, nonce, plain, []byte(name))
 	clear(plain)
 	return base64.RawURLEncoding.EncodeToString(out), nil
 }
 
 var errBadSeal = errors.New("sealed value is invalid")
 
+// open opens a value sealed with any key of the ring; values of the first
+// format (no key id) are tried with each key.
 func (s *sealer) open(name, value string, v any) error {
 	raw, err := base64.RawURLEncoding.DecodeString(value)
-	if err != nil {
+	if err != nil || len(raw) < 2 {
 		return errBadSeal
 	}
-	ns := s.aead.NonceSize()
-	if len(raw) < 1+ns+s.aead.Overhead() || raw[0] != sealVersion {
-		return errBadSeal
+	var plain []byte
+	switch raw[0] {
+	case sealVersion:
+		n := int(raw[1])
+		if len(raw) < 2+n {
+			return errBadSeal
+		}
+		id, rest := string(raw[2:2+n]), raw[2+n:]
+		for _, k := range s.keys {
+			if k.id == id {
+				plain, err = openWith(k.aead, name, rest)
+				break
+			}
+		}
+	case sealVersionNoID:
+		for _, k := range s.keys {
+			if plain, err = openWith(k.aead, name, raw[1:]); err == nil {
+				break
+			}
+		}
 	}
-	plain, err := s.aead.Open(nil, raw[1:1+ns], raw[1+ns:], []byte(name))
-	if err != nil {
+	if plain == nil || err != nil {
 		return errBadSeal
 	}
 	defer clear(plain)
@@ -137,9 +205,29 @@ func (s *sealer) open(name, value string, v any) error {
 	return nil
 }
 
+func openWith(aead cipher.AEAD, name string, raw []byte) ([]byte, error) {
+	ns := aead.NonceSize()
+	if len(raw) < ns+aead.Overhead() {
+		return nil, errBadSeal
+	}
+	return aead.Open(nil, raw[:ns], raw[ns:], []byte(name))
+}
+
+// cookieName is the name a cookie goes by: under TLS with the __Host-
+// prefix, which browsers accept only from a secure origin, for the whole
+// host (Path=/, no Domain), so that a sibling subdomain or a plain-http
+// page cannot plant or overwrite it. The sealed value is bound to the
+// base name either way.
+func (s *Server) cookieName(r *http.Request, base string) string {
+	if s.secureCookies(r) {
+		return "__Host-" + base
+	}
+	return base
+}
+
 // readSession returns the request's valid session, or nil.
 func (s *Server) readSession(r *http.Request) *session {
-	c, err := r.Cookie(sessionCookie)
+	c, err := r.Cookie(s.cookieName(r, sessionCookie))
 	if err != nil {
 		return nil
 	}
@@ -173,7 +261,7 @@ func (s *Server) writeSession(w http.ResponseWriter, r *http.Request, sess *sess
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name:     sessionCookie,
+		Name:     s.cookieName(r, sessionCookie),
 		Value:    value,
 		Path:     "/",
 		Expires:  time.Unix(sess.Expires, 0),
@@ -187,7 +275,7 @@ func (s *Server) writeSession(w http.ResponseWriter, r *http.Request, sess *sess
 
 func (s *Server) clearSession(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
-		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
+		Name: s.cookieName(r, sessionCookie), Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode,
 	})
 }
@@ -231,19 +319,19 @@ func (s *Server) setFlash(w http.ResponseWriter, r *http.Request, kind, msg stri
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: flashCookie, Value: value, Path: "/", MaxAge: 60,
+		Name: s.cookieName(r, flashCookie), Value: value, Path: "/", MaxAge: 60,
 		HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode,
 	})
 }
 
 // takeFlash returns the pending message, if any, and clears it.
 func (s *Server) takeFlash(w http.ResponseWriter, r *http.Request) *flash {
-	c, err := r.Cookie(flashCookie)
+	c, err := r.Cookie(s.cookieName(r, flashCookie))
 	if err != nil {
 		return nil
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: flashCookie, Value: "", Path: "/", MaxAge: -1,
+		Name: s.cookieName(r, flashCookie), Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode,
 	})
 	f := new(flash)

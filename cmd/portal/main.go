@@ -52,6 +52,8 @@ const usage = `usage:
 Vault is found through VAULT_ADDR; operator commands use VAULT_TOKEN.
 PORTAL_SESSION_KEY (base64 of 32 random bytes, from "portal session-key") seals
 session cookies; every instance behind one load balancer needs the same key.
+PORTAL_SESSION_KEYS rotates them: comma-separated keys (each optionally
+<id>:<key>), newest first; the newest seals, all open.
 PORTAL_EDGE_KEY (from "portal edge-key") opens the injections the engine seals
 for the broker; register the plugin with the printed CREDENTIALS_EDGE_KEYS.`
 
@@ -105,12 +107,9 @@ func serve(ctx context.Context, args []string) error {
 	if vaultAddr == "" {
 		return errors.New("VAULT_ADDR must name the Vault server")
 	}
-	var sessionKey []byte
-	if raw := os.Getenv("PORTAL_SESSION_KEY"); raw != "" {
-		var err error
-		if sessionKey, err = base64.StdEncoding.DecodeString(raw); err != nil || len(sessionKey) != 32 {
-			return errors.New("PORTAL_SESSION_KEY must be base64 of 32 bytes (make one with `portal session-key`)")
-		}
+	sessionKeys, err := sessionKeysFromEnv()
+	if err != nil {
+		return err
 	}
 	var edgeKey *egress.EdgePrivateKey
 	if raw := os.Getenv(egress.EdgeKeyEnv); raw != "" {
@@ -125,7 +124,7 @@ func serve(ctx context.Context, args []string) error {
 		Addr:       *addr,
 		VaultAddr:  vaultAddr,
 		PublicURL:  *publicURL,
-		SessionKey: sessionKey,
+		SessionKeys: sessionKeys,
 		EdgeKey:    edgeKey,
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
@@ -148,6 +147,33 @@ func serve(ctx context.Context, args []string) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutdownCtx)
+}
+
+// sessionKeysFromEnv reads PORTAL_SESSION_KEYS, comma-separated keys
+// (each base64 of 32 bytes, optionally "<id>:" before it), newest first:
+// the newest seals, all open. PORTAL_SESSION_KEY is the one-key form.
+func sessionKeysFromEnv() ([]portal.SessionKey, error) {
+	list := os.Getenv("PORTAL_SESSION_KEYS")
+	if list == "" {
+		list = os.Getenv("PORTAL_SESSION_KEY")
+	}
+	var keys []portal.SessionKey
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		id, b64, found := strings.Cut(item, ":")
+		if !found {
+			id, b64 = "", item
+		}
+		key, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil || len(key) != 32 {
+			return nil, errors.New("PORTAL_SESSION_KEYS: each key must be base64 of 32 bytes, optionally as <id>:<key> (make one with `portal session-key`)")
+		}
+		keys = append(keys, portal.SessionKey{ID: id, Key: key})
+	}
+	return keys, nil
 }
 
 func operatorClient() (*api.Client, error) {
