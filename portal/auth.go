@@ -150,14 +150,21 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "error", "Choose how to sign in.")
 		return
 	}
-	keys := []string{"ip:" + clientIP(r)}
-	if method == "userpass" {
-		keys = append(keys, "user:"+strings.ToLower(username))
-	}
-	if ok, wait := s.signIns.allow(s.now(), keys...); !ok {
+	addr := clientIP(r, s.cfg.TrustedProxies)
+	if ok, wait := s.signIns.allow(s.now(), "ip:"+addr); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-		refuse(http.StatusTooManyRequests, "limited", "Too many sign-in attempts. Wait a minute and try again.")
+		refuse(http.StatusTooManyRequests, "limited", "Too many sign-in attempts from your address. Wait a minute and try again.")
 		return
+	}
+	failKey := "fail:" + strings.ToLower(username) + "|" + addr
+	if method == "userpass" {
+		if ok, wait := s.signInFailures.ready(s.now(), failKey); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+			refuse(http.StatusTooManyRequests, "limited", fmt.Sprintf(
+				"Too many wrong passwords for %s from your address: wait %s and try again. Other addresses are not affected.",
+				username, wait.Round(time.Minute)+time.Minute))
+			return
+		}
 	}
 
 	var (
@@ -174,7 +181,16 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	case "token":
 		sess, err = s.loginToken(r.Context(), strings.TrimSpace(r.PostForm.Get("token")))
 	}
+	if errors.Is(err, errLockedOut) {
+		refuse(http.StatusForbidden, "locked", fmt.Sprintf(
+			"This account is locked after too many wrong passwords from several places. It unlocks by itself within %s; an operator can unlock it now.",
+			provision.UserLockoutDuration))
+		return
+	}
 	if err != nil {
+		if method == "userpass" && errors.Is(err, errBadCredentials) {
+			s.signInFailures.spend(s.now(), failKey)
+		}
 		status, _ := vaultError(err)
 		if status >= 500 && !errors.Is(err, errBadCredentials) {
 			s.logger.Error("sign-in failed", "method", method, "error", err)
@@ -198,7 +214,10 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, page.Next, http.StatusSeeOther)
 }
 
-var errBadCredentials = errors.New("wrong credentials")
+var (
+	errBadCredentials = errors.New("wrong credentials")
+	errLockedOut      = errors.New("locked out")
+)
 
 func (s *Server) loginUserpass(ctx context.Context, username, password string) (*session, error) {
 	if password == "" {
@@ -211,6 +230,11 @@ func (s *Server) loginUserpass(ctx context.Context, username, password string) (
 	sec, err := v.c.Logical().WriteWithContext(ctx, "auth/userpass/login/"+username, map[string]any{"password": password})
 	if err != nil {
 		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
+			// A login path needs no token: Vault denies it only while the
+			// user is locked out (a wrong password is a 400).
+			return nil, errLockedOut
+		}
 		if errors.As(err, &re) && re.StatusCode < 500 {
 			return nil, errBadCredentials
 		}

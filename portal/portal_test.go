@@ -6,10 +6,12 @@ import (
 	"crypto/cipher"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/clankteam/credentials/portal/provision"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -322,16 +324,76 @@ func TestSignInRateLimited(t *testing.T) {
 	}
 }
 
-func TestRateLimiterPerUser(t *testing.T) {
-	l := newRateLimiter(signInRate, 3)
-	now := time.Now()
-	for i := 0; i < 3; i++ {
-		if ok, _ := l.allow(now, "ip:"+string(rune('a'+i)), "user:alice"); !ok {
-			t.Fatalf("attempt %d refused", i)
+// TestSignInFailuresPerAccountAndAddress: wrong passwords are counted per
+// account and client address, below Vault's lockout threshold, so one
+// address cannot lock a person out; the person at another address signs
+// in. Behind a trusted proxy the address is the forwarded one; anyone
+// else's X-Forwarded-For is ignored. A locked account is told so.
+func TestSignInFailuresPerAccountAndAddress(t *testing.T) {
+	var locked atomic.Bool
+	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case locked.Load():
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte(`{"errors":["permission denied"]}`))
+		case strings.Contains(r.URL.Path, "/login/alice"):
+			body, _ := io.ReadAll(r.Body)
+			if strings.Contains(string(body), "right-password") {
+				_, _ = w.Write([]byte(`{"auth":{"client_token":"hvs.alice","lease_duration":3600}}`))
+				return
+			}
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"errors":["invalid username or password"]}`))
+		default:
+			w.WriteHeader(http.StatusBadRequest)
+		}
+	}))
+	t.Cleanup(vault.Close)
+	s, err := NewServer(Config{VaultAddr: vault.URL, PublicURL: "http://portal.test", SessionKey: bytes.Repeat([]byte{7}, 32),
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempt := func(remote, forwarded, password string) *httptest.ResponseRecorder {
+		body := url.Values{"method": {"userpass"}, "username": {"alice"}, "password": {password}}.Encode()
+		req := httptest.NewRequest("POST", "http://portal.test/signin", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.RemoteAddr = remote + ":1234"
+		if forwarded != "" {
+			req.Header.Set("X-Forwarded-For", forwarded)
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		return rec
+	}
+	for i := 0; i < signInFailuresPerAddress; i++ {
+		if rec := attempt("10.0.0.1", "198.51.100.7", "wrong"); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d", i+1, rec.Code)
 		}
 	}
-	if ok, wait := l.allow(now, "ip:z", "user:alice"); ok || wait <= 0 {
-		t.Error("a fourth attempt on one user from a new address was allowed")
+	rec := attempt("10.0.0.1", "198.51.100.7", "right-password")
+	if rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "from your address") {
+		t.Fatalf("after %d failures from one address: %d", signInFailuresPerAddress, rec.Code)
+	}
+	if signInFailuresPerAddress >= provision.UserLockoutThreshold {
+		t.Fatalf("one address may fail %d times, Vault locks at %d", signInFailuresPerAddress, provision.UserLockoutThreshold)
+	}
+	// The person, at another address behind the same proxy, signs in.
+	if rec := attempt("10.0.0.1", "203.0.113.9", "right-password"); rec.Code != http.StatusSeeOther {
+		t.Errorf("alice from another address: %d", rec.Code)
+	}
+	// A forwarded header from an untrusted peer changes nothing.
+	for i := 0; i < signInFailuresPerAddress; i++ {
+		attempt("192.0.2.5", "203.0.113.1", "wrong")
+	}
+	if rec := attempt("192.0.2.5", "203.0.113.2", "right-password"); rec.Code != http.StatusTooManyRequests {
+		t.Errorf("an untrusted X-Forwarded-For moved the address: %d", rec.Code)
+	}
+	locked.Store(true)
+	if rec := attempt("10.0.0.1", "203.0.113.50", "right-password"); rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "locked") {
+		t.Errorf("locked account: %d %.200s", rec.Code, rec.Body.String())
 	}
 }
 

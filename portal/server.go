@@ -14,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/portal/provision"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -48,6 +50,9 @@ type Config struct {
 	// TrustedOrigins may post forms besides the portal's own origin, e.g.
 	// the public origin of a proxy that rewrites Host.
 	TrustedOrigins []string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client address (for the sign-in limits); nobody else's is read.
+	TrustedProxies []netip.Prefix
 	// SignInsPerMinute bounds sign-in attempts per client address and per
 	// user name (default 10).
 	SignInsPerMinute int
@@ -71,8 +76,10 @@ type Server struct {
 	sessions  *sealer
 	pages     *pages
 	signIns   *rateLimiter
-	metrics   *metrics
-	publicURL *url.URL
+	// signInFailures counts wrong passwords per account and address.
+	signInFailures *rateLimiter
+	metrics        *metrics
+	publicURL      *url.URL
 	// now is the clock; tests move it.
 	now func() time.Time
 }
@@ -115,8 +122,10 @@ func NewServer(cfg Config) (*Server, error) {
 		vaultBase: base,
 		sessions:  sealer,
 		signIns:   newRateLimiter(signInRate, signInBurst),
-		metrics:   newMetrics(),
-		now:       time.Now,
+		signInFailures: newRateLimiter(rate.Limit(float64(signInFailuresPerAddress)/provision.UserLockoutDuration.Seconds()),
+			signInFailuresPerAddress),
+		metrics: newMetrics(),
+		now:     time.Now,
 	}
 	if n := cfg.SignInsPerMinute; n > 0 {
 		s.signIns = newRateLimiter(rate.Limit(float64(n)/60), n)

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,7 +41,7 @@ import (
 )
 
 const usage = `usage:
-  portal serve [-addr 127.0.0.1:8080] [-public-url https://portal.example.com]
+  portal serve [-addr 127.0.0.1:8080] [-public-url https://portal.example.com] [-trusted-proxies 10.0.0.0/8]
   portal session-key
   portal edge-key
   portal org create <org>
@@ -100,6 +101,7 @@ func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	publicURL := fs.String("public-url", "", "where people reach the portal, e.g. https://portal.example.com (default: http:// and the listen address)")
+	trusted := fs.String("trusted-proxies", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client address (for sign-in limits)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -111,6 +113,17 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var trustedProxies []netip.Prefix
+	for _, item := range strings.Split(*trusted, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return fmt.Errorf("-trusted-proxies: %q is not a CIDR", item)
+		}
+		trustedProxies = append(trustedProxies, p)
+	}
 	var edgeKey *egress.EdgePrivateKey
 	if raw := os.Getenv(egress.EdgeKeyEnv); raw != "" {
 		var err error
@@ -121,12 +134,13 @@ func serve(ctx context.Context, args []string) error {
 		slog.Warn("no " + egress.EdgeKeyEnv + ": the broker edge refuses every call until the operator sets it")
 	}
 	srv, err := portal.NewServer(portal.Config{
-		Addr:       *addr,
-		VaultAddr:  vaultAddr,
-		PublicURL:  *publicURL,
-		SessionKeys: sessionKeys,
-		EdgeKey:    edgeKey,
-		Logger:     slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Addr:           *addr,
+		VaultAddr:      vaultAddr,
+		PublicURL:      *publicURL,
+		SessionKeys:    sessionKeys,
+		TrustedProxies: trustedProxies,
+		EdgeKey:        edgeKey,
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
 		return err

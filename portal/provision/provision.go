@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 )
@@ -115,7 +116,35 @@ func CreateOrg(ctx context.Context, c *api.Client, org string) error {
 	if err := writeAgentsPolicy(ctx, c, org); err != nil {
 		return err
 	}
-	return ensureAuth(ctx, c, "userpass")
+	if err := ensureAuth(ctx, c, "userpass"); err != nil {
+		return err
+	}
+	return setUserLockout(ctx, c)
+}
+
+// Vault's lockout of a userpass login after failed passwords, set
+// deliberately rather than left at Vault's default (5 failures, 15
+// minutes): the portal lets one client address fail only
+// SignInFailuresPerAddress times per account in that window, so no single
+// address reaches the threshold and locks a person out for everyone.
+const (
+	UserLockoutThreshold = 10
+	UserLockoutDuration  = 15 * time.Minute
+)
+
+// setUserLockout writes the lockout settings on the userpass mount.
+func setUserLockout(ctx context.Context, c *api.Client) error {
+	_, err := c.Logical().WriteWithContext(ctx, "sys/auth/userpass/tune", map[string]interface{}{
+		"user_lockout_config": map[string]interface{}{
+			"lockout_threshold":              UserLockoutThreshold,
+			"lockout_duration":               UserLockoutDuration.String(),
+			"lockout_counter_reset_duration": UserLockoutDuration.String(),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("setting the userpass lockout: %w", err)
+	}
+	return nil
 }
 
 func ensureMount(ctx context.Context, c *api.Client, org string) error {
