@@ -2,7 +2,11 @@ package credentials
 
 import (
 	"context"
+	"errors"
 	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -92,4 +96,48 @@ func mustOK(tb testing.TB, resp *logical.Response) *logical.Response {
 		tb.Fatalf("unexpected error response: %v", resp.Error())
 	}
 	return resp
+}
+
+// TestSecretsAreSealWrappedAndProviderWritesForwarded: every storage
+// prefix holding secrets is seal-wrapped where Vault supports it, and every
+// write that may call a provider is forwarded from a performance standby,
+// which could not store the provider's answer (a spent single-use refresh
+// token would be lost).
+func TestSecretsAreSealWrappedAndProviderWritesForwarded(t *testing.T) {
+	b, _, _ := getTestBackend(t)
+	wrapped := strings.Join(b.PathsSpecial.SealWrapStorage, " ")
+	for _, prefix := range []string{"config", credStoragePrefix, appStoragePrefix, pendingConnectPrefix} {
+		if !strings.Contains(wrapped, prefix) {
+			t.Errorf("%s is not seal-wrapped (%s)", prefix, wrapped)
+		}
+	}
+	forwarded := map[string]bool{}
+	for _, p := range b.Paths {
+		for op, h := range p.Operations {
+			if po, ok := h.(*framework.PathOperation); ok && po.ForwardPerformanceStandby {
+				forwarded[p.Pattern+" "+string(op)] = true
+			}
+		}
+	}
+	for _, want := range []string{"connect", "callback", "disconnect", "refresh", "verify", "proxy/"} {
+		found := false
+		for k := range forwarded {
+			if strings.Contains(k, want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no forwarded write for %s", want)
+		}
+	}
+	// A node that cannot store an answer asks no provider: Vault forwards
+	// what fails with ErrReadOnly.
+	sys, ok := b.System().(*logical.StaticSystemView)
+	if !ok {
+		t.Fatalf("system view %T", b.System())
+	}
+	sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	if r := b.refreshShared(context.Background(), &logical.InmemStorage{}, "x", refreshOnUse); !errors.Is(r.err, logical.ErrReadOnly) {
+		t.Errorf("a refresh on a performance standby: %v", r.err)
+	}
 }

@@ -71,7 +71,12 @@ type credential struct {
 	StateReason string    `json:"state_reason,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
-	LastUsedAt  time.Time `json:"last_used_at,omitzero"`
+	// ID is given at creation and never reused: an agent granted this
+	// credential records its ID, so a credential deleted and created
+	// again under the same name is not the agent's to use. Credentials
+	// from before IDs have none.
+	ID         string    `json:"id,omitempty"`
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
 	// LastUsedBy is the caller (Vault entity or token display name) of the
 	// last use.
 	LastUsedBy string `json:"last_used_by,omitempty"`

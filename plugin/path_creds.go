@@ -237,6 +237,7 @@ func (b *backend) pathCredCreate(ctx context.Context, req *logical.Request, d *f
 		State:     statusActive,
 		CreatedAt: now,
 		UpdatedAt: now,
+		ID:        newCredentialID(),
 	}
 	if msg := b.applyCredFields(ctx, req, d, svc, c, true); msg != "" {
 		return logical.ErrorResponse(msg), nil
@@ -335,6 +336,7 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 		"status_reason": reason,
 		"created_at":    formatTime(c.CreatedAt),
 		"updated_at":    formatTime(c.UpdatedAt),
+		"id":            c.ID,
 		"last_used_at":  formatTime(sum.LastUsedAt),
 		"expires_at":    "",
 		"revision":      c.Revision,

@@ -215,6 +215,9 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 		return nil, logical.CodedError(http.StatusNotFound, "credential "+name+" does not exist")
 	}
 	defer zeroCredentialFile(c)
+	if err := b.checkAgentGrant(req, c); err != nil {
+		return brokerResult(err)
+	}
 	svc, err := b.brokerService(ctx, req.Storage, c.Service)
 	if err != nil {
 		return nil, err

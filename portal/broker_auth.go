@@ -248,8 +248,12 @@ func vaultRefusal(status int, errs []string, call *edgeCall, method string) *egr
 	switch {
 	case status == http.StatusForbidden && slices.Contains(msgs, "invalid token"):
 		return unauthorized("the Vault token is invalid or expired: log in again (auth/approle/login)")
-	case status == http.StatusForbidden:
+	case status == http.StatusForbidden && (msg == "" || msg == "permission denied"):
 		return denied(call, method)
+	case status == http.StatusForbidden:
+		// The engine's own refusal (a credential created again after the
+		// agent was given it) says what to do.
+		return &egress.Error{Status: status, Msg: msg, Permanent: true}
 	case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests:
 		if msg == "" {
 			msg = "Vault is not ready"

@@ -87,8 +87,11 @@ type AgentLogin struct {
 
 // Agent describes an existing agent; nothing in it is secret.
 type Agent struct {
-	Name     string        `json:"name"`
-	Creds    []string      `json:"credentials"`
+	Name  string   `json:"name"`
+	Creds []string `json:"credentials"`
+	// Stale are the credentials it was given that it can no longer use:
+	// deleted, or deleted and created again.
+	Stale    []string      `json:"stale_credentials,omitempty"`
 	Methods  []string      `json:"methods,omitempty"`
 	Paths    []string      `json:"paths,omitempty"`
 	TokenTTL time.Duration `json:"token_ttl"`
@@ -265,6 +268,11 @@ path "sys/auth" {
 path "%[4]s/creds/" {
   capabilities = ["list"]
 }
+# A credential's metadata (never a secret): its ID is recorded with the
+# agent given it.
+path "%[4]s/creds/+" {
+  capabilities = ["read"]
+}
 `, org, p, approleAccessor, MountPath(org))
 }
 
@@ -352,9 +360,13 @@ func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc 
 	}
 	roleID, _ := rid.Data["role_id"].(string)
 
+	ids, err := credentialIDs(ctx, c, org, spec.Creds)
+	if err != nil {
+		return nil, err
+	}
 	entPath := "identity/entity/name/" + name
 	if _, err := c.Logical().WriteWithContext(ctx, entPath, map[string]interface{}{
-		"metadata": map[string]string{"org": org, "agent": spec.Name},
+		"metadata": map[string]string{"org": org, "agent": spec.Name, "credential_ids": ids},
 	}); err != nil {
 		return nil, fmt.Errorf("creating entity %s: %w", name, err)
 	}
@@ -380,6 +392,36 @@ func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc 
 	secretID, _ := sec.Data["secret_id"].(string)
 	accessor, _ := sec.Data["secret_id_accessor"].(string)
 	return &AgentLogin{RoleID: roleID, SecretID: secretID, SecretIDAccessor: accessor}, nil
+}
+
+// credentialIDs records which credential each name is now: "name:id,...",
+// "-" for a name with no credential yet. The engine refuses the agent a
+// credential whose ID differs, so a credential deleted and created again
+// under the same name is not silently the agent's.
+func credentialIDs(ctx context.Context, c *api.Client, org string, creds []string) (string, error) {
+	names := slices.Clone(creds)
+	sort.Strings(names)
+	var parts []string
+	for _, name := range slices.Compact(names) {
+		id, err := credentialID(ctx, c, org, name)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, name+":"+id)
+	}
+	return strings.Join(parts, ","), nil
+}
+
+func credentialID(ctx context.Context, c *api.Client, org, name string) (string, error) {
+	s, err := c.Logical().ReadWithContext(ctx, MountPath(org)+"/creds/"+name)
+	if err != nil {
+		return "", fmt.Errorf("reading credential %s: %w", name, err)
+	}
+	if s == nil {
+		return "-", nil
+	}
+	id, _ := s.Data["id"].(string)
+	return id, nil
 }
 
 func errOrMissing(err error) error {
@@ -518,8 +560,45 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string) (*Agent, e
 	a.Creds = compactSorted(a.Creds)
 	a.Methods = compactSorted(methods)
 	a.Paths = compactSorted(paths)
+	if a.Stale, err = staleCredentials(ctx, c, org, name, a.Creds); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
+
+// staleCredentials compares the IDs the agent's entity recorded with the
+// credentials there are now.
+func staleCredentials(ctx context.Context, c *api.Client, org, entity string, creds []string) ([]string, error) {
+	ent, err := c.Logical().ReadWithContext(ctx, "identity/entity/name/"+entity)
+	if err != nil || ent == nil {
+		return nil, err
+	}
+	md, _ := ent.Data["metadata"].(map[string]interface{})
+	recorded, _ := md["credential_ids"].(string)
+	if recorded == "" {
+		return nil, nil
+	}
+	given := map[string]string{}
+	for _, g := range strings.Split(recorded, ",") {
+		name, id, _ := strings.Cut(g, ":")
+		given[name] = id
+	}
+	var stale []string
+	for _, name := range creds {
+		now, err := credentialID(ctx, c, org, name)
+		if err != nil {
+			return nil, err
+		}
+		if was, ok := given[name]; now == "-" || (ok && was != "" && was != now) {
+			stale = append(stale, name)
+		}
+	}
+	return stale, nil
+}
+
+// IsStale says whether the agent was given credential name but can no
+// longer use it.
+func (a Agent) IsStale(name string) bool { return slices.Contains(a.Stale, name) }
 
 func compactSorted(v []string) []string {
 	sort.Strings(v)

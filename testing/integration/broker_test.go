@@ -463,3 +463,52 @@ func TestBrokerGuardsThroughThePortal(t *testing.T) {
 		}
 	})
 }
+
+// TestRecreatedCredentialIsNotTheAgents: deleting a credential and
+// creating another of the same name does not give the new one to the
+// agents that had the old one (before, their policies silently covered
+// it); the agents list says which credentials an agent can no longer use.
+func TestRecreatedCredentialIsNotTheAgents(t *testing.T) {
+	up := startFake(t)
+	org := brokerOrg(t, "recreated", up)
+	base := startPortal(t)
+	ctx := context.Background()
+	login, err := provision.CreateAgent(ctx, managerClient(t, org), org, provision.AgentSpec{Name: "old-grant", Creds: []string{"key-a", "key-b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := agentLogin(t, login)
+	if _, err := viaVaultCall(token, org, "key-a", "GET", "/v1/balance"); err != nil {
+		t.Fatalf("before: %v", err)
+	}
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	mount := provision.MountPath(org)
+	if _, err := admin.Logical().DeleteWithContext(ctx, mount+"/creds/key-a"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, admin, mount+"/creds/key-a", map[string]interface{}{"type": "api_key", "service": "local", "api_key": brokerKeyA})
+
+	_, err = viaVaultCall(token, org, "key-a", "GET", "/v1/balance")
+	assertStatus(t, err, http.StatusForbidden, "created after agent old-grant was given that name")
+	fresh := agentLogin(t, login) // a new token: nothing held at the edge
+	status, _, body := viaPortal(t, base, fresh, "GET", "/broker/"+org+"/key-a/v1/balance", nil)
+	if status != http.StatusForbidden || !strings.Contains(string(body), "created after agent") {
+		t.Errorf("through the edge: %d %s", status, body)
+	}
+	// The credential it still has is untouched.
+	if _, err := viaVaultCall(token, org, "key-b", "GET", "/v1/echo"); err != nil {
+		t.Errorf("key-b: %v", err)
+	}
+	agents, err := provision.ListAgents(ctx, managerClient(t, org), org)
+	if err != nil || len(agents) != 1 || fmt.Sprint(agents[0].Stale) != "[key-a]" {
+		t.Fatalf("agents = %+v (%v)", agents, err)
+	}
+	// Giving it again (a new agent) restores access.
+	if err := provision.DeleteAgent(ctx, managerClient(t, org), org, "old-grant"); err != nil {
+		t.Fatal(err)
+	}
+	again := newAgent(t, org, provision.AgentSpec{Name: "old-grant", Creds: []string{"key-a"}})
+	if _, err := viaVaultCall(again, org, "key-a", "GET", "/v1/balance"); err != nil {
+		t.Errorf("given again: %v", err)
+	}
+}
