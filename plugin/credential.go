@@ -142,6 +142,8 @@ type credSummary struct {
 	LastUsedAt  time.Time  `json:"u,omitzero"`
 	// NotConnected marks an oauth2 credential without a grant yet.
 	NotConnected bool `json:"nc,omitempty"`
+	// ID is the credential's ID (see credential.ID).
+	ID string `json:"id,omitempty"`
 }
 
 func (c *credential) summary() credSummary {
@@ -155,6 +157,7 @@ func (c *credential) summary() credSummary {
 		ExpiresAt:    c.ExpiresAt,
 		LastUsedAt:   c.LastUsedAt,
 		NotConnected: c.Type == typeOAuth2 && !c.OAuth.connected() && c.State != statusDisconnected,
+		ID:           c.ID,
 	}
 }
 

@@ -471,6 +471,7 @@ func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, d *fr
 			StatusReason: reason,
 			LastUsedAt:   formatTime(sum.LastUsedAt),
 			Description:  sum.Description,
+			ID:           sum.ID,
 		}
 		if sum.ExpiresAt != nil {
 			info.ExpiresAt = formatTime(*sum.ExpiresAt)
@@ -492,6 +493,8 @@ type credKeyInfo struct {
 	LastUsedAt   string `json:"last_used_at,omitempty"`
 	ExpiresAt    string `json:"expires_at,omitempty"`
 	Description  string `json:"description,omitempty"`
+	// ID lets agent managers record which credential an agent is given.
+	ID string `json:"id,omitempty"`
 }
 
 // searchAfter returns the index of the first line whose name sorts after

@@ -268,11 +268,6 @@ path "sys/auth" {
 path "%[4]s/creds/" {
   capabilities = ["list"]
 }
-# A credential's metadata (never a secret): its ID is recorded with the
-# agent given it.
-path "%[4]s/creds/+" {
-  capabilities = ["read"]
-}
 `, org, p, approleAccessor, MountPath(org))
 }
 
@@ -399,29 +394,47 @@ func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc 
 // credential whose ID differs, so a credential deleted and created again
 // under the same name is not silently the agent's.
 func credentialIDs(ctx context.Context, c *api.Client, org string, creds []string) (string, error) {
+	current, err := currentCredentialIDs(ctx, c, org)
+	if err != nil {
+		return "", err
+	}
 	names := slices.Clone(creds)
 	sort.Strings(names)
 	var parts []string
 	for _, name := range slices.Compact(names) {
-		id, err := credentialID(ctx, c, org, name)
-		if err != nil {
-			return "", err
-		}
-		parts = append(parts, name+":"+id)
+		parts = append(parts, name+":"+idOrNone(current, name))
 	}
 	return strings.Join(parts, ","), nil
 }
 
-func credentialID(ctx context.Context, c *api.Client, org, name string) (string, error) {
-	s, err := c.Logical().ReadWithContext(ctx, MountPath(org)+"/creds/"+name)
+// currentCredentialIDs lists the org's credentials with their IDs (LIST
+// creds/ key_info, which agent managers may read: names and metadata, no
+// secret). A credential from before IDs maps to "".
+func currentCredentialIDs(ctx context.Context, c *api.Client, org string) (map[string]string, error) {
+	s, err := c.Logical().ListWithContext(ctx, MountPath(org)+"/creds")
 	if err != nil {
-		return "", fmt.Errorf("reading credential %s: %w", name, err)
+		return nil, fmt.Errorf("listing credentials: %w", err)
 	}
+	ids := map[string]string{}
 	if s == nil {
-		return "-", nil
+		return ids, nil
 	}
-	id, _ := s.Data["id"].(string)
-	return id, nil
+	info, _ := s.Data["key_info"].(map[string]interface{})
+	keys, _ := s.Data["keys"].([]interface{})
+	for _, k := range keys {
+		name, _ := k.(string)
+		entry, _ := info[name].(map[string]interface{})
+		id, _ := entry["id"].(string)
+		ids[name] = id
+	}
+	return ids, nil
+}
+
+func idOrNone(current map[string]string, name string) string {
+	if id, ok := current[name]; ok {
+		return id
+	}
+	return "-"
 }
 
 func errOrMissing(err error) error {
@@ -583,12 +596,13 @@ func staleCredentials(ctx context.Context, c *api.Client, org, entity string, cr
 		name, id, _ := strings.Cut(g, ":")
 		given[name] = id
 	}
+	current, err := currentCredentialIDs(ctx, c, org)
+	if err != nil {
+		return nil, err
+	}
 	var stale []string
 	for _, name := range creds {
-		now, err := credentialID(ctx, c, org, name)
-		if err != nil {
-			return nil, err
-		}
+		now := idOrNone(current, name)
 		if was, ok := given[name]; now == "-" || (ok && was != "" && was != now) {
 			stale = append(stale, name)
 		}
