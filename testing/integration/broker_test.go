@@ -103,10 +103,22 @@ func agentLogin(t *testing.T, login *provision.AgentLogin) string {
 
 func startPortal(t *testing.T) string {
 	t.Helper()
-	srv, err := portal.NewServer(portal.Config{
-		Addr: "127.0.0.1:0", VaultAddr: vault.Addr, EdgeKey: vault.PortalEdgeKey(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	return servePortal(t, portal.Config{}).URL()
+}
+
+// servePortal runs a portal on a free port until the test ends: against
+// the package's Vault with its edge key unless cfg names others, logging
+// nowhere unless cfg has a logger.
+func servePortal(t *testing.T, cfg portal.Config) *portal.Server {
+	t.Helper()
+	cfg.Addr = "127.0.0.1:0"
+	if cfg.VaultAddr == "" {
+		cfg.VaultAddr, cfg.EdgeKey = vault.Addr, vault.PortalEdgeKey()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := portal.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +127,7 @@ func startPortal(t *testing.T) string {
 	}
 	go func() { _ = srv.Serve() }()
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
-	return srv.URL()
+	return srv
 }
 
 // viaVault calls the engine's proxy path with token.

@@ -240,15 +240,7 @@ func TestEdgeOutlastsVaultRequestLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := s.Auth.ClientToken
-	srv, err := portal.NewServer(portal.Config{Addr: "127.0.0.1:0", VaultAddr: v.Addr, EdgeKey: v.PortalEdgeKey(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve() }()
-	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	srv := servePortal(t, portal.Config{VaultAddr: v.Addr, EdgeKey: v.PortalEdgeKey()})
 
 	start := time.Now()
 	status, _, body := viaPortal(t, srv.URL(), token, http.MethodGet, "/broker/"+org+"/key-a/slow?ms=5000", nil)
@@ -482,16 +474,7 @@ func TestEdgeCanary(t *testing.T) {
 	t.Cleanup(func() { _ = root.Sys().DisableAuditWithContext(ctx, "edge-audit") })
 
 	logs := &syncBuffer{}
-	srv, err := portal.NewServer(portal.Config{Addr: "127.0.0.1:0", VaultAddr: vault.Addr, EdgeKey: vault.PortalEdgeKey(),
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve() }()
-	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	srv := servePortal(t, portal.Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 
 	var seen strings.Builder
 	for _, p := range []string{"/echo?a=1", "/echo?a=2", "/gzip?label=two-lines", "/v1/balance"} {

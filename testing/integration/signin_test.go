@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -37,17 +35,7 @@ func TestWrongPasswordsCannotLockAPersonOut(t *testing.T) {
 			tune.Data["user_lockout_duration"], tune.Data["user_lockout_counter_reset_duration"])
 	}
 
-	srv, err := portal.NewServer(portal.Config{Addr: "127.0.0.1:0", VaultAddr: vault.Addr, EdgeKey: vault.PortalEdgeKey(),
-		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve() }()
-	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	srv := servePortal(t, portal.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	signIn := func(from, password string) int {
 		t.Helper()
