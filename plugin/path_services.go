@@ -251,13 +251,21 @@ openai, anthropic, smtp, gcp-service-account) can be read but not changed.
 Custom services can be added for internal or other APIs. A service says which
 credential types it takes (types), the only URL prefixes the broker may call
 (base_urls), how each type is injected (injection), its OAuth endpoints and
-quirks (oauth) and a verify request (verify). Nothing here is secret.
+quirks (oauth) and a verify request (verify). Nothing here is secret. Object
+fields take a JSON object, from the CLI as text or as @file.json.
+
+While credentials or apps use a custom service, its base_urls, injection,
+oauth and verify cannot change: the secrets written under it were given for
+those URLs. Define a new service and write the secrets again under it. Which
+loopback or private addresses may be reached is the operator's setting
+(CREDENTIALS_PRIVATE_TARGETS at plugin registration), never a service's.
 
   vault list -detailed orgs/acme/services
   vault read orgs/acme/services/stripe
   vault write orgs/acme/services/billing-api types=api_key \
       base_urls=https://billing.internal.example \
       injection='{"api_key":{"style":"header","header":"X-Api-Key","format":"{secret}"}}'
+  vault write orgs/acme/services/billing-api ... verify=@verify.json
 `
 
 // boundFields are the parts of a service that decide where its secrets go
