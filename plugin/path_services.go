@@ -265,7 +265,8 @@ loopback or private addresses may be reached is the operator's setting
   vault write orgs/acme/services/billing-api types=api_key \
       base_urls=https://billing.internal.example \
       injection='{"api_key":{"style":"header","header":"X-Api-Key","format":"{secret}"}}'
-  vault write orgs/acme/services/billing-api ... verify=@verify.json
+  vault write orgs/acme/services/billing-v2 types=api_key \
+      base_urls=https://billing.internal.example verify=@verify.json
 `
 
 // boundFields are the parts of a service that decide where its secrets go
