@@ -64,7 +64,7 @@ func (b *backend) brokerCall(ctx context.Context, s logical.Storage, cfg *mountC
 		return nil, err
 	}
 	defer material.Zero()
-	scrubber := egress.NewScrubber(egress.Plaintexts(inj, material))
+	scrubber := egress.ScrubberFor(inj, material)
 	defer scrubber.Zero()
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.BrokerTimeout)

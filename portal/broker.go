@@ -201,7 +201,7 @@ func (h *brokerHandler) forward(w http.ResponseWriter, r *http.Request, call *ed
 	if err := egress.Inject(out, inj.Injection, inj.Material); err != nil {
 		return brokerFail(w, asEgressError(err))
 	}
-	scrubber := egress.NewScrubber(egress.Plaintexts(inj.Injection, inj.Material))
+	scrubber := egress.ScrubberFor(inj.Injection, inj.Material)
 	defer scrubber.Zero()
 
 	resp, err := h.upstream(inj.PrivateTargets).Do(out)

@@ -88,6 +88,17 @@ func NewScrubber(plaintexts [][]byte) *Scrubber {
 	return s
 }
 
+// ScrubberFor scrubs what m, injected as inj, could be echoed as. It
+// zeroes the plaintexts it builds; Zero clears the scrubber's own copies.
+func ScrubberFor(inj Injection, m Material) *Scrubber {
+	plain := Plaintexts(inj, m)
+	s := NewScrubber(plain)
+	for _, p := range plain {
+		clear(p)
+	}
+	return s
+}
+
 // Empty says whether there is nothing to scrub.
 func (s *Scrubber) Empty() bool { return s == nil || len(s.forms) == 0 }
 

@@ -498,13 +498,17 @@ func ListAgents(ctx context.Context, c *api.Client, org string) ([]Agent, error)
 	}
 	prefix := agentPrefix(org)
 	agents := []Agent{}
+	current, err := currentCredentialIDs(ctx, c, org)
+	if err != nil {
+		return nil, err
+	}
 	for _, k := range keys {
 		role, _ := k.(string)
 		name, ok := strings.CutPrefix(role, prefix)
 		if !ok || !agentNamePattern.MatchString(name) {
 			continue
 		}
-		a, err := readAgent(ctx, c, org, name)
+		a, err := readAgent(ctx, c, org, name, current)
 		if err != nil {
 			return nil, err
 		}
@@ -523,7 +527,9 @@ type policyRules struct {
 	} `hcl:"path"`
 }
 
-func readAgent(ctx context.Context, c *api.Client, org, agent string) (*Agent, error) {
+// readAgent describes one agent; current are the org's credential IDs now
+// (currentCredentialIDs), read once for all agents listed.
+func readAgent(ctx context.Context, c *api.Client, org, agent string, current map[string]string) (*Agent, error) {
 	name := AgentName(org, agent)
 	role, err := c.Logical().ReadWithContext(ctx, "auth/approle/role/"+name)
 	if err != nil {
@@ -573,7 +579,7 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string) (*Agent, e
 	a.Creds = compactSorted(a.Creds)
 	a.Methods = compactSorted(methods)
 	a.Paths = compactSorted(paths)
-	if a.Stale, err = staleCredentials(ctx, c, org, name, a.Creds); err != nil {
+	if a.Stale, err = staleCredentials(ctx, c, name, a.Creds, current); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -581,7 +587,7 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string) (*Agent, e
 
 // staleCredentials compares the IDs the agent's entity recorded with the
 // credentials there are now.
-func staleCredentials(ctx context.Context, c *api.Client, org, entity string, creds []string) ([]string, error) {
+func staleCredentials(ctx context.Context, c *api.Client, entity string, creds []string, current map[string]string) ([]string, error) {
 	ent, err := c.Logical().ReadWithContext(ctx, "identity/entity/name/"+entity)
 	if err != nil || ent == nil {
 		return nil, err
@@ -595,10 +601,6 @@ func staleCredentials(ctx context.Context, c *api.Client, org, entity string, cr
 	for _, g := range strings.Split(recorded, ",") {
 		name, id, _ := strings.Cut(g, ":")
 		given[name] = id
-	}
-	current, err := currentCredentialIDs(ctx, c, org)
-	if err != nil {
-		return nil, err
 	}
 	var stale []string
 	for _, name := range creds {
