@@ -112,6 +112,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathOAuth(b),
 			pathCreds(b),
 			pathProxy(b),
+			pathMail(b),
 		),
 		Invalidate:     b.invalidate,
 		PeriodicFunc:   b.periodic,

@@ -1,6 +1,8 @@
 package credentials
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -28,6 +30,9 @@ func badRequest(format string, args ...any) *brokerError {
 type egressRuntime struct {
 	guard    *egress.Guard
 	edgeKeys []egress.EdgePublicKey
+	// roots are the CAs SMTP servers are checked against; nil is the
+	// system's (an operator adds one with SSL_CERT_FILE at registration).
+	roots *x509.CertPool
 
 	// once builds broker lazily, so that tests can set the guard first.
 	once   sync.Once
@@ -47,6 +52,11 @@ func newEgressRuntime() (*egressRuntime, error) {
 		return nil, err
 	}
 	return &egressRuntime{guard: guard, edgeKeys: keys}, nil
+}
+
+// tlsConfig is the client TLS configuration of SMTP submissions.
+func (e *egressRuntime) tlsConfig() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: e.roots}
 }
 
 // brokerClient is the pooled client of the Vault path's brokered calls;

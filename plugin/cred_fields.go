@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	mailsubmit "github.com/clankteam/credentials/plugin/mail"
 )
 
 // The checks a write to creds/<name> goes through, field by field, before
@@ -20,7 +22,7 @@ import (
 func (b *backend) applyCredFields(ctx context.Context, req *logical.Request, d *framework.FieldData, svc *service, c *credential, creating bool) string {
 	allowed := map[string][]string{
 		typeAPIKey:   {"api_key"},
-		typePassword: {"username", "password", "host", "port"},
+		typePassword: {"username", "password", "host", "port", "security", "allowed_senders"},
 		typeFile:     {"file", "filename"},
 		typeOAuth2:   {"app", "refresh_token"},
 	}
@@ -141,6 +143,40 @@ func applyPasswordFields(d *framework.FieldData, svc *service, c *credential, cr
 	}
 	if svc.RequiresHost && (c.Host == "" || c.Port == 0) {
 		return fmt.Sprintf("host and port are required for %s credentials", svc.Name)
+	}
+	return applySMTPFields(d, svc, c)
+}
+
+// applySMTPFields sets an SMTP credential's submission settings; other
+// password credentials have none.
+func applySMTPFields(d *framework.FieldData, svc *service, c *credential) string {
+	sec, secOK := d.GetOk("security")
+	senders, sendersOK := d.GetOk("allowed_senders")
+	if svc.Name != smtpService {
+		if secOK || sendersOK {
+			return fmt.Sprintf("security and allowed_senders are fields of %s credentials only", smtpService)
+		}
+		return ""
+	}
+	if c.SMTP == nil {
+		c.SMTP = &smtpSettings{}
+	}
+	switch {
+	case secOK:
+		s, ok := mailsubmit.ParseSecurity(sec.(string))
+		if !ok || s == "" {
+			return "security must be starttls or tls"
+		}
+		c.SMTP.Security = string(s)
+	case c.SMTP.Security == "":
+		c.SMTP.Security = string(mailsubmit.DefaultSecurity(c.Port))
+	}
+	if sendersOK {
+		list, msg := parseAllowedSenders(senders.([]string))
+		if msg != "" {
+			return msg
+		}
+		c.SMTP.AllowedSenders = list
 	}
 	return ""
 }

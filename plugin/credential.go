@@ -56,6 +56,8 @@ type credential struct {
 	Username string `json:"username,omitempty"`
 	Host     string `json:"host,omitempty"`
 	Port     int    `json:"port,omitempty"`
+	// SMTP holds an SMTP credential's submission settings.
+	SMTP *smtpSettings `json:"smtp,omitempty"`
 	Filename string `json:"filename,omitempty"`
 	// ServiceAccount describes a GCP service-account file, without its key.
 	ServiceAccount *serviceAccountInfo `json:"service_account,omitempty"`
@@ -119,6 +121,15 @@ type oauthGrant struct {
 // connected says whether the grant can produce access tokens.
 func (g *oauthGrant) connected() bool {
 	return g != nil && (g.RefreshToken != "" || g.AccessToken != "")
+}
+
+// smtpSettings are how mail/<name> submits with an SMTP credential.
+type smtpSettings struct {
+	// Security is "starttls" or "tls" (implicit).
+	Security string `json:"security"`
+	// AllowedSenders are addresses and @domains mail may be sent from;
+	// empty allows any the server accepts.
+	AllowedSenders []string `json:"allowed_senders,omitempty"`
 }
 
 // serviceAccountInfo is what is shown of a GCP service-account key.

@@ -23,6 +23,14 @@ const (
 	defaultBrokerMaxBody    = 10 << 20 // 10 MiB each way
 	defaultMaxTokenLifetime = time.Hour
 	maxBrokerMaxBody        = 100 << 20
+
+	defaultMailMaxBytes      = 4 << 20
+	defaultMailMaxRecipients = 50
+	defaultMailTimeout       = 30 * time.Second
+	// maxMailMaxBytes stays under Vault's own request size, which carries
+	// the message.
+	maxMailMaxBytes      = 25 << 20
+	maxMailMaxRecipients = 1000
 )
 
 // mountConfig is the mount's configuration. It holds no secret.
@@ -40,6 +48,10 @@ type mountConfig struct {
 	// MaxTokenLifetime is assumed when a provider's token response has no
 	// expires_in.
 	MaxTokenLifetime time.Duration `json:"max_token_lifetime"`
+	// Mail bounds one message sent through mail/<name>.
+	MailMaxBytes      int64         `json:"mail_max_bytes"`
+	MailMaxRecipients int           `json:"mail_max_recipients"`
+	MailTimeout       time.Duration `json:"mail_timeout"`
 }
 
 func defaultConfig() *mountConfig {
@@ -49,6 +61,10 @@ func defaultConfig() *mountConfig {
 		BrokerTimeout:    defaultBrokerTimeout,
 		BrokerMaxBody:    defaultBrokerMaxBody,
 		MaxTokenLifetime: defaultMaxTokenLifetime,
+
+		MailMaxBytes:      defaultMailMaxBytes,
+		MailMaxRecipients: defaultMailMaxRecipients,
+		MailTimeout:       defaultMailTimeout,
 	}
 }
 
@@ -87,6 +103,21 @@ func pathConfig(b *backend) []*framework.Path {
 				Type:        framework.TypeDurationSecond,
 				Description: "Lifetime assumed for an access token whose response has no expires_in.",
 				Default:     int(defaultMaxTokenLifetime.Seconds()),
+			},
+			"mail_max_bytes": {
+				Type:        framework.TypeInt,
+				Description: fmt.Sprintf("Largest message mail/<name> sends, attachments included, in bytes (at most %d).", maxMailMaxBytes),
+				Default:     defaultMailMaxBytes,
+			},
+			"mail_max_recipients": {
+				Type:        framework.TypeInt,
+				Description: fmt.Sprintf("Most recipients (to, cc and bcc together) of one message (at most %d).", maxMailMaxRecipients),
+				Default:     defaultMailMaxRecipients,
+			},
+			"mail_timeout": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Time limit of one submission to an SMTP server.",
+				Default:     int(defaultMailTimeout.Seconds()),
 			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -133,6 +164,9 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		"broker_timeout":     int64(cfg.BrokerTimeout.Seconds()),
 		"broker_max_body":    cfg.BrokerMaxBody,
 		"max_token_lifetime": int64(cfg.MaxTokenLifetime.Seconds()),
+		"mail_max_bytes":      cfg.MailMaxBytes,
+		"mail_max_recipients": cfg.MailMaxRecipients,
+		"mail_timeout":        int64(cfg.MailTimeout.Seconds()),
 	}}, nil
 }
 
@@ -166,6 +200,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		{"warn_before", &cfg.WarnBefore},
 		{"broker_timeout", &cfg.BrokerTimeout},
 		{"max_token_lifetime", &cfg.MaxTokenLifetime},
+		{"mail_timeout", &cfg.MailTimeout},
 	}
 	for _, f := range durations {
 		if v, ok := d.GetOk(f.field); ok {
@@ -182,6 +217,20 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			return logical.ErrorResponse("broker_max_body must be between 1 and %d bytes", maxBrokerMaxBody), nil
 		}
 		cfg.BrokerMaxBody = n
+	}
+	if v, ok := d.GetOk("mail_max_bytes"); ok {
+		n := int64(v.(int))
+		if n <= 0 || n > maxMailMaxBytes {
+			return logical.ErrorResponse("mail_max_bytes must be between 1 and %d bytes", maxMailMaxBytes), nil
+		}
+		cfg.MailMaxBytes = n
+	}
+	if v, ok := d.GetOk("mail_max_recipients"); ok {
+		n := v.(int)
+		if n <= 0 || n > maxMailMaxRecipients {
+			return logical.ErrorResponse("mail_max_recipients must be between 1 and %d", maxMailMaxRecipients), nil
+		}
+		cfg.MailMaxRecipients = n
 	}
 
 	entry, err := logical.StorageEntryJSON(configStorageKey, cfg)
@@ -217,6 +266,7 @@ The mount's settings: the portal's OAuth callback URL (redirect_url), how long
 before expiry OAuth access tokens are refreshed (refresh_ahead, default 10m),
 how long before expiry a credential is flagged as needing attention
 (warn_before, default 7d), the broker's limits per call (broker_timeout,
-broker_max_body) and the lifetime assumed for access tokens whose provider
+broker_max_body), the bounds of one message sent through mail/<name>
+(mail_max_bytes, mail_max_recipients, mail_timeout) and the lifetime assumed for access tokens whose provider
 does not say (max_token_lifetime). Nothing here is secret.
 `

@@ -60,7 +60,16 @@ func credFields() map[string]*framework.FieldSchema {
 		},
 		"port": {
 			Type:        framework.TypeInt,
-			Description: "Server port (type password; required for SMTP).",
+			Description: "Server port (type password; required for SMTP): 587 for STARTTLS, 465 for implicit TLS.",
+		},
+		"security": {
+			Type:          framework.TypeString,
+			Description:   "SMTP only: how the connection is protected before AUTH. starttls (upgrade a plain connection, port 587) or tls (TLS from the first byte, port 465). Default: tls on port 465, starttls on any other. There is no plain mode: the password never travels unprotected.",
+			AllowedValues: []interface{}{"starttls", "tls"},
+		},
+		"allowed_senders": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "SMTP only: the addresses (ops@acme.example) or domains (@acme.example) mail/<name> may send from. Empty: any sender the server accepts. Example: allowed_senders=ops@acme.example,@alerts.acme.example",
 		},
 		"file": {
 			Type:         framework.TypeString,
@@ -360,6 +369,10 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 		if c.Host != "" {
 			data["host"], data["port"] = c.Host, c.Port
 		}
+		if c.SMTP != nil {
+			data["security"] = c.SMTP.Security
+			data["allowed_senders"] = c.SMTP.AllowedSenders
+		}
 	case typeFile:
 		data["filename"] = c.Filename
 		data["file_size"] = len(c.File)
@@ -538,7 +551,8 @@ const pathCredsHelpDesc = `
 A credential is a secret of one of four types, for one service of the catalog:
 
   api_key   api_key
-  password  username, password (and host, port for SMTP)
+  password  username, password (and host, port, security, allowed_senders for
+            SMTP; agents send mail with it through mail/<name>)
   file      file (base64, at most 1 MiB), filename; GCP service-account keys
             are checked and described by client_email and project_id
   oauth2    app (an OAuth client registration under apps/); connect through

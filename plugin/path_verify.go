@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	mailsubmit "github.com/clankteam/credentials/plugin/mail"
 )
 
 func pathVerify(b *backend) []*framework.Path {
@@ -62,6 +64,9 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	if svc == nil {
 		return logical.ErrorResponse("service %q of credential %q no longer exists", c.Service, name), nil
 	}
+	if c.Type == typePassword && c.Service == smtpService {
+		return b.verifySMTP(ctx, req, c)
+	}
 	v := svc.Verify
 	if v == nil {
 		return logical.ErrorResponse("service %s has no verify call; add one to a custom service with verify={...}", svc.Name), nil
@@ -111,6 +116,42 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 }
 
 const verifyFailedPrefix = "verify failed: "
+
+// verifySMTP connects to the credential's SMTP server and logs in, sending
+// nothing: a refused login needs attention; a server that cannot be
+// reached leaves the status as it was.
+func (b *backend) verifySMTP(ctx context.Context, req *logical.Request, c *credential) (*logical.Response, error) {
+	if c.State == statusDisconnected {
+		return logical.ErrorResponse("credential %q is disconnected: store its login again, then verify", c.Name), nil
+	}
+	cfg, err := b.brokerConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, cfg.MailTimeout)
+	defer cancel()
+	failure := ""
+	if err := mailsubmit.Check(callCtx, b.egress.guard.DialContext, b.smtpServerOf(c), smtpLoginOf(c)); err != nil {
+		var se *mailsubmit.ServerError
+		if !errors.As(err, &se) || !(se.Auth || se.Permanent) {
+			return brokerResult(mailFailure(c, err, cfg.MailTimeout))
+		}
+		failure = verifyFailedPrefix + "smtp " + scrubLogin(c, truncate(se.Error(), 256))
+	}
+	state, reason, err := b.recordVerify(ctx, req.Storage, c.Name, failure)
+	if err != nil || state == "" {
+		if err == nil {
+			return logical.ErrorResponse("credential %q was deleted during verify", c.Name), nil
+		}
+		return nil, err
+	}
+	b.logger.Info("credential verified", "name", c.Name, "ok", failure == "")
+	return &logical.Response{Data: map[string]interface{}{
+		"verified":      failure == "",
+		"status":        state,
+		"status_reason": reason,
+	}}, nil
+}
 
 // verifyFailure says why the answer shows the credential does not work;
 // empty when it works.
@@ -193,7 +234,8 @@ base_urls, expected status) with the credential injected exactly as the broker
 would, and records the outcome: a credential the service refuses needs
 attention, with the answer as the reason; a credential that works again
 becomes active. A service that cannot be reached leaves the status as it was
-and the call fails with 502 or 504.
+and the call fails with 502 or 504. For an SMTP credential, verify connects,
+protects the connection and logs in, and sends nothing.
 
   vault write -f orgs/acme/creds/stripe-live/verify
 `

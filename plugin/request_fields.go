@@ -60,6 +60,17 @@ func normalizeCLIFields(req *logical.Request) *logical.Response {
 			req.Data[f] = obj
 		}
 	}
+	// attachments='[{...}]' or attachments=@attachments.json: a JSON list
+	// as text.
+	if strings.HasPrefix(req.Path, mailPathPrefix) {
+		if text, ok := req.Data["attachments"].(string); ok {
+			var list []interface{}
+			if err := json.Unmarshal([]byte(text), &list); err != nil {
+				return logical.ErrorResponse(`attachments must be a JSON list, e.g. attachments='[{"filename": "report.csv", "content": "<base64>"}]' or attachments=@attachments.json`)
+			}
+			req.Data["attachments"] = list
+		}
+	}
 	// headers=Name:value (or several, comma-separated) from the CLI: the
 	// framework reads name:value pairs from a list, JSON from text.
 	if strings.HasPrefix(req.Path, "proxy/") {

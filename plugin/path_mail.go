@@ -1,0 +1,277 @@
+package credentials
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/plugin/egress"
+	mailsubmit "github.com/clankteam/credentials/plugin/mail"
+)
+
+// mail/<name> sends one message with an SMTP credential (type password,
+// service smtp). The engine submits it itself: the password never leaves
+// the plugin, and the message is small enough for a Vault request.
+
+const (
+	smtpService    = "smtp"
+	mailPathPrefix = "mail/"
+
+	maxAllowedSenders = 50
+)
+
+func pathMail(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "mail/" + credNameSegment("name") + "$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "credentials",
+			OperationVerb:   "send",
+			OperationSuffix: "mail",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name":     {Type: framework.TypeString, Description: "The SMTP credential to send with.", Required: true},
+			"from":     {Type: framework.TypeString, Description: "Sender address, with an optional display name: 'Ops <ops@acme.example>'. Must be one of the credential's allowed_senders when it has any.", Required: true},
+			"to":       {Type: framework.TypeCommaStringSlice, Description: "Recipients, comma-separated or a JSON list: to=a@x.example,b@x.example."},
+			"cc":       {Type: framework.TypeCommaStringSlice, Description: "Copy recipients, as to."},
+			"bcc":      {Type: framework.TypeCommaStringSlice, Description: "Blind copy recipients, as to; in the envelope only, never in a header."},
+			"reply_to": {Type: framework.TypeCommaStringSlice, Description: "Reply-To addresses, as to."},
+			"subject":  {Type: framework.TypeString, Description: "Subject line: one line, at most 998 bytes, UTF-8."},
+			"text":     {Type: framework.TypeString, Description: "Plain-text body. text or html (or both) is required."},
+			"html":     {Type: framework.TypeString, Description: "HTML body; with text, the message is multipart/alternative."},
+			"attachments": {
+				Type:        framework.TypeSlice,
+				Description: `Attachments: a JSON list of {"filename": "report.csv", "content": "<base64>", "content_type": "text/csv"} (content_type optional, guessed from the filename). From the CLI: attachments=@attachments.json. Bounded, with the rest of the message, by mail_max_bytes.`,
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathMailWrite,
+				// Last use is recorded; forwarded like the broker.
+				ForwardPerformanceStandby: true,
+				Summary:                   "Send one message with the stored SMTP login.",
+				Responses: map[int][]framework.Response{
+					http.StatusOK: {{
+						Description: "The submission's receipt.",
+						Fields: map[string]*framework.FieldSchema{
+							"message_id":    {Type: framework.TypeString, Description: "The Message-ID header the message was sent with."},
+							"recipients":    {Type: framework.TypeInt, Description: "How many recipients the server accepted."},
+							"server_answer": {Type: framework.TypeString, Description: "The server's answer to the message (often its queue id)."},
+						},
+					}},
+				},
+			},
+		},
+		HelpSynopsis:    pathMailHelpSyn,
+		HelpDescription: pathMailHelpDesc,
+	}}
+}
+
+func (b *backend) pathMailWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if msg := unknownFields(req, d); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	name := d.Get("name").(string)
+	if err := validateCredName(name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	cfg, err := b.brokerConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	msg, refusal := mailMessageFrom(d)
+	if refusal != "" {
+		return logical.ErrorResponse(refusal), nil
+	}
+	prepared, err := mailsubmit.Prepare(msg, mailsubmit.Limits{MaxBytes: int(cfg.MailMaxBytes), MaxRecipients: cfg.MailMaxRecipients}, b.now())
+	if err != nil {
+		var me *mailsubmit.Error
+		if errors.As(err, &me) {
+			return logical.ErrorResponse(me.Msg), nil
+		}
+		return nil, err
+	}
+
+	c, err := getCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, logical.CodedError(http.StatusNotFound, "credential "+name+" does not exist")
+	}
+	if err := b.checkAgentGrant(req, c); err != nil {
+		return brokerResult(err)
+	}
+	if c.Type != typePassword || c.Service != smtpService {
+		return logical.ErrorResponse("credential %s is not an SMTP credential (type password, service smtp): call its service through proxy/%s", name, name), nil
+	}
+	if c.State == statusDisconnected {
+		return logical.ErrorResponse("credential %s is disconnected: a person stores its login again in the portal", name), nil
+	}
+	if !senderAllowed(c.SMTP, prepared.Envelope.From) {
+		return logical.ErrorResponse("from %s is not one of credential %s's allowed_senders (%s)", prepared.Envelope.From, name, strings.Join(c.SMTP.AllowedSenders, ", ")), nil
+	}
+
+	callCtx, cancel := context.WithTimeout(ctx, cfg.MailTimeout)
+	defer cancel()
+	receipt, err := mailsubmit.Submit(callCtx, b.egress.guard.DialContext, b.smtpServerOf(c), smtpLoginOf(c), prepared)
+	if err != nil {
+		return brokerResult(mailFailure(c, err, cfg.MailTimeout))
+	}
+	b.lastUse.record(name, b.callerOf(req), b.now().UTC())
+	b.logger.Info("mail sent", "name", name, "recipients", receipt.Recipients)
+	return &logical.Response{Data: map[string]interface{}{
+		"message_id":    receipt.MessageID,
+		"recipients":    receipt.Recipients,
+		"server_answer": scrubLogin(c, truncate(receipt.Answer, 256)),
+	}}, nil
+}
+
+// mailMessageFrom reads the message fields; attachments are decoded from
+// base64 here so a bad one is named.
+func mailMessageFrom(d *framework.FieldData) (mailsubmit.Message, string) {
+	m := mailsubmit.Message{
+		From:    d.Get("from").(string),
+		To:      d.Get("to").([]string),
+		Cc:      d.Get("cc").([]string),
+		Bcc:     d.Get("bcc").([]string),
+		ReplyTo: d.Get("reply_to").([]string),
+		Subject: d.Get("subject").(string),
+		Text:    d.Get("text").(string),
+		HTML:    d.Get("html").(string),
+	}
+	raw, _ := d.Get("attachments").([]interface{})
+	for i, item := range raw {
+		obj, ok := item.(map[string]interface{})
+		if !ok {
+			return m, fmt.Sprintf(`attachment %d must be an object {"filename": ..., "content": "<base64>"}`, i+1)
+		}
+		for k := range obj {
+			if k != "filename" && k != "content" && k != "content_type" {
+				return m, fmt.Sprintf("attachment %d: unknown field %q (filename, content, content_type)", i+1, k)
+			}
+		}
+		filename, _ := obj["filename"].(string)
+		content, _ := obj["content"].(string)
+		ctype, _ := obj["content_type"].(string)
+		data, err := base64.StdEncoding.DecodeString(content)
+		if err != nil {
+			return m, fmt.Sprintf("attachment %d: content must be base64 (standard encoding)", i+1)
+		}
+		m.Attachments = append(m.Attachments, mailsubmit.Attachment{Filename: filename, ContentType: ctype, Content: data})
+	}
+	return m, ""
+}
+
+// parseAllowedSenders checks a credential's allowed_senders: addresses or
+// @domains, kept in lower case.
+func parseAllowedSenders(in []string) ([]string, string) {
+	var out []string
+	for _, s := range in {
+		s = strings.ToLower(strings.TrimSpace(s))
+		if s == "" {
+			continue
+		}
+		if domain, ok := strings.CutPrefix(s, "@"); ok {
+			if !validHost(domain) {
+				return nil, fmt.Sprintf("allowed_senders: %q is not a domain", s)
+			}
+		} else if a, err := mail.ParseAddress(s); err != nil || a.Address != s || a.Name != "" {
+			return nil, fmt.Sprintf("allowed_senders: %q is not a bare address (name@domain) or a domain (@domain)", s)
+		}
+		out = append(out, s)
+	}
+	if len(out) > maxAllowedSenders {
+		return nil, fmt.Sprintf("allowed_senders holds at most %d entries", maxAllowedSenders)
+	}
+	return out, ""
+}
+
+// senderAllowed says whether from may send with the credential.
+func senderAllowed(s *smtpSettings, from string) bool {
+	if s == nil || len(s.AllowedSenders) == 0 {
+		return true
+	}
+	from = strings.ToLower(from)
+	_, domain, _ := strings.Cut(from, "@")
+	for _, a := range s.AllowedSenders {
+		if a == from || a == "@"+domain {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *backend) smtpServerOf(c *credential) mailsubmit.Server {
+	srv := mailsubmit.Server{Host: c.Host, Port: c.Port, TLS: b.egress.tlsConfig()}
+	if c.SMTP != nil {
+		srv.Security = mailsubmit.Security(c.SMTP.Security)
+	}
+	return srv
+}
+
+func smtpLoginOf(c *credential) mailsubmit.Login {
+	return mailsubmit.Login{Username: c.Username, Password: c.Password}
+}
+
+// scrubLogin removes the password (and its AUTH PLAIN form) from text a
+// server sent, in case a server echoes what it was told.
+func scrubLogin(c *credential, text string) string {
+	plain := "\x00" + c.Username + "\x00" + c.Password
+	s := egress.NewScrubber([][]byte{[]byte(c.Password), []byte(plain)})
+	defer s.Zero()
+	return s.String(text)
+}
+
+// mailFailure turns a failed submission into the caller's error (a
+// *brokerError): what the server answered, at which step, never the
+// password.
+func mailFailure(c *credential, err error, timeout time.Duration) error {
+	var se *mailsubmit.ServerError
+	if errors.As(err, &se) {
+		status := http.StatusBadGateway
+		if se.Code >= 500 && !se.Auth {
+			// The server refused the message itself (a recipient, the
+			// size): the request is what must change.
+			status = http.StatusBadRequest
+		}
+		return &brokerError{Status: status, Permanent: se.Permanent, Msg: "smtp " + scrubLogin(c, truncate(se.Error(), 512))}
+	}
+	addr := fmt.Sprintf("%s:%d", c.Host, c.Port)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return &brokerError{Status: http.StatusGatewayTimeout, Msg: fmt.Sprintf("smtp: %s did not finish within mail_timeout (%s)", addr, timeout)}
+	case errors.Is(err, egress.ErrPrivateTarget):
+		return &brokerError{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf("smtp: %s is a loopback, private or link-local address, which the operator has not allowed (%s)", c.Host, egress.PrivateTargetsEnv)}
+	}
+	return &brokerError{Status: http.StatusBadGateway, Msg: fmt.Sprintf("smtp: connecting to %s failed", addr)}
+}
+
+const pathMailHelpSyn = `Send one message with an SMTP credential.`
+
+const pathMailHelpDesc = `
+Submits one message with the credential's SMTP login (type password, service
+smtp): STARTTLS or implicit TLS as the credential's security says, then AUTH
+PLAIN or LOGIN; the password never travels unprotected and never leaves the
+engine. The SMTP host is dialled through the same guard as every service:
+loopback and private addresses only where the operator allows them.
+
+Bounds, from config: mail_max_bytes (the whole message, attachments included;
+default 4 MiB), mail_max_recipients (to, cc and bcc together; default 50) and
+mail_timeout (default 30s). When the credential has allowed_senders, from must
+be one of them. A refusal names the step and what the server answered.
+
+Agents are given update on orgs/<org>/mail/<name>, as on proxy/<name>.
+
+  vault write orgs/acme/mail/mailer from=ops@acme.example to=oncall@acme.example \
+      subject="Disk almost full" text="db-1 is at 91%."
+  vault write orgs/acme/mail/mailer from=ops@acme.example to=a@acme.example \
+      subject=Report text="Attached." attachments=@attachments.json
+`
