@@ -46,6 +46,11 @@ const (
 type service struct {
 	Name        string `json:"name"`
 	DisplayName string `json:"display_name"`
+	// Description says what the service is, for people and for agents'
+	// tool descriptions.
+	Description string `json:"description,omitempty"`
+	// DocsURL is the service's API documentation.
+	DocsURL string `json:"docs_url,omitempty"`
 	// Types are the credential types the service takes.
 	Types []string `json:"types"`
 	// BaseURLs are the only origins (and path prefixes) the broker may call;
@@ -135,6 +140,9 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 //go:embed catalog.json
 var catalogJSON []byte
 
+// maxServiceDescLen bounds a service's description.
+const maxServiceDescLen = 500
+
 // builtinServices are the catalog's presets, parsed and checked once.
 var builtinServices = mustLoadCatalog(catalogJSON)
 
@@ -164,6 +172,14 @@ func (s *service) takes(t string) bool { return slices.Contains(s.Types, t) }
 func (s *service) validate() error {
 	if !serviceNamePattern.MatchString(s.Name) {
 		return fmt.Errorf("service name must be 1-64 lowercase letters, digits, '-', '_' or '.'")
+	}
+	if len(s.Description) > maxServiceDescLen || hasControl(s.Description) {
+		return fmt.Errorf("description must be at most %d characters without control characters", maxServiceDescLen)
+	}
+	if s.DocsURL != "" {
+		if u, err := url.Parse(s.DocsURL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+			return fmt.Errorf("docs_url must be an https URL")
+		}
 	}
 	if len(s.Types) == 0 {
 		return fmt.Errorf("types must name at least one of %s", strings.Join(credTypes, ", "))

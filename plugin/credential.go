@@ -57,8 +57,8 @@ type credential struct {
 	Host     string `json:"host,omitempty"`
 	Port     int    `json:"port,omitempty"`
 	// SMTP holds an SMTP credential's submission settings.
-	SMTP *smtpSettings `json:"smtp,omitempty"`
-	Filename string `json:"filename,omitempty"`
+	SMTP     *smtpSettings `json:"smtp,omitempty"`
+	Filename string        `json:"filename,omitempty"`
 	// ServiceAccount describes a GCP service-account file, without its key.
 	ServiceAccount *serviceAccountInfo `json:"service_account,omitempty"`
 	// App names the OAuth client registration (apps/<name>) of an oauth2

@@ -158,12 +158,12 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		return nil, err
 	}
 	return &logical.Response{Data: map[string]interface{}{
-		"redirect_url":       cfg.RedirectURL,
-		"refresh_ahead":      int64(cfg.RefreshAhead.Seconds()),
-		"warn_before":        int64(cfg.WarnBefore.Seconds()),
-		"broker_timeout":     int64(cfg.BrokerTimeout.Seconds()),
-		"broker_max_body":    cfg.BrokerMaxBody,
-		"max_token_lifetime": int64(cfg.MaxTokenLifetime.Seconds()),
+		"redirect_url":        cfg.RedirectURL,
+		"refresh_ahead":       int64(cfg.RefreshAhead.Seconds()),
+		"warn_before":         int64(cfg.WarnBefore.Seconds()),
+		"broker_timeout":      int64(cfg.BrokerTimeout.Seconds()),
+		"broker_max_body":     cfg.BrokerMaxBody,
+		"max_token_lifetime":  int64(cfg.MaxTokenLifetime.Seconds()),
 		"mail_max_bytes":      cfg.MailMaxBytes,
 		"mail_max_recipients": cfg.MailMaxRecipients,
 		"mail_timeout":        int64(cfg.MailTimeout.Seconds()),

@@ -52,6 +52,7 @@ func pathMail(b *backend) []*framework.Path {
 			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: b.useReadOperation(),
 			logical.UpdateOperation: &framework.PathOperation{
 				Callback: b.pathMailWrite,
 				// Last use is recorded; forwarded like the broker.
@@ -268,7 +269,8 @@ default 4 MiB), mail_max_recipients (to, cc and bcc together; default 50) and
 mail_timeout (default 30s). When the credential has allowed_senders, from must
 be one of them. A refusal names the step and what the server answered.
 
-Agents are given update on orgs/<org>/mail/<name>, as on proxy/<name>.
+Agents are given update on orgs/<org>/mail/<name>, as on proxy/<name>, and
+read, which describes the credential (service, status) without any secret.
 
   vault write orgs/acme/mail/mailer from=ops@acme.example to=oncall@acme.example \
       subject="Disk almost full" text="db-1 is at 91%."

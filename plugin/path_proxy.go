@@ -132,6 +132,7 @@ func pathProxy(b *backend) []*framework.Path {
 				},
 			}),
 			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: b.useReadOperation(),
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback: b.pathProxyWrite,
 					// A provider may be called: on a performance standby, Vault
@@ -378,6 +379,11 @@ looks at the query.
 In: headers, body (base64). Out: status, headers, body (base64), body_text
 (the body as text, when it is text), and redirect_path for a redirect within
 the service.
+
+Reading proxy/<name> describes the credential to an agent allowed to read it
+(agents' policies grant it): service, base URL, docs, status. No secret.
+
+  vault read orgs/acme/proxy/stripe-live
 
 This Vault path buffers the call, for the CLI and small calls: its request
 body is at most 786432 bytes (Vault's 1 MiB JSON string limit on the base64

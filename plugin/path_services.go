@@ -60,7 +60,9 @@ func pathServices(b *backend) []*framework.Path {
 			},
 			Fields: map[string]*framework.FieldSchema{
 				"name":          {Type: framework.TypeString, Description: "Service name: 1-64 lowercase letters, digits, '-', '_' or '.'.", Required: true},
-				"display_name":  {Type: framework.TypeString, Description: "Name shown to people."},
+				"display_name":  {Type: framework.TypeString, Description: "Name shown to people. Default: the service's name."},
+				"description":   {Type: framework.TypeString, Description: "What the service is, in a sentence or two (at most 500 characters): shown to people and in agents' MCP tool descriptions. Example: description='Billing API: invoices, customers, payments.'"},
+				"docs_url":      {Type: framework.TypeString, Description: "The service's API documentation, an https URL, linked from agents' tool descriptions. Example: docs_url=https://billing.example/docs"},
 				"types":         {Type: framework.TypeCommaStringSlice, Description: "Credential types the service takes: oauth2, api_key, password, file."},
 				"base_urls":     {Type: framework.TypeCommaStringSlice, Description: "The only URL prefixes the broker may call, e.g. https://api.example.com; a host may start with *."},
 				"injection":     {Type: framework.TypeMap, Description: `Per credential type, how the broker injects it, a JSON object (from the CLI as text or @file.json): {"api_key": {"style": "header", "header": "Authorization", "format": "Bearer {secret}"}}; styles header, basic, query.`},

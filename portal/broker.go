@@ -119,6 +119,9 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
 	if fail != nil {
 		return brokerFail(w, fail)
 	}
+	if h.isMailCall(r.Context(), call, r.Method) {
+		return h.sendMail(w, r, call)
+	}
 	inj, fail := h.authorize(r.Context(), call, r.Method)
 	if fail != nil {
 		return brokerFail(w, fail)

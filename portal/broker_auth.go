@@ -199,16 +199,30 @@ func (h *brokerHandler) checkCapability(ctx context.Context, call *edgeCall, met
 // vaultCall sends one request to Vault with the agent's token and maps its
 // refusals to answers SDKs act on.
 func (h *brokerHandler) vaultCall(ctx context.Context, call *edgeCall, method, path string, u *url.URL, body any, out any) *egress.Error {
-	raw, err := json.Marshal(body)
-	if err != nil {
-		return &egress.Error{Status: http.StatusInternalServerError, Msg: "encoding the Vault request failed"}
+	return h.vaultDo(ctx, call.token, http.MethodPost, u, body, out, func(status int, errs []string) *egress.Error {
+		return vaultRefusal(status, errs, call, method)
+	})
+}
+
+// vaultDo sends one request to Vault with token (body nil: none) and
+// decodes a 200 answer into out; refusal maps any other status.
+func (h *brokerHandler) vaultDo(ctx context.Context, token, httpMethod string, u *url.URL, body any, out any, refusal func(status int, errs []string) *egress.Error) *egress.Error {
+	var reqBody io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return &egress.Error{Status: http.StatusInternalServerError, Msg: "encoding the Vault request failed"}
+		}
+		reqBody = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.vaultAddr+u.EscapedPath(), bytes.NewReader(raw))
+	req, err := http.NewRequestWithContext(ctx, httpMethod, h.vaultAddr+u.EscapedPath(), reqBody)
 	if err != nil {
 		return &egress.Error{Status: http.StatusBadRequest, Permanent: true, Msg: "the path cannot be put into a Vault request"}
 	}
-	req.Header.Set("X-Vault-Token", call.token)
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Vault-Token", token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := h.vault.Do(req)
 	if err != nil {
 		h.logger.Warn("broker: calling vault", "error", err)
@@ -224,7 +238,7 @@ func (h *brokerHandler) vaultCall(ctx context.Context, call *edgeCall, method, p
 			Errors []string `json:"errors"`
 		}
 		_ = json.Unmarshal(data, &e)
-		return vaultRefusal(resp.StatusCode, e.Errors, call, method)
+		return refusal(resp.StatusCode, e.Errors)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return &egress.Error{Status: http.StatusBadGateway, Msg: "Vault's answer could not be read"}

@@ -96,8 +96,11 @@ func (s *Server) routes() (http.Handler, error) {
 		s.renderError(w, r, http.StatusNotFound, "There is no such page.")
 	}))
 
-	// The broker's routes (/broker/...) are registered on r, below this line.
-	r.PathPrefix("/broker/").Handler(newBrokerHandler(s.cfg.VaultAddr, s.cfg.EdgeKey, s.PublicURL, s.logger))
+	// The agents' routes (/broker/... and /mcp/...) are registered on r,
+	// below this line: MCP tool calls go through the same edge.
+	broker := newBrokerHandler(s.cfg.VaultAddr, s.cfg.EdgeKey, s.PublicURL, s.logger)
+	r.PathPrefix("/broker/").Handler(broker)
+	r.PathPrefix("/mcp/").Handler(newMCPServer(broker, s.PublicURL, s.logger))
 
 	return s.observe(s.recoverPanics(r)), nil
 }
@@ -107,9 +110,10 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// notBroker keeps the page middleware off the broker's routes.
+// notBroker keeps the page middleware off the agents' routes (the broker
+// and MCP), which take tokens, never cookies.
 func notBroker(r *http.Request, _ *mux.RouteMatch) bool {
-	return !strings.HasPrefix(r.URL.Path, "/broker/")
+	return !strings.HasPrefix(r.URL.Path, "/broker/") && !strings.HasPrefix(r.URL.Path, "/mcp/")
 }
 
 // cacheStatic lets browsers keep the embedded assets for an hour.

@@ -159,23 +159,46 @@ func validatePathRule(p string) error {
 	return nil
 }
 
-// agentPolicyHCL grants the broker paths of each credential, narrowed when
-// the spec says so, and the few token paths an agent uses instead of
-// Vault's default policy (which it does not hold: building a token's ACL
-// from the large default policy costs every call).
-func agentPolicyHCL(org string, s AgentSpec) string {
+// agentPolicyHCL grants each credential's Vault paths: for an SMTP
+// credential, mail/<cred>; for any other, the broker paths, narrowed when
+// the spec says so. Each credential's base path may also be read, which
+// describes it (the MCP server lists an agent's tools that way). Then the
+// few token paths an agent uses instead of Vault's default policy (which it
+// does not hold: building a token's ACL from the large default policy
+// costs every call).
+func agentPolicyHCL(org string, s AgentSpec, current map[string]credInfo) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Agent %s of org %s: the broker, for these credentials only.\n", s.Name, org)
+	fmt.Fprintf(&b, "# Agent %s of org %s: these credentials only.\n", s.Name, org)
 	creds := slices.Clone(s.Creds)
 	sort.Strings(creds)
+	writePath := func(p string, caps ...string) {
+		fmt.Fprintf(&b, "path %q {\n  capabilities = %s\n}\n", p, hclList(caps))
+	}
 	for _, c := range slices.Compact(creds) {
-		for _, p := range agentCredPaths(MountPath(org)+"/proxy/"+c, s) {
-			fmt.Fprintf(&b, "path %q {\n  capabilities = [\"update\"]\n}\n", p)
+		if current[c].mail() {
+			writePath(MountPath(org)+"/mail/"+c, "read", "update")
+			continue
+		}
+		base := MountPath(org) + "/proxy/" + c
+		paths := agentCredPaths(base, s)
+		if !slices.Contains(paths, base) {
+			writePath(base, "read")
+		}
+		for _, p := range paths {
+			if p == base {
+				writePath(p, "read", "update")
+			} else {
+				writePath(p, "update")
+			}
 		}
 	}
 	b.WriteString(`# The edge asks Vault whether this token may make each call.
 path "sys/capabilities-self" {
   capabilities = ["update"]
+}
+# The MCP server asks Vault which credentials this token may use.
+path "sys/internal/ui/resultant-acl" {
+  capabilities = ["read"]
 }
 path "auth/token/lookup-self" {
   capabilities = ["read"]
@@ -331,11 +354,15 @@ func CreateAgent(ctx context.Context, c *api.Client, org string, spec AgentSpec)
 }
 
 func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc string, spec AgentSpec) (*AgentLogin, error) {
-	if err := c.Sys().PutPolicyWithContext(ctx, name, agentPolicyHCL(org, spec)); err != nil {
+	current, err := currentCredentials(ctx, c, org)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Sys().PutPolicyWithContext(ctx, name, agentPolicyHCL(org, spec, current)); err != nil {
 		return nil, fmt.Errorf("writing policy %s: %w", name, err)
 	}
 	rolePath := "auth/approle/role/" + name
-	_, err := c.Logical().WriteWithContext(ctx, rolePath, map[string]interface{}{
+	_, err = c.Logical().WriteWithContext(ctx, rolePath, map[string]interface{}{
 		"token_policies": []string{name},
 		"token_ttl":      int(spec.TokenTTL.Seconds()),
 		"token_max_ttl":  int(spec.TokenMaxTTL.Seconds()),
@@ -355,10 +382,7 @@ func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc 
 	}
 	roleID, _ := rid.Data["role_id"].(string)
 
-	ids, err := credentialIDs(ctx, c, org, spec.Creds)
-	if err != nil {
-		return nil, err
-	}
+	ids := credentialIDs(current, spec.Creds)
 	entPath := "identity/entity/name/" + name
 	if _, err := c.Logical().WriteWithContext(ctx, entPath, map[string]interface{}{
 		"metadata": map[string]string{"org": org, "agent": spec.Name, "credential_ids": ids},
@@ -393,46 +417,56 @@ func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc 
 // "-" for a name with no credential yet. The engine refuses the agent a
 // credential whose ID differs, so a credential deleted and created again
 // under the same name is not silently the agent's.
-func credentialIDs(ctx context.Context, c *api.Client, org string, creds []string) (string, error) {
-	current, err := currentCredentialIDs(ctx, c, org)
-	if err != nil {
-		return "", err
-	}
+func credentialIDs(current map[string]credInfo, creds []string) string {
 	names := slices.Clone(creds)
 	sort.Strings(names)
 	var parts []string
 	for _, name := range slices.Compact(names) {
 		parts = append(parts, name+":"+idOrNone(current, name))
 	}
-	return strings.Join(parts, ","), nil
+	return strings.Join(parts, ",")
 }
 
-// currentCredentialIDs lists the org's credentials with their IDs (LIST
-// creds/ key_info, which agent managers may read: names and metadata, no
-// secret). A credential from before IDs maps to "".
-func currentCredentialIDs(ctx context.Context, c *api.Client, org string) (map[string]string, error) {
+// credInfo is what provisioning needs to know of a credential.
+type credInfo struct {
+	// ID is "" for a credential from before IDs.
+	ID      string
+	Type    string
+	Service string
+}
+
+// mail says whether agents use the credential through mail/<cred>: an
+// SMTP login. A name with no credential yet is taken as an HTTP one.
+func (c credInfo) mail() bool { return c.Type == "password" && c.Service == "smtp" }
+
+// currentCredentials lists the org's credentials (LIST creds/ key_info,
+// which agent managers may read: names and metadata, no secret).
+func currentCredentials(ctx context.Context, c *api.Client, org string) (map[string]credInfo, error) {
 	s, err := c.Logical().ListWithContext(ctx, MountPath(org)+"/creds")
 	if err != nil {
 		return nil, fmt.Errorf("listing credentials: %w", err)
 	}
-	ids := map[string]string{}
+	out := map[string]credInfo{}
 	if s == nil {
-		return ids, nil
+		return out, nil
 	}
 	info, _ := s.Data["key_info"].(map[string]interface{})
 	keys, _ := s.Data["keys"].([]interface{})
 	for _, k := range keys {
 		name, _ := k.(string)
 		entry, _ := info[name].(map[string]interface{})
-		id, _ := entry["id"].(string)
-		ids[name] = id
+		var ci credInfo
+		ci.ID, _ = entry["id"].(string)
+		ci.Type, _ = entry["type"].(string)
+		ci.Service, _ = entry["service"].(string)
+		out[name] = ci
 	}
-	return ids, nil
+	return out, nil
 }
 
-func idOrNone(current map[string]string, name string) string {
-	if id, ok := current[name]; ok {
-		return id
+func idOrNone(current map[string]credInfo, name string) string {
+	if ci, ok := current[name]; ok {
+		return ci.ID
 	}
 	return "-"
 }
@@ -498,7 +532,7 @@ func ListAgents(ctx context.Context, c *api.Client, org string) ([]Agent, error)
 	}
 	prefix := agentPrefix(org)
 	agents := []Agent{}
-	current, err := currentCredentialIDs(ctx, c, org)
+	current, err := currentCredentials(ctx, c, org)
 	if err != nil {
 		return nil, err
 	}
@@ -529,7 +563,7 @@ type policyRules struct {
 
 // readAgent describes one agent; current are the org's credential IDs now
 // (currentCredentialIDs), read once for all agents listed.
-func readAgent(ctx context.Context, c *api.Client, org, agent string, current map[string]string) (*Agent, error) {
+func readAgent(ctx context.Context, c *api.Client, org, agent string, current map[string]credInfo) (*Agent, error) {
 	name := AgentName(org, agent)
 	role, err := c.Logical().ReadWithContext(ctx, "auth/approle/role/"+name)
 	if err != nil {
@@ -556,11 +590,18 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string, current ma
 		// details rather than fail the list.
 		return a, nil
 	}
-	proxyPrefix := MountPath(org) + "/proxy/"
+	proxyPrefix, mailPrefix := MountPath(org)+"/proxy/", MountPath(org)+"/mail/"
 	var methods, paths []string
 	for p, r := range rules.Path {
+		if r == nil || !slices.Contains(r.Capabilities, "update") {
+			continue
+		}
+		if cred, ok := strings.CutPrefix(p, mailPrefix); ok {
+			a.Creds = append(a.Creds, cred)
+			continue
+		}
 		rest, ok := strings.CutPrefix(p, proxyPrefix)
-		if !ok || r == nil || !slices.Contains(r.Capabilities, "update") {
+		if !ok {
 			continue
 		}
 		cred, rule, _ := strings.Cut(rest, "/")
@@ -587,7 +628,7 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string, current ma
 
 // staleCredentials compares the IDs the agent's entity recorded with the
 // credentials there are now.
-func staleCredentials(ctx context.Context, c *api.Client, entity string, creds []string, current map[string]string) ([]string, error) {
+func staleCredentials(ctx context.Context, c *api.Client, entity string, creds []string, current map[string]credInfo) ([]string, error) {
 	ent, err := c.Logical().ReadWithContext(ctx, "identity/entity/name/"+entity)
 	if err != nil || ent == nil {
 		return nil, err

@@ -3,7 +3,8 @@ package provision
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,24 +56,32 @@ func TestAgentSpecValidation(t *testing.T) {
 	}
 }
 
-// TestAgentPolicyGrantsOnlyTheBroker: an agent's policy names its
-// credentials' broker paths, its rules as whole segments of the path
-// after the method, and the token paths it needs; nothing else.
-func TestAgentPolicyGrantsOnlyTheBroker(t *testing.T) {
+// TestAgentPolicyGrantsOnlyItsCredentials: an agent's policy names its
+// credentials' broker paths (mail/<cred> for an SMTP login), its rules as
+// whole segments of the path after the method, read on each credential's
+// base path (its description), and the token paths it needs; nothing else.
+func TestAgentPolicyGrantsOnlyItsCredentials(t *testing.T) {
+	current := map[string]credInfo{
+		"k1":     {ID: "1", Type: "api_key", Service: "stripe"},
+		"mailer": {ID: "2", Type: "password", Service: "smtp"},
+		"basic":  {ID: "3", Type: "password", Service: "custom-http"},
+	}
 	for _, tc := range []struct {
 		spec  AgentSpec
 		paths string
 	}{
 		{AgentSpec{Name: "a", Creds: []string{"k2", "k1", "k1"}},
-			"[orgs/acme/proxy/k1 orgs/acme/proxy/k1/* orgs/acme/proxy/k2 orgs/acme/proxy/k2/*]"},
+			"[orgs/acme/proxy/k1=read,update orgs/acme/proxy/k1/*=update orgs/acme/proxy/k2=read,update orgs/acme/proxy/k2/*=update]"},
 		{AgentSpec{Name: "a", Creds: []string{"k1"}, Methods: []string{"GET", "HEAD"}},
-			"[orgs/acme/proxy/k1/GET/* orgs/acme/proxy/k1/HEAD/*]"},
+			"[orgs/acme/proxy/k1=read orgs/acme/proxy/k1/GET/*=update orgs/acme/proxy/k1/HEAD/*=update]"},
 		{AgentSpec{Name: "a", Creds: []string{"k1"}, Paths: []string{"/v1/balance", "/v1/charges/*"}},
-			"[orgs/acme/proxy/k1/+/v1/balance orgs/acme/proxy/k1/+/v1/charges/*]"},
+			"[orgs/acme/proxy/k1=read orgs/acme/proxy/k1/+/v1/balance=update orgs/acme/proxy/k1/+/v1/charges/*=update]"},
 		{AgentSpec{Name: "a", Creds: []string{"k1"}, Methods: []string{"GET"}, Paths: []string{"/v1/customers/+/sources"}},
-			"[orgs/acme/proxy/k1/GET/v1/customers/+/sources]"},
+			"[orgs/acme/proxy/k1=read orgs/acme/proxy/k1/GET/v1/customers/+/sources=update]"},
+		{AgentSpec{Name: "a", Creds: []string{"mailer", "basic"}, Methods: []string{"GET"}},
+			"[orgs/acme/mail/mailer=read,update orgs/acme/proxy/basic=read orgs/acme/proxy/basic/GET/*=update]"},
 	} {
-		text := agentPolicyHCL("acme", tc.spec)
+		text := agentPolicyHCL("acme", tc.spec, current)
 		var rules struct {
 			Path map[string]*struct {
 				Capabilities []string `hcl:"capabilities"`
@@ -81,28 +90,28 @@ func TestAgentPolicyGrantsOnlyTheBroker(t *testing.T) {
 		if err := hcl.Decode(&rules, text); err != nil {
 			t.Fatalf("policy does not parse: %v\n%s", err, text)
 		}
-		var broker []string
-		for p, r := range rules.Path {
+		var granted []string
+		for _, p := range slices.Sorted(maps.Keys(rules.Path)) {
+			r := rules.Path[p]
 			switch p {
 			case "sys/capabilities-self", "auth/token/renew-self", "auth/token/revoke-self":
 				if fmt.Sprint(r.Capabilities) != "[update]" {
 					t.Errorf("%s: %v", p, r.Capabilities)
 				}
 				continue
-			case "auth/token/lookup-self":
+			case "auth/token/lookup-self", "sys/internal/ui/resultant-acl":
+				if fmt.Sprint(r.Capabilities) != "[read]" {
+					t.Errorf("%s: %v", p, r.Capabilities)
+				}
 				continue
 			}
-			if !strings.HasPrefix(p, "orgs/acme/proxy/") {
-				t.Fatalf("policy grants %s, outside the broker", p)
+			if !strings.HasPrefix(p, "orgs/acme/proxy/") && !strings.HasPrefix(p, "orgs/acme/mail/") {
+				t.Fatalf("policy grants %s, outside the credentials' paths", p)
 			}
-			if fmt.Sprint(r.Capabilities) != "[update]" {
-				t.Errorf("%s: capabilities %v", p, r.Capabilities)
-			}
-			broker = append(broker, p)
+			granted = append(granted, p+"="+strings.Join(r.Capabilities, ","))
 		}
-		sort.Strings(broker)
-		if fmt.Sprint(broker) != tc.paths {
-			t.Errorf("broker paths %v, want %s", broker, tc.paths)
+		if fmt.Sprint(granted) != tc.paths {
+			t.Errorf("paths %v, want %s", granted, tc.paths)
 		}
 	}
 }

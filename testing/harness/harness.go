@@ -32,6 +32,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/testing/tlsca"
 	"github.com/clankteam/credentials/portal/provision"
 )
 
@@ -52,8 +53,9 @@ type Options struct {
 	ListenAddr string
 	// PluginEnv is the operator's environment for the engine, given at
 	// registration (vault plugin register -env). Default: the loopback
-	// range as private targets (the tests' local services) and a fresh
-	// edge key, whose private half is Vault.EdgeKey.
+	// range as private targets (the tests' local services), a fresh
+	// edge key, whose private half is Vault.EdgeKey, and SSL_CERT_FILE
+	// with the system's roots and Vault.CA.
 	PluginEnv []string
 	// Config is extra server configuration (HCL) for the dev server, e.g.
 	// default_max_request_duration = "5s".
@@ -76,6 +78,9 @@ type Vault struct {
 	// public key the engine was registered with; empty when PluginEnv was
 	// given.
 	EdgeKey string
+	// CA is the test CA the engine trusts (through SSL_CERT_FILE), for
+	// test servers' certificates; nil when PluginEnv was given.
+	CA *tlsca.CA
 
 	cmd        *exec.Cmd
 	reaper     *exec.Cmd
@@ -111,13 +116,23 @@ func Start(ctx context.Context, opts Options) (*Vault, error) {
 	}
 
 	env, edgeKey := opts.PluginEnv, ""
+	var ca *tlsca.CA
 	if env == nil {
 		priv, pub, err := egress.GenerateEdgeKey()
 		if err != nil {
 			return nil, err
 		}
 		edgeKey = priv
-		env = []string{egress.PrivateTargetsEnv + "=" + TestPrivateTargets, egress.EdgeKeysEnv + "=" + pub}
+		// A test CA the engine trusts beside the system's roots, so test
+		// servers (SMTP) speak verified TLS.
+		if ca, err = tlsca.New(); err != nil {
+			return nil, err
+		}
+		bundle := filepath.Join(dir, "ca-bundle.pem")
+		if err := ca.WriteBundle(bundle); err != nil {
+			return nil, err
+		}
+		env = []string{egress.PrivateTargetsEnv + "=" + TestPrivateTargets, egress.EdgeKeysEnv + "=" + pub, "SSL_CERT_FILE=" + bundle}
 	}
 	configPath := ""
 	if opts.Config != "" {
@@ -133,6 +148,7 @@ func Start(ctx context.Context, opts Options) (*Vault, error) {
 		if err == nil {
 			v.removeDir = removeDir
 			v.EdgeKey = edgeKey
+			v.CA = ca
 			if err = v.registerPlugin(ctx, pluginPath, env); err == nil {
 				return v, nil
 			}

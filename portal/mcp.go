@@ -1,0 +1,457 @@
+package portal
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/clankteam/credentials/plugin/egress"
+)
+
+// The MCP server: /mcp/<org> speaks MCP over Streamable HTTP to agents that
+// hold a Vault token (Authorization: Bearer). Its tools are the
+// credentials this token may use (Vault decides, see mcp_tools.go): one
+// per HTTP credential, which calls the service through the edge's own code
+// path, one per SMTP credential, which sends mail through the engine, and
+// list_credentials. The agent never holds a secret; each tool call is
+// authorized by Vault with the agent's token, so audit and last use see it.
+//
+// It is stateless (no MCP session): each request builds its server from
+// the token's tools, so a token refreshed by a client's header helper is
+// simply the next request's token.
+
+// maxToolAnswer bounds the body a tool call returns to the model; the
+// rest is cut with a note.
+const maxToolAnswer = 100 << 10
+
+// toolAnswerHeaders are the service's headers a tool call returns.
+var toolAnswerHeaders = []string{"Content-Type", "Location", "Link", "Retry-After", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "Request-Id", "X-Request-Id"}
+
+type mcpServer struct {
+	broker    *brokerHandler
+	publicURL func() string
+	logger    *slog.Logger
+	lists     toolLists
+	handler   http.Handler
+}
+
+type mcpCallKey struct{}
+
+// mcpCall is one MCP request's org, token and tools.
+type mcpCall struct {
+	org   string
+	token string
+	creds []*agentCred
+}
+
+func newMCPServer(broker *brokerHandler, publicURL func() string, logger *slog.Logger) *mcpServer {
+	m := &mcpServer{broker: broker, publicURL: publicURL, logger: logger}
+	m.handler = mcp.NewStreamableHTTPHandler(m.serverFor, &mcp.StreamableHTTPOptions{
+		Stateless:    true,
+		JSONResponse: true,
+		// Tool inputs are small; bodies larger than this belong on the edge.
+		MaxRequestBodyBytes: 8 << 20,
+	})
+	return m
+}
+
+func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	org, ok := strings.CutPrefix(r.URL.Path, "/mcp/")
+	if !ok || !brokerOrgPattern.MatchString(org) {
+		brokerFail(w, &egress.Error{Status: http.StatusNotFound, Permanent: true, Msg: "use /mcp/<org>"})
+		return
+	}
+	token, _ := brokerToken(r.Header)
+	if token == "" {
+		mcpUnauthorized(w, "send the agent's Vault token as Authorization: Bearer <token>")
+		return
+	}
+	creds, fail := m.agentCreds(r.Context(), org, token)
+	if fail != nil {
+		if fail.Status == http.StatusUnauthorized {
+			mcpUnauthorized(w, fail.Msg)
+			return
+		}
+		brokerFail(w, fail)
+		return
+	}
+	if len(creds) == 0 {
+		// Another org's agent, or a person's token: nothing here is its.
+		brokerFail(w, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "permission denied: this token may use no credential of org " + org})
+		return
+	}
+	call := &mcpCall{org: org, token: token, creds: creds}
+	m.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpCallKey{}, call)))
+}
+
+func mcpUnauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="credentials mcp", error="invalid_token"`)
+	brokerFail(w, unauthorized(msg))
+}
+
+// serverFor builds the MCP server of one request from its token's tools.
+func (m *mcpServer) serverFor(r *http.Request) *mcp.Server {
+	call, _ := r.Context().Value(mcpCallKey{}).(*mcpCall)
+	if call == nil {
+		return nil
+	}
+	s := mcp.NewServer(&mcp.Implementation{Name: "credentials", Title: "Credentials for " + call.org, Version: "1"}, &mcp.ServerOptions{
+		Instructions: "Each tool uses one of org " + call.org + "'s credentials without showing it: call services with the HTTP tools, send mail with send_email. list_credentials says which work now and where a person fixes those that do not.",
+	})
+	s.AddTool(&mcp.Tool{
+		Name:        "list_credentials",
+		Title:       "List credentials",
+		Description: "The credentials this agent may use: name, tool, service, type, status and, when one needs a person, the portal page where they fix it.",
+		InputSchema: json.RawMessage(`{"type": "object", "properties": {}, "additionalProperties": false}`),
+		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
+	}, func(ctx context.Context, _ *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return m.listCredentials(call), nil
+	})
+	names := toolNames(call.creds)
+	for _, c := range call.creds {
+		name := names[c.Name]
+		if c.Use == "mail" {
+			s.AddTool(&mcp.Tool{Name: name, Title: "Send email with " + c.Name, Description: mailToolDescription(c), InputSchema: mailToolSchema},
+				func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+					return m.sendEmail(ctx, call, c, req), nil
+				})
+			continue
+		}
+		s.AddTool(&mcp.Tool{Name: name, Title: "Call " + serviceTitle(c) + " with " + c.Name, Description: httpToolDescription(c), InputSchema: httpToolSchema},
+			func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return m.callService(ctx, call, c, req), nil
+			})
+	}
+	return s
+}
+
+// toolNames names each credential's tool: an HTTP credential by its own
+// name, an SMTP one send_email (send_email_<cred> when there are several);
+// a name that would collide gets call_ in front.
+func toolNames(creds []*agentCred) map[string]string {
+	mail := 0
+	for _, c := range creds {
+		if c.Use == "mail" {
+			mail++
+		}
+	}
+	out := map[string]string{}
+	for _, c := range creds {
+		switch {
+		case c.Use == "mail" && mail == 1:
+			out[c.Name] = "send_email"
+		case c.Use == "mail":
+			out[c.Name] = "send_email_" + c.Name
+		case c.Name == "list_credentials" || strings.HasPrefix(c.Name, "send_email"):
+			out[c.Name] = "call_" + c.Name
+		default:
+			out[c.Name] = c.Name
+		}
+	}
+	return out
+}
+
+func serviceTitle(c *agentCred) string {
+	if c.ServiceName != "" {
+		return c.ServiceName
+	}
+	return c.Service
+}
+
+func httpToolDescription(c *agentCred) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Call %s with credential %s, injected by the broker (you never see it).", serviceTitle(c), c.Name)
+	if c.ServiceDesc != "" {
+		fmt.Fprintf(&b, " %s", c.ServiceDesc)
+	}
+	if c.Description != "" {
+		fmt.Fprintf(&b, " This credential: %s.", strings.TrimSuffix(c.Description, "."))
+	}
+	if c.BaseURL != "" {
+		fmt.Fprintf(&b, " Paths are relative to %s.", c.BaseURL)
+	}
+	if c.DocsURL != "" {
+		fmt.Fprintf(&b, " API docs: %s.", c.DocsURL)
+	}
+	if len(c.Rules) > 0 {
+		fmt.Fprintf(&b, " Only these calls are allowed: %s.", strings.Join(c.Rules, ", "))
+	}
+	if why := c.blocked(); why != "" {
+		fmt.Fprintf(&b, " Not usable now: %s.", why)
+	} else if c.Status != "" && c.Status != "active" {
+		fmt.Fprintf(&b, " Status: %s (%s).", c.Status, c.Reason)
+	}
+	b.WriteString(" Answers: status, selected headers and the body (JSON or text), cut beyond 100 KiB.")
+	return b.String()
+}
+
+func mailToolDescription(c *agentCred) string {
+	d := fmt.Sprintf("Send one email with SMTP credential %s (the password stays in Vault).", c.Name)
+	if c.Description != "" {
+		d += " This credential: " + strings.TrimSuffix(c.Description, ".") + "."
+	}
+	return d + " Addresses may carry a display name (Ops <ops@example.com>); attachments are base64."
+}
+
+var httpToolSchema = json.RawMessage(`{
+  "type": "object",
+  "properties": {
+    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], "default": "GET"},
+    "path": {"type": "string", "description": "The service's path, relative to its base URL, e.g. /v1/balance; may include ?query."},
+    "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Query parameters, added to any in path."},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Request headers; authorization headers are set by the broker and dropped here."},
+    "json": {"description": "A JSON request body (sent as application/json)."},
+    "text": {"type": "string", "description": "A text request body, when the body is not JSON."}
+  },
+  "required": ["path"],
+  "additionalProperties": false
+}`)
+
+var mailToolSchema = json.RawMessage(`{
+  "type": "object",
+  "properties": {
+    "from": {"type": "string", "description": "Sender address, e.g. Ops <ops@example.com>."},
+    "to": {"type": "array", "items": {"type": "string"}},
+    "cc": {"type": "array", "items": {"type": "string"}},
+    "bcc": {"type": "array", "items": {"type": "string"}},
+    "reply_to": {"type": "array", "items": {"type": "string"}},
+    "subject": {"type": "string"},
+    "text": {"type": "string", "description": "Plain-text body."},
+    "html": {"type": "string", "description": "HTML body."},
+    "attachments": {"type": "array", "items": {"type": "object", "properties": {
+      "filename": {"type": "string"}, "content": {"type": "string", "description": "base64"}, "content_type": {"type": "string"}
+    }, "required": ["filename", "content"], "additionalProperties": false}}
+  },
+  "required": ["from", "subject"],
+  "additionalProperties": false
+}`)
+
+// credPageURL is where a person sees and fixes a credential.
+func (m *mcpServer) credPageURL(org, cred string) string {
+	return strings.TrimSuffix(m.publicURL(), "/") + "/orgs/" + org + "/creds/" + cred
+}
+
+// needsPerson is the tool error of a credential a person must fix first.
+func (m *mcpServer) needsPerson(call *mcpCall, c *agentCred, why string) *mcp.CallToolResult {
+	return toolError(fmt.Sprintf("%s. A person fixes it in the portal: %s", why, m.credPageURL(call.org, c.Name)))
+}
+
+func (m *mcpServer) listCredentials(call *mcpCall) *mcp.CallToolResult {
+	names := toolNames(call.creds)
+	type line struct {
+		Name         string `json:"name"`
+		Tool         string `json:"tool"`
+		Service      string `json:"service"`
+		Type         string `json:"type"`
+		Status       string `json:"status"`
+		StatusReason string `json:"status_reason,omitempty"`
+		PortalURL    string `json:"portal_url"`
+	}
+	out := []line{}
+	for _, c := range call.creds {
+		l := line{Name: c.Name, Tool: names[c.Name], Service: c.Service, Type: c.Type, Status: c.Status, StatusReason: c.Reason, PortalURL: m.credPageURL(call.org, c.Name)}
+		if c.Unusable != "" {
+			l.Status, l.StatusReason = "unavailable", c.Unusable
+		}
+		out = append(out, l)
+	}
+	return toolJSON(map[string]any{"credentials": out})
+}
+
+type httpToolInput struct {
+	Method  string            `json:"method"`
+	Path    string            `json:"path"`
+	Query   map[string]string `json:"query"`
+	Headers map[string]string `json:"headers"`
+	JSON    json.RawMessage   `json:"json"`
+	Text    *string           `json:"text"`
+}
+
+// callService makes one call through the edge's own handler, so every
+// guard rail of the edge (authorization by Vault, path rules, dial guard,
+// header policy, scrubbing, limits) applies to it unchanged.
+func (m *mcpServer) callService(ctx context.Context, call *mcpCall, c *agentCred, req *mcp.CallToolRequest) *mcp.CallToolResult {
+	if why := c.blocked(); why != "" {
+		return m.needsPerson(call, c, why)
+	}
+	var in httpToolInput
+	if err := json.Unmarshal(req.Params.Arguments, &in); err != nil {
+		return toolError("the arguments do not match the tool's input schema: " + err.Error())
+	}
+	if in.Method == "" {
+		in.Method = http.MethodGet
+	}
+	if !egress.ValidMethod(in.Method) {
+		return toolError("method must be one of " + strings.Join(egress.Methods, ", "))
+	}
+	path, rawQuery, _ := strings.Cut(in.Path, "?")
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return toolError("the query in path does not parse: " + err.Error())
+	}
+	for k, v := range in.Query {
+		q.Add(k, v)
+	}
+	var body io.Reader = http.NoBody
+	contentType := ""
+	switch {
+	case len(in.JSON) > 0 && in.Text != nil:
+		return toolError("give json or text as the body, not both")
+	case len(in.JSON) > 0:
+		body, contentType = bytes.NewReader(in.JSON), "application/json"
+	case in.Text != nil:
+		body, contentType = strings.NewReader(*in.Text), "text/plain; charset=utf-8"
+	}
+	target := "/broker/" + call.org + "/" + c.Name + path
+	edgeReq, err := http.NewRequestWithContext(ctx, in.Method, "http://edge"+target, body)
+	if err != nil {
+		return toolError("the path cannot be sent: " + err.Error())
+	}
+	edgeReq.URL.RawQuery = q.Encode()
+	for k, v := range in.Headers {
+		edgeReq.Header.Set(k, v)
+	}
+	if contentType != "" && edgeReq.Header.Get("Content-Type") == "" {
+		edgeReq.Header.Set("Content-Type", contentType)
+	}
+	edgeReq.Header.Set("Authorization", "Bearer "+call.token)
+
+	rec := &toolRecorder{header: http.Header{}, max: maxToolAnswer}
+	aborted := rec.serve(m.broker, edgeReq)
+	return m.toolAnswer(call, c, rec, aborted)
+}
+
+// toolAnswer turns the edge's answer into the tool's result.
+func (m *mcpServer) toolAnswer(call *mcpCall, c *agentCred, rec *toolRecorder, aborted bool) *mcp.CallToolResult {
+	if rec.header.Get("X-Broker-Error") == "true" {
+		var e struct {
+			Error struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		_ = json.Unmarshal(rec.body.Bytes(), &e)
+		msg := fmt.Sprintf("the broker refused the call (%d): %s", rec.status, e.Error.Message)
+		if c.Status != "" && c.Status != "active" {
+			return m.needsPerson(call, c, fmt.Sprintf("%s; credential %s needs attention (%s)", msg, c.Name, c.Reason))
+		}
+		return toolError(msg)
+	}
+	headers := map[string]string{}
+	for _, h := range toolAnswerHeaders {
+		if v := rec.header.Values(h); len(v) > 0 {
+			headers[strings.ToLower(h)] = strings.Join(v, ", ")
+		}
+	}
+	out := map[string]any{"status": rec.status, "headers": headers}
+	raw := rec.body.Bytes()
+	var asJSON json.RawMessage
+	switch {
+	case !rec.truncated && json.Valid(raw) && len(raw) > 0:
+		asJSON = raw
+		out["body"] = asJSON
+	default:
+		out["body"] = strings.ToValidUTF8(string(raw), "\uFFFD")
+	}
+	if rec.truncated {
+		out["truncated"] = true
+		out["note"] = fmt.Sprintf("the body is cut at %d bytes of %d or more: ask for less (paging, fields, a range)", maxToolAnswer, rec.total)
+	}
+	if aborted {
+		out["truncated"] = true
+		out["note"] = "the service's answer broke off, or exceeded broker_max_body"
+	}
+	res := toolJSON(out)
+	res.IsError = rec.status >= 400
+	return res
+}
+
+// sendEmail sends one message through the engine, as the edge's /send does.
+func (m *mcpServer) sendEmail(ctx context.Context, call *mcpCall, c *agentCred, req *mcp.CallToolRequest) *mcp.CallToolResult {
+	if why := c.blocked(); why != "" {
+		return m.needsPerson(call, c, why)
+	}
+	receipt, fail := m.broker.submitMail(ctx, &edgeCall{org: call.org, cred: c.Name, token: call.token, decoded: mailSendPath}, req.Params.Arguments)
+	if fail != nil {
+		msg := "sending failed (" + fmt.Sprint(fail.Status) + "): " + fail.Msg
+		if c.Status != "" && c.Status != "active" {
+			return m.needsPerson(call, c, fmt.Sprintf("%s; credential %s needs attention (%s)", msg, c.Name, c.Reason))
+		}
+		return toolError(msg)
+	}
+	return toolJSON(receipt)
+}
+
+func toolError(msg string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}
+}
+
+func toolJSON(v any) *mcp.CallToolResult {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return toolError("encoding the answer failed")
+	}
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(raw)}}}
+}
+
+// toolRecorder is the edge's ResponseWriter for a tool call: it keeps the
+// status, the headers and the first max bytes of the body, and refuses
+// the rest, which stops the edge reading the service's answer.
+type toolRecorder struct {
+	status    int
+	header    http.Header
+	body      bytes.Buffer
+	max       int
+	total     int
+	truncated bool
+}
+
+func (r *toolRecorder) Header() http.Header { return r.header }
+
+func (r *toolRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+}
+
+var errToolAnswerFull = errors.New("tool answer bound reached")
+
+func (r *toolRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	r.total += len(p)
+	room := r.max - r.body.Len()
+	if len(p) > room {
+		r.body.Write(p[:max(room, 0)])
+		r.truncated = true
+		return 0, errToolAnswerFull
+	}
+	return r.body.Write(p)
+}
+
+// serve runs the edge on req; it reports whether the edge aborted the
+// answer (a service that broke off, or an answer over the limit).
+func (r *toolRecorder) serve(h http.Handler, req *http.Request) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			aborted = !r.truncated
+		}
+	}()
+	h.ServeHTTP(r, req)
+	return false
+}

@@ -1,0 +1,270 @@
+package portal
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/clankteam/credentials/plugin/egress"
+)
+
+// Which credentials an agent's token may use, as MCP tools. Vault decides:
+// the token's own resultant ACL names the credentials it may update under
+// proxy/ or mail/ (and the rules that narrow them), and reading each
+// credential's proxy/<cred> or mail/<cred> with the same token describes it
+// (service, base URL, status). The list is kept for toolListReuse per
+// token; every tool call is still authorized by Vault on its own.
+
+// toolListReuse is how long one token's tool list is reused, as the edge
+// reuses a sealed injection.
+const toolListReuse = 15 * time.Second
+
+// maxToolLists bounds the cache; past it the cache starts over.
+const maxToolLists = 10000
+
+// agentCred is one credential an agent may use, as the engine describes it.
+type agentCred struct {
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	Description string `json:"description"`
+	Service     string `json:"service"`
+	ServiceName string `json:"service_display_name"`
+	ServiceDesc string `json:"service_description"`
+	DocsURL     string `json:"docs_url"`
+	BaseURL     string `json:"base_url"`
+	Status      string `json:"status"`
+	Reason      string `json:"status_reason"`
+	Use         string `json:"use"`
+	// Rules are the calls the token may make, "GET /v1/balance"; empty
+	// means any.
+	Rules []string `json:"-"`
+	// Unusable says why the engine would not describe it (deleted, or
+	// created again after the agent was given it).
+	Unusable string `json:"-"`
+}
+
+// usable says why a call cannot work now ("" when it may): a credential
+// that is not connected, disconnected or expired needs a person first.
+func (c *agentCred) blocked() string {
+	switch {
+	case c.Unusable != "":
+		return c.Unusable
+	case c.Status == "disconnected", c.Status == "expired":
+		return "credential " + c.Name + " is " + c.Status
+	case c.Status == "needs_attention" && c.Reason == "not connected yet":
+		return "credential " + c.Name + " is not connected yet"
+	}
+	return ""
+}
+
+type toolListEntry struct {
+	creds    []*agentCred
+	useUntil time.Time
+}
+
+// toolLists caches each token's credentials by tokenKey.
+type toolLists struct {
+	mu      sync.Mutex
+	entries map[string]toolListEntry
+}
+
+func (t *toolLists) get(key string, now time.Time) ([]*agentCred, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.entries[key]
+	if !ok || !now.Before(e.useUntil) {
+		return nil, false
+	}
+	return e.creds, true
+}
+
+func (t *toolLists) put(key string, creds []*agentCred, until time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.entries == nil || len(t.entries) >= maxToolLists {
+		t.entries = map[string]toolListEntry{}
+	}
+	t.entries[key] = toolListEntry{creds: creds, useUntil: until}
+}
+
+// agentCreds returns the credentials token may use in org.
+func (m *mcpServer) agentCreds(ctx context.Context, org, token string) ([]*agentCred, *egress.Error) {
+	key := tokenKey(token, org, "\x00mcp")
+	if creds, ok := m.lists.get(key, time.Now()); ok {
+		return creds, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, edgeVaultTimeout)
+	defer cancel()
+	var acl struct {
+		Data struct {
+			Root       bool                      `json:"root"`
+			ExactPaths map[string]aclPermissions `json:"exact_paths"`
+			GlobPaths  map[string]aclPermissions `json:"glob_paths"`
+		} `json:"data"`
+	}
+	// The token's own expiry bounds how long its list is reused, so an
+	// expired token is refused at once.
+	var self struct {
+		Data struct {
+			ExpireTime string `json:"expire_time"`
+		} `json:"data"`
+	}
+	var aclFail, selfFail *egress.Error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		aclFail = m.broker.vaultDo(ctx, token, http.MethodGet, &url.URL{Path: "/v1/sys/internal/ui/resultant-acl"}, nil, &acl, mcpRefusal)
+	})
+	wg.Go(func() {
+		selfFail = m.broker.vaultDo(ctx, token, http.MethodGet, &url.URL{Path: "/v1/auth/token/lookup-self"}, nil, &self, mcpRefusal)
+	})
+	wg.Wait()
+	if aclFail != nil {
+		return nil, aclFail
+	}
+	useUntil := time.Now().Add(toolListReuse)
+	if selfFail == nil && self.Data.ExpireTime != "" {
+		if exp, err := time.Parse(time.RFC3339Nano, self.Data.ExpireTime); err == nil && exp.Before(useUntil) {
+			useUntil = exp
+		}
+	}
+	if acl.Data.Root {
+		return nil, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "this is a root token: the MCP server serves agents' tokens, whose policies name the credentials they may use"}
+	}
+	granted := grantedCreds(org, acl.Data.ExactPaths, acl.Data.GlobPaths)
+
+	creds := make([]*agentCred, 0, len(granted))
+	for name, g := range granted {
+		creds = append(creds, &agentCred{Name: name, Use: g.use, Rules: g.rules})
+	}
+	sort.Slice(creds, func(i, j int) bool { return creds[i].Name < creds[j].Name })
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(8)
+	for _, c := range creds {
+		eg.Go(func() error {
+			m.describe(ectx, org, token, c)
+			return nil
+		})
+	}
+	_ = eg.Wait()
+	m.lists.put(key, creds, useUntil)
+	return creds, nil
+}
+
+// describe reads the credential's description with the agent's token.
+func (m *mcpServer) describe(ctx context.Context, org, token string, c *agentCred) {
+	use, rules := c.Use, c.Rules
+	path := "orgs/" + org + "/" + use + "/" + c.Name
+	var out struct {
+		Data agentCred `json:"data"`
+	}
+	fail := m.broker.vaultDo(ctx, token, http.MethodGet, &url.URL{Path: "/v1/" + path}, nil, &out, mcpRefusal)
+	if fail != nil {
+		c.Unusable = fail.Msg
+		return
+	}
+	*c = out.Data
+	c.Name, c.Use, c.Rules = strings.TrimSpace(c.Name), use, rules
+}
+
+type aclPermissions struct {
+	Capabilities []string `json:"capabilities"`
+}
+
+type grant struct {
+	use   string
+	rules []string
+}
+
+// grantedCreds reads the credentials and rules out of the token's ACL
+// paths: orgs/<org>/proxy/<cred>[/<METHOD>/<path>] and orgs/<org>/mail/<cred>
+// that the token may update.
+func grantedCreds(org string, exact, glob map[string]aclPermissions) map[string]*grant {
+	out := map[string]*grant{}
+	add := func(p string, perms aclPermissions, isGlob bool) {
+		if !slices.Contains(perms.Capabilities, "update") && !slices.Contains(perms.Capabilities, "root") {
+			return
+		}
+		for _, use := range []string{"proxy", "mail"} {
+			rest, ok := strings.CutPrefix(p, "orgs/"+org+"/"+use+"/")
+			if !ok {
+				continue
+			}
+			cred, rule, _ := strings.Cut(rest, "/")
+			if !brokerCredPattern.MatchString(cred) || strings.Trim(cred, ".") == "" {
+				return
+			}
+			g := out[cred]
+			if g == nil {
+				g = &grant{use: use}
+				out[cred] = g
+			}
+			if use == "mail" {
+				g.use = "mail"
+				return
+			}
+			if r := describeRule(rule, isGlob); r != "" {
+				g.rules = append(g.rules, r)
+			} else {
+				g.rules = append(g.rules, "any")
+			}
+		}
+	}
+	for p, perms := range exact {
+		add(p, perms, false)
+	}
+	for p, perms := range glob {
+		add(p, perms, true)
+	}
+	for _, g := range out {
+		if slices.Contains(g.rules, "any") {
+			g.rules = nil
+		}
+		sort.Strings(g.rules)
+	}
+	return out
+}
+
+// describeRule turns "GET/v1/charges/" (a glob) into "GET /v1/charges/*";
+// "" when the path allows any call.
+func describeRule(rule string, isGlob bool) string {
+	if rule == "" {
+		return ""
+	}
+	method, path, _ := strings.Cut(rule, "/")
+	if method == "" || (path == "" && isGlob) {
+		return ""
+	}
+	if method == "+" {
+		method = "any method"
+	}
+	path = "/" + path
+	if isGlob {
+		path += "*"
+	}
+	return method + " " + path
+}
+
+// mcpRefusal maps Vault's refusals of the MCP server's own reads: a
+// token Vault does not take is 401; a token that may not read its ACL
+// belongs to an agent made before MCP, or is no agent's.
+func mcpRefusal(status int, errs []string) *egress.Error {
+	msgs := unwrapVaultErrors(errs)
+	switch {
+	case status == http.StatusForbidden && slices.Contains(msgs, "invalid token"):
+		return unauthorized("the Vault token is invalid or expired: log in again (auth/approle/login)")
+	case status == http.StatusForbidden && slices.Contains(msgs, "permission denied"):
+		return &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "permission denied: this token may not list what it may use; an agent made before MCP support is created again to get it"}
+	case status == http.StatusNotFound:
+		return &egress.Error{Status: http.StatusNotFound, Permanent: true, Msg: "the credential does not exist (any more)"}
+	case status == http.StatusForbidden:
+		return &egress.Error{Status: status, Permanent: true, Msg: strings.Join(msgs, "; ")}
+	}
+	return vaultRefusal(status, errs, &edgeCall{}, "")
+}
