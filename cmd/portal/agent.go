@@ -14,13 +14,21 @@ import (
 )
 
 // agentCommand runs `portal agent create|delete|list` with VAULT_TOKEN: a
-// token holding the org's agents policy, or an operator's.
+// token holding the org's agents policy, or an operator's; and `portal
+// agent token`, which needs only the agent's own login.
 func agentCommand(ctx context.Context, verb string, args []string, stdout io.Writer) error {
+	if verb == "token" {
+		return agentToken(ctx, args, stdout)
+	}
 	fs := flag.NewFlagSet("agent "+verb, flag.ContinueOnError)
 	org := fs.String("org", "", "the agent's org")
 	var creds, methods listFlag
 	var paths repeatFlag
 	ttl := fs.Duration("ttl", provision.DefaultAgentTokenTTL, "life of the agent's Vault tokens")
+	loginFile := ""
+	if verb == "create" {
+		fs.StringVar(&loginFile, "login-file", "", "also write the agent's login (role_id, secret_id) to this file, readable by its owner only, for portal agent token -login-file")
+	}
 	maxTTL := fs.Duration("max-ttl", 0, "how long renewals may extend a token (default: -ttl, no renewal)")
 	if verb == "create" {
 		fs.Var(&creds, "cred", "credential the agent may use (repeat, or comma-separated)")
@@ -49,6 +57,11 @@ func agentCommand(ctx context.Context, verb string, args []string, stdout io.Wri
 		if err != nil {
 			return err
 		}
+		if loginFile != "" {
+			if err := writeLoginFile(loginFile, login); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintf(stdout, `agent %s of org %s created. Its login is shown only now:
 
   role_id    %s
@@ -58,7 +71,9 @@ The agent logs in with
   vault write auth/approle/login role_id=<role_id> secret_id=<secret_id>
 and calls the broker with the token it gets (valid %s):
   curl -H "Authorization: Bearer <token>" <portal>/broker/%s/<credential>/<path>
-`, fs.Arg(0), *org, login.RoleID, login.SecretID, *ttl, *org)
+or points an MCP client at <portal>/mcp/%s with that token; portal agent token
+prints a fresh one for clients that run a header helper.
+`, fs.Arg(0), *org, login.RoleID, login.SecretID, *ttl, *org, *org)
 		return nil
 	case "delete":
 		if err := provision.DeleteAgent(ctx, c, *org, fs.Arg(0)); err != nil {

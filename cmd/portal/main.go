@@ -46,9 +46,10 @@ const usage = `usage:
   portal edge-key
   portal org create <org>
   portal person create -org <org> [-role admin|member|agents] <username>   (password on stdin)
-  portal agent create -org <org> -cred <name>[,<name>...] [-method M]... [-path /v1/x/*]... [-ttl 15m] <agent>
+  portal agent create -org <org> -cred <name>[,<name>...] [-method M]... [-path /v1/x/*]... [-ttl 15m] [-login-file agent.json] <agent>
   portal agent delete -org <org> <agent>
   portal agent list -org <org>
+  portal agent token -org <org> [-login-file agent.json] [-format token|headers] <agent>
 
 Vault is found through VAULT_ADDR; operator commands use VAULT_TOKEN.
 PORTAL_SESSION_KEY (base64 of 32 random bytes, from "portal session-key") seals

@@ -32,8 +32,8 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/clankteam/credentials/plugin/egress"
-	"github.com/clankteam/credentials/testing/tlsca"
 	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/testing/tlsca"
 )
 
 // PluginBinaryName is the engine's executable name in the plugin directory.
