@@ -25,6 +25,8 @@ type agentsPage struct {
 	Created   *provision.AgentLogin
 	CreatedAs string
 	BrokerURL string
+	// MCPURL is the org's MCP server.
+	MCPURL    string
 	CanManage bool
 }
 
@@ -36,7 +38,7 @@ func (s *Server) agentsPageFor(r *http.Request, p *person) (*agentsPage, error) 
 		return nil, err
 	}
 	page := &agentsPage{layout: l, Values: map[string]string{"ttl": "15m"}, Checked: map[string]bool{},
-		BrokerURL: s.publicBase(r) + "/broker/" + org}
+		BrokerURL: s.publicBase(r) + "/broker/" + org, MCPURL: s.publicBase(r) + "/mcp/" + org}
 	if page.Creds, err = p.v.listCreds(ctx, org, credFilter{}); err != nil {
 		return nil, err
 	}

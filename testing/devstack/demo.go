@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -10,12 +11,18 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
 
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/oauthserver"
+	"github.com/clankteam/credentials/testing/smtpserver"
+	"github.com/clankteam/credentials/testing/tlsca"
 	"github.com/clankteam/credentials/testing/upstream"
 )
 
@@ -25,6 +32,9 @@ import (
 type demo struct {
 	provider *oauthserver.Server
 	api      *upstream.Server
+	// smtp is a local submission server for the mailer credential, when
+	// the engine trusts the stack's test CA (its own Vault).
+	smtp *smtpserver.Server
 	// APIKey is the demo API's key, stored as credential demo-api.
 	apiKey string
 }
@@ -36,11 +46,15 @@ func (d *demo) close() {
 	if d.api != nil {
 		d.api.Close()
 	}
+	if d.smtp != nil {
+		d.smtp.Close()
+	}
 }
 
-// startDemo starts the local provider and API and seeds org with sample
-// credentials. callbackURL is the portal's OAuth callback.
-func startDemo(ctx context.Context, c *api.Client, org, callbackURL string) (*demo, error) {
+// startDemo starts the local provider, API and (with ca) SMTP server and
+// seeds org with sample credentials. callbackURL is the portal's OAuth
+// callback; logOut hears of each message the demo SMTP server accepts.
+func startDemo(ctx context.Context, c *api.Client, org, callbackURL string, ca *tlsca.CA, logOut io.Writer) (*demo, error) {
 	d := &demo{apiKey: "demo_live_" + randomHex(16)}
 	var err error
 	d.provider, err = oauthserver.Start(oauthserver.Options{
@@ -76,6 +90,17 @@ func startDemo(ctx context.Context, c *api.Client, org, callbackURL string) (*de
 	}
 	mount := provision.MountPath(org)
 	in3days := time.Now().Add(3 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	mailer := map[string]interface{}{"type": "password", "service": "smtp", "username": "mailer@acme.example", "password": randomHex(12),
+		"host": "smtp.acme.example", "port": 587, "description": "Sample SMTP login"}
+	if ca != nil {
+		if d.smtp, err = startDemoSMTP(ca, mailer["username"].(string), mailer["password"].(string), logOut); err != nil {
+			d.close()
+			return nil, err
+		}
+		mailer["host"], mailer["port"] = d.smtp.Host, d.smtp.Port
+		mailer["description"] = "Sends through the local demo SMTP server; make run's output shows each message"
+		mailer["allowed_senders"] = "@acme.example"
+	}
 	writes := []struct {
 		path string
 		data map[string]interface{}
@@ -99,7 +124,7 @@ func startDemo(ctx context.Context, c *api.Client, org, callbackURL string) (*de
 		{"creds/demo-oauth", map[string]interface{}{"type": "oauth2", "service": "demo-provider", "app": "demo-provider", "description": "Connect me: the demo provider's consent page runs locally"}},
 		{"creds/demo-api", map[string]interface{}{"type": "api_key", "service": "demo-api", "api_key": d.apiKey, "description": "Agents call the demo API through the broker with this"}},
 		{"creds/stripe-test", map[string]interface{}{"type": "api_key", "service": "stripe", "api_key": "sk_test_" + randomHex(12), "expires_at": in3days, "description": "Sample Stripe key that expires soon"}},
-		{"creds/mailer", map[string]interface{}{"type": "password", "service": "smtp", "username": "mailer@acme.example", "password": randomHex(12), "host": "smtp.acme.example", "port": 587}},
+		{"creds/mailer", mailer},
 		{"creds/gcp-robot", map[string]interface{}{"type": "file", "service": "gcp-service-account", "file": base64.StdEncoding.EncodeToString(saJSON), "description": "Mints tokens from the demo provider"}},
 	}
 	for _, w := range writes {
@@ -109,6 +134,29 @@ func startDemo(ctx context.Context, c *api.Client, org, callbackURL string) (*de
 		}
 	}
 	return d, nil
+}
+
+// startDemoSMTP is a local submission server (STARTTLS, AUTH) for the
+// demo mailer; it logs each message it accepts, as a mail catcher would.
+func startDemoSMTP(ca *tlsca.CA, username, password string, logOut io.Writer) (*smtpserver.Server, error) {
+	cfg, err := ca.ServerTLS()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := smtpserver.Start(smtpserver.Options{
+		Username: username, Password: password, TLS: cfg,
+		OnMessage: func(m smtpserver.Message) {
+			subject := ""
+			if msg, err := mail.ReadMessage(bytes.NewReader(m.Data)); err == nil {
+				subject, _ = new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
+			}
+			fmt.Fprintf(logOut, "demo SMTP: message from %s to %s: %q (%d bytes)\n", m.From, strings.Join(m.To, ", "), subject, len(m.Data))
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the demo SMTP server: %w", err)
+	}
+	return srv, nil
 }
 
 func serviceAccountJSON(key *rsa.PrivateKey, email, tokenURI string) ([]byte, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/harness"
+	"github.com/clankteam/credentials/testing/tlsca"
 )
 
 // Options configure the stack; zero values give the README's defaults.
@@ -43,12 +44,19 @@ type Stack struct {
 	Org        string
 	Username   string
 	Password   string
+	// MCPURL is the demo org's MCP server; Agent is the login of the demo
+	// agent (DemoAgent), which may use demo-api, demo-oauth and mailer.
+	MCPURL string
+	Agent  *provision.AgentLogin
 
 	vault  *harness.Vault
 	portal *portal.Server
 	demo   *demo
 	served chan error
 }
+
+// DemoAgent is the demo org's agent.
+const DemoAgent = "demo-agent"
 
 // Start brings the stack up. With VAULT_ADDR and VAULT_TOKEN set it uses that
 // Vault (the engine must already be registered there as "credentials")
@@ -92,9 +100,18 @@ func Start(ctx context.Context, opts Options, logOut io.Writer) (*Stack, error) 
 	}
 	st.portal = srv
 	st.PortalURL = srv.URL()
-	if st.demo, err = startDemo(ctx, client, st.Org, srv.CallbackURL()); err != nil {
+	var ca *tlsca.CA
+	if st.vault != nil {
+		ca = st.vault.CA
+	}
+	if st.demo, err = startDemo(ctx, client, st.Org, srv.CallbackURL(), ca, logOut); err != nil {
 		st.Stop()
 		return nil, err
+	}
+	st.MCPURL = st.PortalURL + "/mcp/" + st.Org
+	if st.Agent, err = provision.CreateAgent(ctx, client, st.Org, provision.AgentSpec{Name: DemoAgent, Creds: []string{"demo-api", "demo-oauth", "mailer"}}); err != nil {
+		st.Stop()
+		return nil, fmt.Errorf("creating the demo agent: %w", err)
 	}
 	st.served = make(chan error, 1)
 	go func() { st.served <- srv.Serve() }()

@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
+	"strings"
 	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/clankteam/credentials/testing/devstack"
 )
@@ -62,5 +66,29 @@ func TestDevstackOnAnExistingVault(t *testing.T) {
 	}
 	if got := fmt.Sprint(out.Data["status"]); got != "200" {
 		t.Fatalf("brokered call to the demo API answered %s", got)
+	}
+
+	// The demo agent uses its credentials through MCP, as make run prints.
+	token := agentLogin(t, st.Agent)
+	s, err := mcpSession(t, st.MCPURL, &transcript{token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tools, err := s.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	sort.Strings(names)
+	if fmt.Sprint(names) != "[demo-api demo-oauth list_credentials send_email]" {
+		t.Fatalf("the demo agent's tools: %v", names)
+	}
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo-api", Arguments: map[string]any{"path": "/v1/balance"}})
+	if err != nil || res.IsError || !strings.Contains(toolText(t, res), `"status":200`) {
+		t.Fatalf("demo-api through MCP: %v %s", err, toolText(t, res))
 	}
 }

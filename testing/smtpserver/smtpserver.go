@@ -35,6 +35,8 @@ type Options struct {
 	LoginOnly bool
 	// MaxMessageBytes is announced with SIZE and enforced (default 10 MiB).
 	MaxMessageBytes int64
+	// OnMessage, when set, is called with each accepted message.
+	OnMessage func(Message)
 }
 
 // Server is a running test server.
@@ -167,9 +169,13 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	m := Message{From: ss.from, To: ss.to, Data: b, Username: ss.username}
 	ss.s.mu.Lock()
-	ss.s.messages = append(ss.s.messages, Message{From: ss.from, To: ss.to, Data: b, Username: ss.username})
+	ss.s.messages = append(ss.s.messages, m)
 	ss.s.mu.Unlock()
+	if ss.s.opts.OnMessage != nil {
+		ss.s.opts.OnMessage(m)
+	}
 	return nil
 }
 
