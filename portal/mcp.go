@@ -44,13 +44,22 @@ type mcpServer struct {
 	handler   http.Handler
 }
 
-type mcpCallKey struct{}
+type mcpServerKey struct{}
 
-// mcpCall is one MCP request's org, token and tools.
+// mcpCall is one tool call's org and token (the current request's: a
+// server is reused across a token's requests).
 type mcpCall struct {
 	org   string
 	token string
-	creds []*agentCred
+}
+
+// callOf is the tool call's org and the token of the request it came in.
+func callOf(org string, req *mcp.CallToolRequest) *mcpCall {
+	token := ""
+	if req.Extra != nil {
+		token, _ = brokerToken(req.Extra.Header)
+	}
+	return &mcpCall{org: org, token: token}
 }
 
 func newMCPServer(broker *brokerHandler, publicURL func() string, logger *slog.Logger) *mcpServer {
@@ -75,7 +84,7 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		mcpUnauthorized(w, "send the agent's Vault token as Authorization: Bearer <token>")
 		return
 	}
-	creds, fail := m.agentCreds(r.Context(), org, token)
+	list, fail := m.toolsFor(r.Context(), org, token)
 	if fail != nil {
 		if fail.Status == http.StatusUnauthorized {
 			mcpUnauthorized(w, fail.Msg)
@@ -84,13 +93,12 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		brokerFail(w, fail)
 		return
 	}
-	if len(creds) == 0 {
+	if list.server == nil {
 		// Another org's agent, or a person's token: nothing here is its.
 		brokerFail(w, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "permission denied: this token may use no credential of org " + org})
 		return
 	}
-	call := &mcpCall{org: org, token: token, creds: creds}
-	m.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpCallKey{}, call)))
+	m.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpServerKey{}, list.server)))
 }
 
 func mcpUnauthorized(w http.ResponseWriter, msg string) {
@@ -98,14 +106,16 @@ func mcpUnauthorized(w http.ResponseWriter, msg string) {
 	brokerFail(w, unauthorized(msg))
 }
 
-// serverFor builds the MCP server of one request from its token's tools.
+// serverFor is the MCP server of the request's token.
 func (m *mcpServer) serverFor(r *http.Request) *mcp.Server {
-	call, _ := r.Context().Value(mcpCallKey{}).(*mcpCall)
-	if call == nil {
-		return nil
-	}
-	s := mcp.NewServer(&mcp.Implementation{Name: "credentials", Title: "Credentials for " + call.org, Version: "1"}, &mcp.ServerOptions{
-		Instructions: "Each tool uses one of org " + call.org + "'s credentials without showing it: call services with the HTTP tools, send mail with send_email. list_credentials says which work now and where a person fixes those that do not.",
+	s, _ := r.Context().Value(mcpServerKey{}).(*mcp.Server)
+	return s
+}
+
+// newServer builds the MCP server of one token's credentials in org.
+func (m *mcpServer) newServer(org string, creds []*agentCred) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "credentials", Title: "Credentials for " + org, Version: "1"}, &mcp.ServerOptions{
+		Instructions: "Each tool uses one of org " + org + "'s credentials without showing it: call services with the HTTP tools, send mail with send_email. list_credentials says which work now and where a person fixes those that do not.",
 	})
 	s.AddTool(&mcp.Tool{
 		Name:        "list_credentials",
@@ -113,22 +123,22 @@ func (m *mcpServer) serverFor(r *http.Request) *mcp.Server {
 		Description: "The credentials this agent may use: name, tool, service, type, status and, when one needs a person, the portal page where they fix it.",
 		InputSchema: json.RawMessage(`{"type": "object", "properties": {}, "additionalProperties": false}`),
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
-	}, func(ctx context.Context, _ *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return m.listCredentials(call), nil
+	}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return m.listCredentials(org, creds), nil
 	})
-	names := toolNames(call.creds)
-	for _, c := range call.creds {
+	names := toolNames(creds)
+	for _, c := range creds {
 		name := names[c.Name]
 		if c.Use == "mail" {
 			s.AddTool(&mcp.Tool{Name: name, Title: "Send email with " + c.Name, Description: mailToolDescription(c), InputSchema: mailToolSchema},
 				func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-					return m.sendEmail(ctx, call, c, req), nil
+					return m.sendEmail(ctx, callOf(org, req), c, req), nil
 				})
 			continue
 		}
 		s.AddTool(&mcp.Tool{Name: name, Title: "Call " + serviceTitle(c) + " with " + c.Name, Description: httpToolDescription(c), InputSchema: httpToolSchema},
 			func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				return m.callService(ctx, call, c, req), nil
+				return m.callService(ctx, callOf(org, req), c, req), nil
 			})
 	}
 	return s
@@ -245,8 +255,8 @@ func (m *mcpServer) needsPerson(call *mcpCall, c *agentCred, why string) *mcp.Ca
 	return toolError(fmt.Sprintf("%s. A person fixes it in the portal: %s", why, m.credPageURL(call.org, c.Name)))
 }
 
-func (m *mcpServer) listCredentials(call *mcpCall) *mcp.CallToolResult {
-	names := toolNames(call.creds)
+func (m *mcpServer) listCredentials(org string, creds []*agentCred) *mcp.CallToolResult {
+	names := toolNames(creds)
 	type line struct {
 		Name         string `json:"name"`
 		Tool         string `json:"tool"`
@@ -257,8 +267,8 @@ func (m *mcpServer) listCredentials(call *mcpCall) *mcp.CallToolResult {
 		PortalURL    string `json:"portal_url"`
 	}
 	out := []line{}
-	for _, c := range call.creds {
-		l := line{Name: c.Name, Tool: names[c.Name], Service: c.Service, Type: c.Type, Status: c.Status, StatusReason: c.Reason, PortalURL: m.credPageURL(call.org, c.Name)}
+	for _, c := range creds {
+		l := line{Name: c.Name, Tool: names[c.Name], Service: c.Service, Type: c.Type, Status: c.Status, StatusReason: c.Reason, PortalURL: m.credPageURL(org, c.Name)}
 		if c.Unusable != "" {
 			l.Status, l.StatusReason = "unavailable", c.Unusable
 		}

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/clankteam/credentials/plugin/egress"
 )
 
@@ -65,8 +67,16 @@ func (c *agentCred) blocked() string {
 }
 
 type toolListEntry struct {
-	creds    []*agentCred
+	list     *toolList
 	useUntil time.Time
+}
+
+// toolList is one token's credentials and the MCP server built from them,
+// reused for every request of the token while the list is: building a
+// server (its tools' schemas) costs more than the call it serves.
+type toolList struct {
+	creds  []*agentCred
+	server *mcp.Server
 }
 
 // toolLists caches each token's credentials by tokenKey.
@@ -75,30 +85,31 @@ type toolLists struct {
 	entries map[string]toolListEntry
 }
 
-func (t *toolLists) get(key string, now time.Time) ([]*agentCred, bool) {
+func (t *toolLists) get(key string, now time.Time) (*toolList, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.entries[key]
 	if !ok || !now.Before(e.useUntil) {
 		return nil, false
 	}
-	return e.creds, true
+	return e.list, true
 }
 
-func (t *toolLists) put(key string, creds []*agentCred, until time.Time) {
+func (t *toolLists) put(key string, list *toolList, until time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.entries == nil || len(t.entries) >= maxToolLists {
 		t.entries = map[string]toolListEntry{}
 	}
-	t.entries[key] = toolListEntry{creds: creds, useUntil: until}
+	t.entries[key] = toolListEntry{list: list, useUntil: until}
 }
 
-// agentCreds returns the credentials token may use in org.
-func (m *mcpServer) agentCreds(ctx context.Context, org, token string) ([]*agentCred, *egress.Error) {
+// toolsFor returns the credentials token may use in org, with their MCP
+// server.
+func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList, *egress.Error) {
 	key := tokenKey(token, org, "\x00mcp")
-	if creds, ok := m.lists.get(key, time.Now()); ok {
-		return creds, nil
+	if list, ok := m.lists.get(key, time.Now()); ok {
+		return list, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, edgeVaultTimeout)
 	defer cancel()
@@ -153,8 +164,12 @@ func (m *mcpServer) agentCreds(ctx context.Context, org, token string) ([]*agent
 		})
 	}
 	_ = eg.Wait()
-	m.lists.put(key, creds, useUntil)
-	return creds, nil
+	list := &toolList{creds: creds}
+	if len(creds) > 0 {
+		list.server = m.newServer(org, creds)
+	}
+	m.lists.put(key, list, useUntil)
+	return list, nil
 }
 
 // describe reads the credential's description with the agent's token.

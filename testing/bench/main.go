@@ -43,6 +43,7 @@ import (
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/harness"
+	"github.com/clankteam/credentials/testing/smtpserver"
 	"github.com/clankteam/credentials/testing/upstream"
 )
 
@@ -72,7 +73,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,mcp,mail); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
@@ -144,7 +145,9 @@ type stack struct {
 	client    *http.Client
 	// peerClient sends through the peer's forward proxy.
 	peerClient *http.Client
-	tmp        string
+	// smtp receives the mail scenario's messages.
+	smtp *smtpserver.Server
+	tmp  string
 }
 
 func setUp(ctx context.Context) (*stack, error) {
@@ -166,6 +169,10 @@ func setUp(ctx context.Context) (*stack, error) {
 		return nil, err
 	}
 	if st.up, err = upstream.Start(upstream.Options{Key: apiKey, Addr: upstreamAddr}); err != nil {
+		st.stop()
+		return nil, err
+	}
+	if err := st.startSMTP(); err != nil {
 		st.stop()
 		return nil, err
 	}
@@ -215,6 +222,7 @@ func (st *stack) provision(ctx context.Context) error {
 	}{
 		{mount + "/services/local", map[string]interface{}{"types": "api_key", "base_urls": st.up.URL}},
 		{mount + "/creds/" + cred, map[string]interface{}{"type": "api_key", "service": "local", "api_key": apiKey}},
+		{mount + "/creds/" + mailer, st.mailerCred()},
 		// Room for the 50 MB downloads of the memory measurement.
 		{mount + "/config", map[string]interface{}{"broker_max_body": 64 << 20}},
 	}
@@ -223,7 +231,7 @@ func (st *stack) provision(ctx context.Context) error {
 			return fmt.Errorf("writing %s: %w", w.path, err)
 		}
 	}
-	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "bench", Creds: []string{cred}, TokenTTL: time.Hour})
+	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "bench", Creds: []string{cred, mailer}, TokenTTL: time.Hour})
 	if err != nil {
 		return err
 	}
@@ -272,6 +280,9 @@ func (st *stack) stop() {
 	if st.up != nil {
 		st.up.Close()
 	}
+	if st.smtp != nil {
+		st.smtp.Close()
+	}
 	if st.vault != nil {
 		_ = st.vault.Stop()
 	}
@@ -303,6 +314,7 @@ func (st *stack) scenarios() []scenario {
 			return st.get(ctx, st.vault.Addr+"/v1/"+provision.MountPath(org)+"/proxy/"+cred+"/GET/v1/ping", "X-Vault-Token", st.agentToken, proxyBody)
 		}},
 	}
+	all = append(all, st.agentScenarios()...)
 	if st.peerClient != nil {
 		all = append(all, scenario{"peer", "peer: Agent Vault forward proxy", func(ctx context.Context) error {
 			return st.peerGet(ctx, "http://"+peer.host+"/v1/ping")
