@@ -264,3 +264,22 @@ func TestMailDialGuard(t *testing.T) {
 		t.Fatal("the message was sent")
 	}
 }
+
+// TestMailNeverSendsThePasswordUnprotected: a server that offers no
+// STARTTLS is refused before AUTH.
+func TestMailNeverSendsThePasswordUnprotected(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	srv, err := smtpserver.Start(smtpserver.Options{Username: "bot@acme.example", Password: smtpCanary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	storeMailer(t, b, s, srv, nil)
+	_, err = doErr(b, s, logical.UpdateOperation, "mail/mailer", map[string]interface{}{"from": "ops@acme.example", "to": "a@acme.example", "text": "t"})
+	if err == nil || !strings.Contains(err.Error(), "does not offer STARTTLS") {
+		t.Fatalf("send to a server without STARTTLS: %v", err)
+	}
+	if srv.AuthFailures() != 0 || len(srv.Messages()) != 0 {
+		t.Fatal("the login or the message reached the server")
+	}
+}

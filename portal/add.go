@@ -238,6 +238,7 @@ func (s *Server) editForm(r *http.Request, p *person) (*credForm, int, error) {
 		Values: map[string]string{
 			"name": name, "description": c.Description, "username": c.Username,
 			"host": c.Host, "port": c.Port, "app": c.App, "expires": dateOnly(c.ExpiresAt),
+			"security": c.Security, "allowed_senders": strings.Join(c.AllowedSenders, ", "),
 		},
 	}
 	if c.Type == "oauth2" {
@@ -313,7 +314,7 @@ func formErrorText(err error) string {
 // formValues are the non-secret fields of a posted credential form.
 func formValues(r *http.Request) map[string]string {
 	v := map[string]string{}
-	for _, k := range []string{"name", "description", "username", "host", "port", "app", "expires"} {
+	for _, k := range []string{"name", "description", "username", "host", "port", "app", "expires", "security", "allowed_senders"} {
 		v[k] = strings.TrimSpace(r.PostForm.Get(k))
 	}
 	return v
@@ -358,6 +359,13 @@ func credFormData(r *http.Request, typ string, editing bool) (map[string]any, st
 				return data, "The port must be a number."
 			}
 			data["port"] = n
+		}
+		// Only the SMTP form has these.
+		if sec := f.Get("security"); sec != "" {
+			data["security"] = sec
+		}
+		if _, ok := f["allowed_senders"]; ok {
+			data["allowed_senders"] = strings.TrimSpace(f.Get("allowed_senders"))
 		}
 	case "file":
 		content, filename, err := uploadedFile(r)

@@ -198,6 +198,9 @@ type credDetail struct {
 	ExpiresAt                                     string
 	KeyHint                                       string
 	Username, Host, Port                          string
+	// Security and AllowedSenders are an SMTP credential's.
+	Security       string
+	AllowedSenders []string
 	Filename, FileSize, ClientEmail, ProjectID    string
 	App, Account, ConnectedAt, TokenExpiresAt     string
 	NextRefreshAt, LastRefreshError               string
@@ -241,6 +244,7 @@ func credDetailFrom(d map[string]any) credDetail {
 		LastUsedAt: str(d["last_used_at"]), LastUsedBy: str(d["last_used_by"]),
 		ExpiresAt: str(d["expires_at"]), KeyHint: str(d["key_hint"]),
 		Username: str(d["username"]), Host: str(d["host"]), Port: num(d["port"]),
+		Security: str(d["security"]), AllowedSenders: strs(d["allowed_senders"]),
 		Filename: str(d["filename"]), FileSize: num(d["file_size"]),
 		ClientEmail: str(d["client_email"]), ProjectID: str(d["project_id"]),
 		App: str(d["app"]), Account: str(d["account"]), Connected: d["connected"] == true,

@@ -6,16 +6,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/mail"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/smtpserver"
 )
@@ -314,5 +319,90 @@ func TestEdgeSendsMail(t *testing.T) {
 	}
 	if strings.Contains(string(body), mcpSMTPPassword) {
 		t.Fatal("an answer holds the password")
+	}
+}
+
+// TestMailCanary sends with an SMTP login every way an agent can (the
+// Vault path, the edge's /send, MCP's send_email), verifies it right and
+// wrong, and searches every answer, the portal's log, Vault's log and a
+// file audit log for either password in any form.
+func TestMailCanary(t *testing.T) {
+	ctx := context.Background()
+	f := newMCPOrg(t, "mail-canary")
+	mount := provision.MountPath(f.org)
+	admin := vault.ClientWithToken(tokenFor(t, f.org, provision.RoleAdmin))
+
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	root := vault.Client()
+	if err := root.Sys().EnableAuditWithOptionsWithContext(ctx, "mail-audit", &api.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": auditLog},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Sys().DisableAuditWithContext(ctx, "mail-audit") })
+	logs := &syncBuffer{}
+	base := servePortal(t, portal.Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}).URL()
+
+	var seen strings.Builder
+	msg := map[string]interface{}{"from": "ops@acme.example", "to": "a@acme.example", "subject": "canary", "text": "t"}
+	s, err := vault.ClientWithToken(f.token).Logical().Write(mount+"/mail/mailer", msg)
+	if err != nil {
+		t.Fatalf("mail through Vault: %v", err)
+	}
+	fmt.Fprint(&seen, s.Data)
+	status, h, body := viaPortal(t, base, f.token, http.MethodPost, "/broker/"+f.org+"/mailer/send", []byte(`{"from": "ops@acme.example", "to": ["a@acme.example"], "text": "t"}`))
+	if status != http.StatusOK {
+		t.Fatalf("mail through the edge: %d %s", status, body)
+	}
+	fmt.Fprint(&seen, h, string(body))
+	tr := &transcript{token: f.token}
+	sess, err := mcpSession(t, base+"/mcp/"+f.org, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "send_email", Arguments: map[string]any{"from": "ops@acme.example", "to": []string{"a@acme.example"}, "subject": "s", "text": "t"}})
+	if err != nil || res.IsError {
+		t.Fatalf("send_email: %v %s", err, toolText(t, res))
+	}
+	if n := len(f.smtp.Messages()); n != 3 {
+		t.Fatalf("the SMTP server got %d messages, want 3", n)
+	}
+
+	v, err := admin.Logical().Write(mount+"/creds/mailer/verify", nil)
+	if err != nil || v.Data["verified"] != true {
+		t.Fatalf("verify: %v %v", err, v)
+	}
+	const wrong = "smtp-WRONG-pw-8830"
+	write(t, admin, mount+"/creds/mailer", map[string]interface{}{"password": wrong})
+	v, err = admin.Logical().Write(mount+"/creds/mailer/verify", nil)
+	if err != nil || v.Data["verified"] != false || v.Data["status"] != "needs_attention" {
+		t.Fatalf("verify with a wrong password: %v %v", err, v)
+	}
+	fmt.Fprint(&seen, v.Data)
+	_, err = vault.ClientWithToken(f.token).Logical().Write(mount+"/mail/mailer", msg)
+	if err == nil || !strings.Contains(err.Error(), "535") {
+		t.Fatalf("mail with a wrong password: %v", err)
+	}
+	fmt.Fprint(&seen, err)
+	status, _, body = viaPortal(t, base, f.token, http.MethodPost, "/broker/"+f.org+"/mailer/send", []byte(`{"from": "ops@acme.example", "to": ["a@acme.example"], "text": "t"}`))
+	if status != http.StatusBadGateway || !strings.Contains(string(body), "535") {
+		t.Fatalf("the edge's /send with a wrong password: %d %s", status, body)
+	}
+	fmt.Fprint(&seen, string(body))
+
+	vaultLog, _ := vault.ReadLog()
+	audit, _ := os.ReadFile(auditLog)
+	for where, text := range map[string]string{
+		"answers": seen.String(), "MCP transcript": tr.String(), "portal log": logs.String(), "vault log": string(vaultLog), "audit log": string(audit),
+	} {
+		for _, secret := range []string{mcpSMTPPassword, wrong} {
+			if leaks(text, secret) {
+				t.Errorf("a password shows in the %s", where)
+			}
+		}
+	}
+	if !strings.Contains(string(audit), mount+"/mail/mailer") {
+		t.Error("the audit log does not show the mail path")
 	}
 }
