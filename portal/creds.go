@@ -199,13 +199,13 @@ type credDetail struct {
 	KeyHint                                       string
 	Username, Host, Port                          string
 	// Security and AllowedSenders are an SMTP credential's.
-	Security       string
-	AllowedSenders []string
-	Filename, FileSize, ClientEmail, ProjectID    string
-	App, Account, ConnectedAt, TokenExpiresAt     string
-	NextRefreshAt, LastRefreshError               string
-	Connected                                     bool
-	Scopes                                        []string
+	Security                                   string
+	AllowedSenders                             []string
+	Filename, FileSize, ClientEmail, ProjectID string
+	App, Account, ConnectedAt, TokenExpiresAt  string
+	NextRefreshAt, LastRefreshError            string
+	Connected                                  bool
+	Scopes                                     []string
 	// Callers are the recent callers, the most recent first.
 	Callers []callerUse
 }
