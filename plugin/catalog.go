@@ -10,9 +10,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/plugin/provider"
 )
 
 // Credential types.
@@ -34,10 +34,10 @@ const (
 
 // Revocation styles of OAuth providers.
 const (
-	revokeRFC7009 = "rfc7009" // POST token=... to revoke_url
-	revokeGitHub  = "github"  // DELETE /applications/{client_id}/token, basic auth
-	revokeSlack   = "slack"   // auth.revoke with the token as bearer
-	revokeNone    = "none"    // the provider has no per-token revocation
+	revokeRFC7009 = provider.RevokeRFC7009
+	revokeGitHub  = provider.RevokeGitHub
+	revokeSlack   = provider.RevokeSlack
+	revokeNone    = provider.RevokeNone
 )
 
 // service is one entry of the catalog: what a service accepts and how the
@@ -74,33 +74,9 @@ type service struct {
 // egress package applies it, for the engine and the edge alike.
 type injection = egress.Injection
 
-// oauthSpec holds a provider's OAuth endpoints and quirks.
-type oauthSpec struct {
-	AuthURL     string `json:"auth_url,omitempty"`
-	TokenURL    string `json:"token_url"`
-	RevokeURL   string `json:"revoke_url,omitempty"`
-	RevokeStyle string `json:"revoke_style,omitempty"`
-	// UserinfoURL answers with the account the grant belongs to.
-	UserinfoURL    string              `json:"userinfo_url,omitempty"`
-	DefaultScopes  []string            `json:"default_scopes,omitempty"`
-	ScopeSets      map[string][]string `json:"scope_sets,omitempty"`
-	ScopeSeparator string              `json:"scope_separator,omitempty"`
-	// AuthParams are extra authorize parameters (Google's access_type).
-	AuthParams map[string]string `json:"auth_params,omitempty"`
-	PKCE       bool              `json:"pkce,omitempty"`
-	// ErrorsWith200: the token endpoint reports errors with HTTP 200.
-	ErrorsWith200 bool `json:"errors_with_200,omitempty"`
-	// AcceptJSON: the token endpoint answers form-encoded unless asked for
-	// JSON.
-	AcceptJSON bool `json:"accept_json,omitempty"`
-	// OKField: responses carry "ok": false on failure (Slack).
-	OKField bool `json:"ok_field,omitempty"`
-	// SingleUseRefresh: each refresh token works once (rotation).
-	SingleUseRefresh bool `json:"single_use_refresh,omitempty"`
-	// KeepAlive refreshes a grant that was idle this long, before the
-	// provider expires unused refresh tokens.
-	KeepAlive duration `json:"keep_alive,omitempty"`
-}
+// oauthSpec holds a provider's OAuth endpoints and quirks; the provider
+// package speaks the protocol with it.
+type oauthSpec = provider.Spec
 
 // verifyCall is a cheap authenticated request that proves a credential works.
 type verifyCall struct {
@@ -108,33 +84,6 @@ type verifyCall struct {
 	URL          string `json:"url"`
 	Body         string `json:"body,omitempty"`
 	ExpectStatus int    `json:"expect_status"`
-}
-
-// duration reads and writes Go duration strings in JSON.
-type duration time.Duration
-
-func (d duration) MarshalJSON() ([]byte, error) {
-	if d == 0 {
-		return []byte(`""`), nil
-	}
-	return json.Marshal(time.Duration(d).String())
-}
-
-func (d *duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"720h\"")
-	}
-	if s == "" {
-		*d = 0
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
-		return fmt.Errorf("duration %q is not a positive Go duration such as \"720h\"", s)
-	}
-	*d = duration(v)
-	return nil
 }
 
 //go:embed catalog.json
@@ -208,7 +157,7 @@ func (s *service) validate() error {
 		}
 	}
 	if s.OAuth != nil {
-		if err := s.OAuth.validate(); err != nil {
+		if err := s.OAuth.Validate(); err != nil {
 			return fmt.Errorf("oauth: %w", err)
 		}
 	}
@@ -250,33 +199,6 @@ func validateInjection(inj injection, credType string) error {
 		if strings.ContainsAny(k, " :\r\n") {
 			return fmt.Errorf("headers: %q is not a valid header name", k)
 		}
-	}
-	return nil
-}
-
-func (o *oauthSpec) validate() error {
-	for field, raw := range map[string]string{
-		"auth_url": o.AuthURL, "token_url": o.TokenURL,
-		"revoke_url": o.RevokeURL, "userinfo_url": o.UserinfoURL,
-	} {
-		if raw == "" {
-			continue
-		}
-		if err := validateAbsURL(field, strings.ReplaceAll(raw, "{client_id}", "x")); err != nil {
-			return err
-		}
-	}
-	switch o.RevokeStyle {
-	case "", revokeNone:
-	case revokeRFC7009, revokeGitHub, revokeSlack:
-		if o.RevokeURL == "" {
-			return fmt.Errorf("revoke_style %s needs revoke_url", o.RevokeStyle)
-		}
-	default:
-		return fmt.Errorf("revoke_style must be rfc7009, github, slack or none, not %q", o.RevokeStyle)
-	}
-	if o.ScopeSeparator != "" && o.ScopeSeparator != " " && o.ScopeSeparator != "," {
-		return fmt.Errorf("scope_separator must be a space or a comma")
 	}
 	return nil
 }

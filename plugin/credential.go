@@ -155,10 +155,15 @@ type credSummary struct {
 	NotConnected bool `json:"nc,omitempty"`
 	// ID is the credential's ID (see credential.ID).
 	ID string `json:"id,omitempty"`
+	// RefreshFailing is the error of the grant's failing refresh, and
+	// TokenExpiry its access token's expiry: once that passes, the
+	// credential needs attention whatever State says.
+	RefreshFailing string    `json:"rf,omitempty"`
+	TokenExpiry    time.Time `json:"te,omitzero"`
 }
 
 func (c *credential) summary() credSummary {
-	return credSummary{
+	sum := credSummary{
 		Type:         c.Type,
 		Service:      c.Service,
 		Description:  c.Description,
@@ -170,6 +175,10 @@ func (c *credential) summary() credSummary {
 		NotConnected: c.Type == typeOAuth2 && !c.OAuth.connected() && c.State != statusDisconnected,
 		ID:           c.ID,
 	}
+	if g := c.OAuth; g != nil && g.RefreshFailures > 0 && !g.ReconnectRequired {
+		sum.RefreshFailing, sum.TokenExpiry = g.RefreshError, g.Expiry
+	}
+	return sum
 }
 
 // status derives the status a person sees, with its reason, at time now.
@@ -183,6 +192,10 @@ func (s credSummary) status(now time.Time, warnBefore time.Duration) (string, st
 		return statusNeedsAttention, "not connected yet"
 	case s.State == statusNeedsAttention:
 		return statusNeedsAttention, s.StateReason
+	case s.RefreshFailing != "" && !s.TokenExpiry.IsZero() && !now.Before(s.TokenExpiry):
+		// Derived, not stored: the access token ran out while the provider
+		// still fails, with no write to mark the moment.
+		return statusNeedsAttention, "refresh failing and the access token expired: " + s.RefreshFailing
 	case s.ExpiresAt != nil && s.ExpiresAt.Sub(now) <= warnBefore:
 		return statusNeedsAttention, "expires " + humanIn(s.ExpiresAt.Sub(now))
 	}

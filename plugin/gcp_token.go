@@ -3,14 +3,11 @@ package credentials
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -102,7 +99,7 @@ func (b *backend) mintServiceAccountToken(ctx context.Context, c *credential, sc
 		return t.token, t.expiry, nil
 	}
 	v, err, _ := b.oauth.saTokens.flights.Do(key, func() (interface{}, error) {
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.oauth.callTimeout)
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.oauth.http.Timeout())
 		defer cancel()
 		return b.mintOnce(mctx, c, scopes, subject, key)
 	})
@@ -114,24 +111,16 @@ func (b *backend) mintServiceAccountToken(ctx context.Context, c *credential, sc
 }
 
 func (b *backend) mintOnce(ctx context.Context, c *credential, scopes []string, subject, key string) (saToken, error) {
-	conf, err := google.JWTConfigFromJSON(c.File, scopes...)
-	if err != nil {
-		return saToken{}, fmt.Errorf("credential %s: the service-account key cannot be used", c.Name)
-	}
-	conf.Subject = subject
-	hc := &http.Client{Transport: b.oauth.client.Transport, CheckRedirect: b.oauth.client.CheckRedirect, Timeout: b.oauth.callTimeout}
-	tok, err := conf.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, hc)).Token()
-	if err != nil {
-		pe := classifyTokenError(err, "minting a service-account token")
-		b.logger.Warn("minting a service-account token failed", "name", c.Name, "code", pe.code, "status", pe.status)
+	tok, pe := b.oauth.provider.ServiceAccountToken(ctx, c.File, scopes, subject)
+	if pe != nil {
+		b.logger.Warn("minting a service-account token failed", "name", c.Name, "code", pe.Code, "status", pe.Status)
 		return saToken{}, fmt.Errorf("credential %s: %w", c.Name, pe)
 	}
 	now := b.now()
-	// x/oauth2/jwt computes Expiry with the wall clock; keep only the
-	// lifetime and apply it to the engine's clock.
+	// The lifetime, applied to the engine's clock.
 	lifetime := defaultMaxTokenLifetime
-	if !tok.Expiry.IsZero() {
-		lifetime = time.Until(tok.Expiry)
+	if tok.ExpiresIn > 0 {
+		lifetime = time.Duration(tok.ExpiresIn) * time.Second
 	}
 	t := saToken{token: tok.AccessToken, expiry: now.Add(lifetime)}
 	t.reuseUntil = t.expiry.Add(-min(saTokenMargin, lifetime/2))

@@ -144,7 +144,7 @@ func TestSlowTokenEndpoint(t *testing.T) {
 	f := newOAuthFixture(t, oauthserver.Options{}, nil)
 	f.connect("c")
 	old := f.cred("c").OAuth.AccessToken
-	f.b.oauth.callTimeout = 100 * time.Millisecond
+	f.b.oauth.http.SetTimeout(100 * time.Millisecond)
 	f.srv.SetQuirks(oauthserver.Quirks{TokenDelay: 2 * time.Second})
 
 	f.clock.advance(55 * time.Minute)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/plugin/provider"
 )
 
 const appStoragePrefix = "apps/"
@@ -23,6 +25,11 @@ type oauthApp struct {
 	ClientSecret string   `json:"client_secret,omitempty"`
 	Scopes       []string `json:"scopes,omitempty"`
 	Description  string   `json:"description,omitempty"`
+}
+
+// client is the app as the provider package knows it.
+func (a *oauthApp) client() provider.App {
+	return provider.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret}
 }
 
 func getApp(ctx context.Context, s logical.Storage, name string) (*oauthApp, error) {

@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/oauth2"
+
+	"github.com/clankteam/credentials/plugin/provider"
 )
 
 // connectTTL is how long a started connect can be completed: the state and
@@ -197,24 +199,18 @@ func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *fram
 		CreatedAt:   now,
 		ExpiresAt:   now.Add(connectTTL),
 	}
-	conf := oauthConfig(svc, app, cfg.RedirectURL)
-	var opts []oauth2.AuthCodeOption
-	if len(p.Scopes) > 0 {
-		opts = append(opts, oauth2.SetAuthURLParam("scope", joinScopes(svc.OAuth, p.Scopes)))
-	}
-	for _, k := range sortedKeys(svc.OAuth.AuthParams) {
-		opts = append(opts, oauth2.SetAuthURLParam(k, svc.OAuth.AuthParams[k]))
-	}
 	if p.PKCE {
 		p.Verifier = oauth2.GenerateVerifier()
-		opts = append(opts, oauth2.S256ChallengeOption(p.Verifier))
 	}
+	authURL := b.oauth.provider.AuthCodeURL(svc.OAuth, app.client(), provider.AuthRequest{
+		RedirectURL: cfg.RedirectURL, State: state, Verifier: p.Verifier, Scopes: p.Scopes,
+	})
 	if err := putPendingConnect(ctx, req.Storage, name, p); err != nil {
 		return nil, err
 	}
 	b.logger.Info("connect started", "name", name, "service", c.Service, "pkce", p.PKCE)
 	return &logical.Response{Data: map[string]interface{}{
-		"auth_url":   conf.AuthCodeURL(state, opts...),
+		"auth_url":   authURL,
 		"state":      state,
 		"expires_at": formatTime(p.ExpiresAt),
 	}}, nil
@@ -280,16 +276,13 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 	if err != nil {
 		return nil, err
 	}
-	conf := oauthConfig(svc, app, p.RedirectURL)
-	var opts []oauth2.AuthCodeOption
-	if p.PKCE {
-		opts = append(opts, oauth2.VerifierOption(verifier))
+	if !p.PKCE {
+		verifier = ""
 	}
-	tok, err := conf.Exchange(b.oauth.providerContext(ctx, svc.OAuth), code, opts...)
-	if err != nil {
-		pe := classifyTokenError(err, "exchanging the code", code, verifier, app.ClientSecret)
-		b.logger.Warn("code exchange failed", "name", name, "code", pe.code, "status", pe.status)
-		if pe.kind == failTransient {
+	tok, pe := b.oauth.provider.Exchange(ctx, svc.OAuth, app.client(), p.RedirectURL, code, verifier)
+	if pe != nil {
+		b.logger.Warn("code exchange failed", "name", name, "code", pe.Code, "status", pe.Status)
+		if pe.Kind == provider.Transient {
 			return nil, fmt.Errorf("%s: start a new connect", pe.Error())
 		}
 		return logical.ErrorResponse("%s: start a new connect", pe.Error()), nil
@@ -373,8 +366,8 @@ func (b *backend) pathRefresh(ctx context.Context, req *logical.Request, d *fram
 	}
 	r := b.refreshShared(ctx, req.Storage, name, refreshForced)
 	if r.err != nil {
-		var pe *providerError
-		if errors.As(r.err, &pe) && pe.kind != failTransient {
+		var pe *provider.Error
+		if errors.As(r.err, &pe) && pe.Kind != provider.Transient {
 			return logical.ErrorResponse(r.err.Error()), nil
 		}
 		return nil, r.err

@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	"golang.org/x/oauth2"
+
+	"github.com/clankteam/credentials/plugin/provider"
 )
 
 // Why a refresh runs; it decides whether a refresh is needed at all.
@@ -154,7 +155,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 	tok, perr := b.requestRefresh(ctx, svc, app, g)
 	if perr != nil {
 		b.recordRefreshFailure(ctx, s, c, svc, cfg, perr, now)
-		if perr.kind == failGrantDead {
+		if perr.Kind == provider.GrantDead {
 			current.token = ""
 		}
 		current.err = fmt.Errorf("refreshing %s: %w", name, perr)
@@ -232,43 +233,33 @@ func (b *backend) oauthContext(ctx context.Context, s logical.Storage, c *creden
 }
 
 // requestRefresh sends one refresh_token grant of g to the provider.
-func (b *backend) requestRefresh(ctx context.Context, svc *service, app *oauthApp, g *oauthGrant) (*oauth2.Token, *providerError) {
-	conf := oauthConfig(svc, app, "")
-	// An empty access token makes x/oauth2 refresh at once.
-	tok, err := conf.TokenSource(b.oauth.providerContext(ctx, svc.OAuth), &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
-	if err != nil {
-		pe := classifyTokenError(err, "refresh", g.RefreshToken, g.AccessToken, app.ClientSecret)
-		if pe.kind == failGrantDead && svc.OAuth.SingleUseRefresh {
-			pe.msg += "; the provider's refresh tokens are single-use, so a refresh whose answer was lost also ends the grant"
-		}
-		return nil, pe
-	}
-	return tok, nil
+func (b *backend) requestRefresh(ctx context.Context, svc *service, app *oauthApp, g *oauthGrant) (*provider.Token, *provider.Error) {
+	return b.oauth.provider.Refresh(ctx, svc.OAuth, app.client(), g.RefreshToken)
 }
 
 // recordRefreshFailure stores what a failed refresh means for c: a dead
 // grant needs reconnecting and is no longer scheduled; other failures are
 // retried with backoff, and need attention once the access token has
 // expired or when the provider refused outright.
-func (b *backend) recordRefreshFailure(ctx context.Context, s logical.Storage, c *credential, svc *service, cfg *mountConfig, perr *providerError, now time.Time) {
+func (b *backend) recordRefreshFailure(ctx context.Context, s logical.Storage, c *credential, svc *service, cfg *mountConfig, perr *provider.Error, now time.Time) {
 	g := *c.OAuth
 	g.RefreshFailures++
 	g.RefreshError = perr.Error()
-	switch perr.kind {
-	case failGrantDead:
+	switch perr.Kind {
+	case provider.GrantDead:
 		g.ReconnectRequired = true
 		g.RetryAt = time.Time{}
 		c.State, c.StateReason = statusNeedsAttention, "reconnect required: "+perr.Error()
 	default:
 		g.RetryAt = retryTime(&g, now)
-		if perr.kind == failRefused || !tokenUsable(&g, now) {
+		if perr.Kind == provider.Refused || !tokenUsable(&g, now) {
 			c.State, c.StateReason = statusNeedsAttention, "refresh failing: "+perr.Error()
 		}
 	}
 	c.OAuth = &g
 	c.UpdatedAt = now.UTC()
 	b.refile(ctx, s, c, refreshDueAt(&g, svc.OAuth, cfg, now), false)
-	b.logger.Warn("refresh failed", "name", c.Name, "service", c.Service, "code", perr.code, "status", perr.status, "failures", g.RefreshFailures)
+	b.logger.Warn("refresh failed", "name", c.Name, "service", c.Service, "code", perr.Code, "status", perr.Status, "failures", g.RefreshFailures)
 	if err := b.saveCredential(ctx, s, c); err != nil {
 		b.logger.Error("storing a refresh failure failed", "name", c.Name, "error", err)
 	}
@@ -296,15 +287,33 @@ func tokenUsable(g *oauthGrant, now time.Time) bool {
 }
 
 // needsRefresh says whether a user of g should refresh it first: its access
-// token is missing or expires within refresh_ahead.
+// token is missing or expires within refreshAhead.
 func needsRefresh(g *oauthGrant, cfg *mountConfig, now time.Time) bool {
 	if g.AccessToken == "" {
 		return true
 	}
-	return !g.Expiry.IsZero() && !now.Before(g.Expiry.Add(-cfg.RefreshAhead))
+	return !g.Expiry.IsZero() && !now.Before(g.Expiry.Add(-refreshAhead(g, cfg)))
 }
 
-// refreshDueAt is when the scheduler should refresh g: refresh_ahead before
+// refreshAhead is how long before its expiry g is refreshed: refresh_ahead,
+// but never more than half the token's lifetime, so that a token shorter
+// than refresh_ahead (Keycloak's 5 minutes against the default 10) is
+// refreshed once per half-life rather than on every use and every tick.
+func refreshAhead(g *oauthGrant, cfg *mountConfig) time.Duration {
+	ahead := cfg.RefreshAhead
+	issued := g.RefreshedAt
+	if g.ConnectedAt.After(issued) {
+		issued = g.ConnectedAt
+	}
+	if !issued.IsZero() && !g.Expiry.IsZero() {
+		if half := g.Expiry.Sub(issued) / 2; half > 0 && half < ahead {
+			ahead = half
+		}
+	}
+	return ahead
+}
+
+// refreshDueAt is when the scheduler should refresh g: refreshAhead before
 // its access token expires, or earlier when the provider drops refresh
 // tokens left unused for spec's keep_alive, or at the retry time after a
 // failure. Zero: never (nothing to refresh with, or the grant is dead).
@@ -320,7 +329,7 @@ func refreshDueAt(g *oauthGrant, spec *oauthSpec, cfg *mountConfig, now time.Tim
 	case g.AccessToken == "":
 		due = now
 	case !g.Expiry.IsZero():
-		due = g.Expiry.Add(-cfg.RefreshAhead)
+		due = g.Expiry.Add(-refreshAhead(g, cfg))
 	}
 	if spec != nil && spec.KeepAlive > 0 {
 		last := g.RefreshedAt
@@ -357,7 +366,7 @@ func (b *backend) validateImportedRefreshToken(ctx context.Context, s logical.St
 	}
 	tok, perr := b.requestRefresh(ctx, svc, app, c.OAuth)
 	if perr != nil {
-		if perr.kind == failTransient {
+		if perr.Kind == provider.Transient {
 			return "could not validate the refresh token, the provider is unavailable (" + perr.Error() + "); try again"
 		}
 		return "the refresh token was refused, nothing was stored: " + perr.Error()

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/clankteam/credentials/plugin/provider"
 	"github.com/clankteam/credentials/testing/oauthserver"
 )
 
@@ -290,8 +291,7 @@ func revokeAtProvider(t *testing.T, f *oauthFixture, token string) {
 	t.Helper()
 	svc, _ := f.b.getService(context.Background(), f.s, "idp")
 	app, _ := getApp(context.Background(), f.s, "idp-app")
-	r := &revocationReceipt{}
-	f.b.revokeRFC7009(context.Background(), svc, app, &oauthGrant{RefreshToken: token}, r)
+	r := f.b.oauth.http.Revoke(context.Background(), "idp", svc.OAuth, app.client(), provider.Tokens{Refresh: token})
 	if len(r.Revoked) != 1 || !f.srv.IsRevoked(token) {
 		t.Fatalf("revoking at the provider failed: %s", r.Reason)
 	}

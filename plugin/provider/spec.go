@@ -1,0 +1,115 @@
+// Package provider speaks OAuth 2.0 to providers for the engine: the
+// authorize URL, the code exchange, refresh, the client credentials grant,
+// revocation, the account a grant belongs to and discovery, with each
+// provider's quirks adapted on the wire. The engine holds Vault paths and
+// the lifecycle of grants; it reaches providers only through Client, which
+// has a fake for tests.
+package provider
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Spec is a provider's OAuth endpoints and quirks, as the service catalog
+// holds them.
+type Spec struct {
+	AuthURL     string `json:"auth_url,omitempty"`
+	TokenURL    string `json:"token_url"`
+	RevokeURL   string `json:"revoke_url,omitempty"`
+	RevokeStyle string `json:"revoke_style,omitempty"`
+	// UserinfoURL answers with the account the grant belongs to.
+	UserinfoURL    string              `json:"userinfo_url,omitempty"`
+	DefaultScopes  []string            `json:"default_scopes,omitempty"`
+	ScopeSets      map[string][]string `json:"scope_sets,omitempty"`
+	ScopeSeparator string              `json:"scope_separator,omitempty"`
+	// AuthParams are extra authorize parameters (Google's access_type).
+	AuthParams map[string]string `json:"auth_params,omitempty"`
+	PKCE       bool              `json:"pkce,omitempty"`
+	// ErrorsWith200: the token endpoint reports errors with HTTP 200.
+	ErrorsWith200 bool `json:"errors_with_200,omitempty"`
+	// AcceptJSON: the token endpoint answers form-encoded unless asked for
+	// JSON.
+	AcceptJSON bool `json:"accept_json,omitempty"`
+	// OKField: responses carry "ok": false on failure (Slack).
+	OKField bool `json:"ok_field,omitempty"`
+	// SingleUseRefresh: each refresh token works once (rotation).
+	SingleUseRefresh bool `json:"single_use_refresh,omitempty"`
+	// KeepAlive refreshes a grant that was idle this long, before the
+	// provider expires unused refresh tokens.
+	KeepAlive Duration `json:"keep_alive,omitempty"`
+}
+
+// Scopes joins scopes with the provider's separator.
+func (s *Spec) Scopes(scopes []string) string {
+	sep := s.ScopeSeparator
+	if sep == "" {
+		sep = " "
+	}
+	return strings.Join(scopes, sep)
+}
+
+// App is an OAuth client registration at a provider.
+type App struct {
+	ClientID     string
+	ClientSecret string
+}
+
+// Duration reads and writes Go duration strings in JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	if d == 0 {
+		return []byte(`""`), nil
+	}
+	return json.Marshal(time.Duration(d).String())
+}
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"720h\"")
+	}
+	if s == "" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("duration %q is not a positive Go duration such as \"720h\"", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Validate checks the endpoints and the revocation style.
+func (s *Spec) Validate() error {
+	for field, raw := range map[string]string{
+		"auth_url": s.AuthURL, "token_url": s.TokenURL,
+		"revoke_url": s.RevokeURL, "userinfo_url": s.UserinfoURL,
+	} {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(strings.ReplaceAll(raw, "{client_id}", "x"))
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("%s must be an absolute http or https URL", field)
+		}
+	}
+	switch s.RevokeStyle {
+	case "", RevokeNone:
+	case RevokeRFC7009, RevokeGitHub, RevokeSlack:
+		if s.RevokeURL == "" {
+			return fmt.Errorf("revoke_style %s needs revoke_url", s.RevokeStyle)
+		}
+	default:
+		return fmt.Errorf("revoke_style must be rfc7009, github, slack or none, not %q", s.RevokeStyle)
+	}
+	if s.ScopeSeparator != "" && s.ScopeSeparator != " " && s.ScopeSeparator != "," {
+		return fmt.Errorf("scope_separator must be a space or a comma")
+	}
+	return nil
+}
