@@ -14,18 +14,23 @@ import (
 // it while holding the credential's lock.
 const revokeTimeout = 15 * time.Second
 
+// liveGrant is c's grant as the provider knows it: a newer grant the
+// provider issued but storage refused (held) is the live one.
+func (b *backend) liveGrant(c *credential) *oauthGrant {
+	g := c.OAuth
+	if h, ok := b.oauth.heldFor(c.Name); ok && g != nil && tokenHash(g.RefreshToken) == h.fromHash {
+		return h.grant
+	}
+	return g
+}
+
 // revokeGrant revokes c's grant at its provider, the provider's way
 // (the service's revoke_style), and reports what was and was not revoked.
 // The caller holds c's lock and drops the tokens afterwards whatever the
 // outcome: the receipt tells a person what is left to revoke by hand.
 func (b *backend) revokeGrant(ctx context.Context, s logical.Storage, c *credential) map[string]interface{} {
 	r := provider.NewReceipt("", "")
-	g := c.OAuth
-	if h, ok := b.oauth.heldFor(c.Name); ok && g != nil && tokenHash(g.RefreshToken) == h.fromHash {
-		// A newer grant the provider issued but storage refused: it is
-		// the live one.
-		g = h.grant
-	}
+	g := b.liveGrant(c)
 	if !g.connected() {
 		r.Method = "none"
 		r.Reason = "nothing to revoke: the credential holds no tokens"

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"net/http"
 	"net/url"
@@ -91,7 +92,8 @@ func (f *oauthFixture) createCred(name string) {
 // startConnect runs connect and returns its response data.
 func (f *oauthFixture) startConnect(name string) map[string]interface{} {
 	f.t.Helper()
-	return mustOK(f.t, do(f.t, f.b, f.s, logical.UpdateOperation, "creds/"+name+"/connect", nil)).Data
+	// As an admin: replacing a working grant is allowed.
+	return mustOK(f.t, do(f.t, f.b, f.s, logical.UpdateOperation, "creds/"+name+"/connect", map[string]interface{}{"replace": true})).Data
 }
 
 // authorize follows auth_url at the provider (auto-approved) as a browser
@@ -454,4 +456,46 @@ func TestFailedDeleteKeepsTheGrantScheduled(t *testing.T) {
 	if jobs, _ := dueEntries(ctx, f.s, "~"); len(jobs) != 1 || jobs[0].bucket != dueBucket(f.cred("c").OAuth.RefreshDue) {
 		t.Fatalf("the credential was not filed again: %v", jobs)
 	}
+}
+
+// TestReconnectRevokesTheGrantItReplaces: a reconnect needs replace=true
+// while the credential works, and the grant it replaces is revoked at the
+// provider, with the receipt in the answer: the old refresh token gets no
+// more tokens.
+func TestReconnectRevokesTheGrantItReplaces(t *testing.T) {
+	f := newOAuthFixture(t, oauthserver.Options{}, nil)
+	f.connect("c")
+	old := f.cred("c").OAuth
+
+	resp, err := doErr(f.b, f.s, logical.UpdateOperation, "creds/c/connect", nil)
+	if err != nil || resp == nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), "pass replace=true") {
+		t.Fatalf("reconnecting a working credential without replace: %v %v", resp, err)
+	}
+
+	start := f.startConnect("c")
+	q := f.authorize(start["auth_url"].(string))
+	resp = mustOK(t, do(t, f.b, f.s, logical.UpdateOperation, "creds/c/callback", map[string]interface{}{"code": q.Get("code"), "state": q.Get("state")}))
+	receipt, _ := resp.Data["replaced_grant"].(map[string]interface{})
+	if revoked := fmt.Sprint(receipt["revoked"]); !strings.Contains(revoked, "refresh_token") {
+		t.Fatalf("receipt of the replaced grant: %v", receipt)
+	}
+	if !f.srv.IsRevoked(old.RefreshToken) {
+		t.Fatal("the replaced refresh token is still live at the provider")
+	}
+	if now := f.cred("c").OAuth; now.RefreshToken == old.RefreshToken || f.srv.IsRevoked(now.RefreshToken) {
+		t.Fatal("the new grant is not the one stored, or was revoked")
+	}
+	for _, secret := range []string{old.RefreshToken, old.AccessToken} {
+		if strings.Contains(fmt.Sprint(resp.Data), secret) {
+			t.Fatal("the answer holds a token")
+		}
+	}
+
+	// A credential that needs attention is connected again without replace.
+	c := f.cred("c")
+	c.State, c.StateReason = statusNeedsAttention, "refresh failing: test"
+	if err := f.b.saveCredential(context.Background(), f.s, c); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, do(t, f.b, f.s, logical.UpdateOperation, "creds/c/connect", nil))
 }

@@ -298,6 +298,14 @@ func (b *backend) pathCredUpdate(ctx context.Context, req *logical.Request, d *f
 	if svc == nil {
 		return logical.ErrorResponse("service %q of credential %q no longer exists", c.Service, name), nil
 	}
+	// An imported refresh token replaces the grant: the replaced one is
+	// revoked once the new one is stored (applying the fields changes the
+	// grant in place, so it is copied first).
+	replaced := *c
+	if g := b.liveGrant(c); g != nil {
+		kept := *g
+		replaced.OAuth = &kept
+	}
 	if msg := b.applyCredFields(ctx, req, d, svc, c, false); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
@@ -312,7 +320,12 @@ func (b *backend) pathCredUpdate(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	b.logger.Info("credential updated", "name", name)
-	return b.credResponse(ctx, req.Storage, c)
+	resp, err := b.credResponse(ctx, req.Storage, c)
+	if err != nil || !replaced.OAuth.connected() || c.OAuth == nil || c.OAuth.RefreshToken == replaced.OAuth.RefreshToken {
+		return resp, err
+	}
+	resp.Data["replaced_grant"] = b.revokeGrant(ctx, req.Storage, &replaced)
+	return resp, nil
 }
 
 func (b *backend) pathCredRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -37,7 +37,9 @@ type pendingConnect struct {
 	RedirectURL string    `json:"redirect_url,omitempty"`
 	App         string    `json:"app,omitempty"`
 	Scopes      []string  `json:"scopes,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+	// Replace: the person chose to replace a working grant.
+	Replace   bool      `json:"replace,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt   time.Time `json:"expires_at"`
 	Used        bool      `json:"used,omitempty"`
 }
@@ -50,7 +52,14 @@ func pathOAuth(b *backend) []*framework.Path {
 		{
 			Pattern:      "creds/" + credNameSegment("name") + "/connect$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "connect", OperationSuffix: "cred"},
-			Fields:       name,
+			Fields: map[string]*framework.FieldSchema{
+				"name": name["name"],
+				"replace": {
+					Type:        framework.TypeBool,
+					Default:     false,
+					Description: "Replace a working grant. Needed to connect a credential that is connected and active; the grant it replaces is revoked at the provider once the new one is stored. The members' policy denies this field: replacing a working grant (perhaps with another person's account) is an admin's decision. Example: vault write orgs/acme/creds/gmail/connect replace=true",
+				},
+			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback: b.pathConnect,
@@ -185,6 +194,13 @@ func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *fram
 		return logical.ErrorResponse("app %q of credential %q does not exist", c.App, name), nil
 	}
 
+	if replace := d.Get("replace").(bool); !replace && c.State == statusActive && c.OAuth.connected() && !c.OAuth.ReconnectRequired {
+		who := ""
+		if c.OAuth.Account != "" {
+			who = " (" + c.OAuth.Account + ")"
+		}
+		return logical.ErrorResponse("credential %s is connected%s and working: connecting again replaces its grant and revokes it at the provider; pass replace=true, which takes the org's admin policy", name, who), nil
+	}
 	state, err := randomToken()
 	if err != nil {
 		return nil, err
@@ -196,6 +212,7 @@ func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *fram
 		RedirectURL: cfg.RedirectURL,
 		App:         app.Name,
 		Scopes:      requestedScopes(svc, app),
+		Replace:     d.Get("replace").(bool),
 		CreatedAt:   now,
 		ExpiresAt:   now.Add(connectTTL),
 	}
@@ -298,6 +315,10 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 	if c.OAuth != nil {
 		g.RefreshDue = c.OAuth.RefreshDue // so that refiling removes the old entry
 	}
+	// The grant this one replaces is revoked once the new one is stored:
+	// nothing in the product could revoke it afterwards.
+	replaced := *c
+	replaced.OAuth = b.liveGrant(c)
 	c.OAuth = g
 	c.State, c.StateReason = statusActive, ""
 	c.UpdatedAt = now.UTC()
@@ -311,7 +332,14 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 		return nil, fmt.Errorf("storing the grant of %s failed (the new tokens were revoked at the provider): %w", name, err)
 	}
 	b.logger.Info("credential connected", "name", name, "service", c.Service)
-	return b.credResponse(ctx, req.Storage, c)
+	resp, err := b.credResponse(ctx, req.Storage, c)
+	if err != nil || !replaced.OAuth.connected() {
+		return resp, err
+	}
+	receipt := b.revokeGrant(ctx, req.Storage, &replaced)
+	b.logger.Info("replaced grant revoked", "name", name, "revoked", fmt.Sprint(receipt["revoked"]), "not_revoked", fmt.Sprint(receipt["not_revoked"]))
+	resp.Data["replaced_grant"] = receipt
+	return resp, nil
 }
 
 func (b *backend) pathDisconnect(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -432,7 +460,15 @@ previous one. The redirect URI is config's redirect_url, exactly; the scopes
 are the app's (or the service's defaults), plus the service's extra
 authorization parameters (Google: access_type=offline, prompt=consent).
 
+A credential that is connected and active is connected again only with
+replace=true, which the members' policy denies: replacing a working grant,
+perhaps with another person's account, is an admin's decision. Members
+connect credentials that are not connected yet or need attention. The grant a
+connect replaces is revoked at the provider once the new one is stored; the
+callback answers the receipt as replaced_grant.
+
   vault write orgs/acme/creds/gmail/connect
+  vault write orgs/acme/creds/gmail/connect replace=true
 `
 
 const pathCallbackHelpSyn = `Complete a connect with the code and state of the provider's redirect.`

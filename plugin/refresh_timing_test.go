@@ -43,7 +43,7 @@ func (f *fakeProviderFixture) connect(name string) {
 	if c, _ := getCredential(context.Background(), f.s, name); c == nil {
 		mustOK(f.t, do(f.t, f.b, f.s, logical.CreateOperation, "creds/"+name, map[string]interface{}{"type": "oauth2", "service": "fakeidp", "app": "fake-app"}))
 	}
-	start := mustOK(f.t, do(f.t, f.b, f.s, logical.UpdateOperation, "creds/"+name+"/connect", nil)).Data
+	start := mustOK(f.t, do(f.t, f.b, f.s, logical.UpdateOperation, "creds/"+name+"/connect", map[string]interface{}{"replace": true})).Data
 	u, _ := url.Parse(start["auth_url"].(string))
 	code := "code-" + name + "-" + u.Query().Get("state")[:8]
 	f.idp.AddCode(code)

@@ -19,6 +19,8 @@ type connectPage struct {
 	layout
 	Cred         credDetail
 	ProviderHost string
+	// Replace: the credential works now, so connecting replaces its grant.
+	Replace bool
 }
 
 // authOrigin is the OAuth authorization endpoint of a credential's
@@ -57,7 +59,7 @@ func (s *Server) handleConnectForm(w http.ResponseWriter, r *http.Request, p *pe
 		s.renderError(w, r, http.StatusBadRequest, "Only OAuth credentials are connected; this one is "+typeLabel(c.Type)+".")
 		return
 	}
-	page := &connectPage{layout: l, Cred: c}
+	page := &connectPage{layout: l, Cred: c, Replace: c.Connected && c.Status == "active"}
 	if au := s.authURL(ctx, p, org, c.Service); au != "" {
 		withFormTarget(w, au)
 		if u, err := url.Parse(au); err == nil {
@@ -81,8 +83,17 @@ func (s *Server) startConnect(w http.ResponseWriter, r *http.Request, p *person,
 		s.fail(w, r, p, err)
 		return
 	}
-	data, err := p.v.write(ctx, credPath(org, name)+"/connect", nil)
+	var fields map[string]any
+	replace := r.PostFormValue("replace") == "true"
+	if replace {
+		fields = map[string]any{"replace": true}
+	}
+	data, err := p.v.write(ctx, credPath(org, name)+"/connect", fields)
 	if err != nil {
+		if status, _ := vaultError(err); replace && status == http.StatusForbidden {
+			s.renderError(w, r, http.StatusForbidden, "This credential works now: replacing its connection (and revoking the current grant) takes the org's admin policy. Ask an admin, or wait until it needs attention.")
+			return
+		}
 		s.fail(w, r, p, err)
 		return
 	}

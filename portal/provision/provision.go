@@ -68,8 +68,13 @@ path "%[2]s/creds/" {
 path "%[2]s/creds/+" {
   capabilities = ["read"]
 }
+# Connecting a credential that works replaces (and revokes) its grant,
+# perhaps with another account: an admin's decision.
 path "%[2]s/creds/+/connect" {
   capabilities = ["update"]
+  denied_parameters = {
+    "replace" = []
+  }
 }
 path "%[2]s/creds/+/callback" {
   capabilities = ["update"]

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/oauthserver"
 )
@@ -218,6 +220,90 @@ func TestOAuthLifecycleThroughVault(t *testing.T) {
 			if strings.Contains(string(o), secret) {
 				t.Fatal("a response or Vault's log holds a token or the client secret")
 			}
+		}
+	}
+}
+
+// TestReconnectRulesAndRevocation: a member cannot replace a working grant
+// (Vault's ACL denies replace), an admin can, and the grant replaced is
+// revoked at the provider: after a reconnect and a delete, neither old
+// refresh token gets a token from the provider.
+func TestReconnectRulesAndRevocation(t *testing.T) {
+	ctx := context.Background()
+	org := newOrg(t, "oauth-replace")
+	mount := provision.MountPath(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin)).Logical()
+	member := vault.ClientWithToken(tokenFor(t, org, provision.RoleMember)).Logical()
+	idp, err := oauthserver.Start(oauthserver.Options{AutoApprove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	const redirect = "http://127.0.0.1:1/oauth/callback"
+	if err := idp.AddClient("engine", "replace-secret", []string{redirect}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := newTokenRecorder(t, idp)
+	for path, data := range map[string]map[string]interface{}{
+		"config": {"redirect_url": redirect},
+		"services/idp": {"types": "oauth2", "base_urls": idp.URL(), "oauth": map[string]interface{}{
+			"auth_url": idp.AuthURL(), "token_url": rec.URL + "/token", "revoke_url": idp.RevokeURL(), "revoke_style": "rfc7009", "pkce": true}},
+	} {
+		if _, err := admin.WriteWithContext(ctx, mount+"/"+path, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for path, data := range map[string]map[string]interface{}{
+		"apps/idp-app": {"service": "idp", "client_id": "engine", "client_secret": "replace-secret"},
+	} {
+		if _, err := admin.WriteWithContext(ctx, mount+"/"+path, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.WriteWithContext(ctx, mount+"/creds/mail", map[string]interface{}{"type": "oauth2", "service": "idp", "app": "idp-app"}); err != nil {
+		t.Fatal(err)
+	}
+	connect := func(c *api.Logical, data map[string]interface{}) (map[string]interface{}, error) {
+		started, err := c.WriteWithContext(ctx, mount+"/creds/mail/connect", data)
+		if err != nil {
+			return nil, err
+		}
+		back := authorizeAt(t, started.Data["auth_url"].(string))
+		s, err := c.WriteWithContext(ctx, mount+"/creds/mail/callback", map[string]interface{}{"code": back.Get("code"), "state": back.Get("state")})
+		if err != nil {
+			return nil, err
+		}
+		return s.Data, nil
+	}
+	// A member connects a credential that is not connected yet.
+	if _, err := connect(member, nil); err != nil {
+		t.Fatal(err)
+	}
+	first := rec.last(t)
+	// It works now: the member may not replace it, with or without replace.
+	_, err = member.WriteWithContext(ctx, mount+"/creds/mail/connect", nil)
+	assertStatus(t, err, http.StatusBadRequest, "replace=true")
+	_, err = member.WriteWithContext(ctx, mount+"/creds/mail/connect", map[string]interface{}{"replace": true})
+	assertStatus(t, err, http.StatusForbidden, "permission denied")
+
+	// An admin replaces it; the old grant is revoked, with a receipt.
+	out, err := connect(admin, map[string]interface{}{"replace": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if receipt, _ := out["replaced_grant"].(map[string]interface{}); !strings.Contains(fmt.Sprint(receipt["revoked"]), "refresh_token") {
+		t.Fatalf("replaced_grant: %v", out["replaced_grant"])
+	}
+	second := rec.last(t)
+	if idp.Introspect(first.RefreshToken) {
+		t.Fatal("the replaced refresh token is still active at the provider")
+	}
+	if _, err := admin.DeleteWithContext(ctx, mount+"/creds/mail"); err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range []string{first.RefreshToken, second.RefreshToken} {
+		if idp.Introspect(rt) {
+			t.Fatal("a refresh token lives on after reconnect and delete")
 		}
 	}
 }
