@@ -2,8 +2,8 @@ package credentials
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"

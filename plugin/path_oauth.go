@@ -32,16 +32,16 @@ type pendingConnect struct {
 	// the authorization URL.
 	StateHash string `json:"state_hash"`
 	// Verifier is the PKCE code verifier (secret until the exchange).
-	Verifier    string    `json:"verifier,omitempty"`
-	PKCE        bool      `json:"pkce,omitempty"`
-	RedirectURL string    `json:"redirect_url,omitempty"`
-	App         string    `json:"app,omitempty"`
-	Scopes      []string  `json:"scopes,omitempty"`
+	Verifier    string   `json:"verifier,omitempty"`
+	PKCE        bool     `json:"pkce,omitempty"`
+	RedirectURL string   `json:"redirect_url,omitempty"`
+	App         string   `json:"app,omitempty"`
+	Scopes      []string `json:"scopes,omitempty"`
 	// Replace: the person chose to replace a working grant.
 	Replace   bool      `json:"replace,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	Used        bool      `json:"used,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Used      bool      `json:"used,omitempty"`
 }
 
 func pathOAuth(b *backend) []*framework.Path {
