@@ -148,20 +148,18 @@ func grantFromToken(old *oauthGrant, tok *provider.Token, now time.Time, maxLife
 	return g
 }
 
-// fetchAccount asks the provider who granted the access, for people to
-// see. Best effort: "" when the service has no such endpoint or it fails.
-func (b *backend) fetchAccount(ctx context.Context, spec *oauthSpec, accessToken string) string {
-	a, err := b.oauth.provider.Account(ctx, spec, accessToken)
+// fetchAccount asks the provider who granted the access and records it in
+// g: its stable ID (sub) and a label for people (an email or login). Best
+// effort: nothing when the service has no such endpoint or it fails.
+func (b *backend) fetchAccount(ctx context.Context, spec *oauthSpec, g *oauthGrant) {
+	a, err := b.oauth.provider.Account(ctx, spec, g.AccessToken)
 	if err != nil {
 		if !errors.Is(err, provider.ErrNoUserinfo) {
 			b.logger.Warn("fetching the account identity failed", "url", spec.UserinfoURL, "error", err)
 		}
-		return ""
+		return
 	}
-	if hasControl(a.Label) {
-		return ""
-	}
-	return a.Label
+	g.AccountID, g.Account = a.Subject, a.Label
 }
 
 func clip(s string, n int) string { return provider.Clip(s, n) }

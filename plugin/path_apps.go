@@ -190,8 +190,11 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 		}
 		a.ClientSecret = sec
 	}
-	if creating && a.ClientSecret == "" {
-		return logical.ErrorResponse("client_secret is required"), nil
+	switch {
+	case svc.OAuth != nil && svc.OAuth.Public() && a.ClientSecret != "":
+		return logical.ErrorResponse("service %s's clients are public (token_auth_method none, with PKCE): an app of it has no client_secret", a.Service), nil
+	case creating && a.ClientSecret == "" && (svc.OAuth == nil || !svc.OAuth.Public()):
+		return logical.ErrorResponse("client_secret is required (a public client, without one, needs a service with token_auth_method none and pkce)"), nil
 	}
 	if v, ok := d.GetOk("scopes"); ok {
 		scopes, msg := expandScopes(svc, v.([]string))

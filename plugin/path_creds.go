@@ -398,6 +398,9 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 		data["connected"] = c.OAuth.connected()
 		if g := c.OAuth; g != nil {
 			data["account"] = g.Account
+			if g.AccountID != "" {
+				data["account_id"] = g.AccountID
+			}
 			data["scopes"] = g.Scopes
 			data["connected_at"] = formatTime(g.ConnectedAt)
 			data["token_expires_at"] = formatTime(g.Expiry)

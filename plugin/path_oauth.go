@@ -94,6 +94,10 @@ func pathOAuth(b *backend) []*framework.Path {
 					Type:        framework.TypeString,
 					Description: "The provider's description of error.",
 				},
+				"iss": {
+					Type:        framework.TypeString,
+					Description: "The issuer from the provider's redirect (RFC 9207), when it sends one: it must be the service's oauth.issuer, so an answer from another provider (a mix-up) is refused. Required when the provider's metadata says it always sends one.",
+				},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
@@ -293,6 +297,9 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 	if err != nil {
 		return nil, err
 	}
+	if msg := checkIssuer(svc.OAuth, d.Get("iss").(string)); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
 	if !p.PKCE {
 		verifier = ""
 	}
@@ -311,7 +318,7 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 		g.Scopes = p.Scopes
 	}
 	g.ConnectedAt = now.UTC()
-	g.Account = b.fetchAccount(ctx, svc.OAuth, g.AccessToken)
+	b.fetchAccount(ctx, svc.OAuth, g)
 	if c.OAuth != nil {
 		g.RefreshDue = c.OAuth.RefreshDue // so that refiling removes the old entry
 	}
@@ -405,6 +412,19 @@ func (b *backend) pathRefresh(ctx context.Context, req *logical.Request, d *fram
 		return nil, err
 	}
 	return b.credResponse(ctx, req.Storage, c)
+}
+
+// checkIssuer applies RFC 9207 to a callback's iss.
+func checkIssuer(spec *oauthSpec, iss string) string {
+	switch {
+	case spec.Issuer == "" || (iss == "" && !spec.IssRequired):
+		return ""
+	case iss == "":
+		return fmt.Sprintf("the callback has no iss, which the provider %s sends on every answer: it may come from another provider; start a new connect", spec.Issuer)
+	case iss != spec.Issuer:
+		return fmt.Sprintf("the callback's iss %q is not the service's issuer %q: the answer comes from another provider (a mix-up), and its code is not exchanged; start a new connect", clip(iss, 200), spec.Issuer)
+	}
+	return ""
 }
 
 func getPendingConnect(ctx context.Context, s logical.Storage, name string) (*pendingConnect, error) {

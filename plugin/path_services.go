@@ -66,7 +66,7 @@ func pathServices(b *backend) []*framework.Path {
 				"types":         {Type: framework.TypeCommaStringSlice, Description: "Credential types the service takes: oauth2, api_key, password, file."},
 				"base_urls":     {Type: framework.TypeCommaStringSlice, Description: "The only URL prefixes the broker may call, e.g. https://api.example.com; a host may start with *."},
 				"injection":     {Type: framework.TypeMap, Description: `Per credential type, how the broker injects it, a JSON object (from the CLI as text or @file.json): {"api_key": {"style": "header", "header": "Authorization", "format": "Bearer {secret}"}}; styles header, basic, query.`},
-				"oauth":         {Type: framework.TypeMap, Description: "OAuth endpoints and quirks, a JSON object (from the CLI as text or @file.json): auth_url, token_url, revoke_url, revoke_style (rfc7009, github, slack, none), userinfo_url, default_scopes, scope_sets, auth_params, pkce, ..."},
+				"oauth":         {Type: framework.TypeMap, Description: "OAuth endpoints and quirks, a JSON object (from the CLI as text or @file.json): auth_url, token_url, revoke_url, revoke_style (rfc7009, github, slack, none), userinfo_url, default_scopes, scope_sets, scope_separator, auth_params, pkce (true: PKCE with S256), token_auth_method (client_secret_post, the default; client_secret_basic; none: a public client, pkce required), issuer and iss_required (RFC 9207's iss on callbacks), discovery_url (OpenID Connect or RFC 8414 metadata, which fills the fields left out), keep_alive, errors_with_200, accept_json, ok_field, single_use_refresh. Example: oauth='{\"discovery_url\": \"https://id.example/.well-known/openid-configuration\"}'"},
 				"verify":        {Type: framework.TypeMap, Description: `A request that proves a credential works, a JSON object (from the CLI as text or @file.json): {"method": "GET", "url": "https://api.example.com/me", "expect_status": 200}.`},
 				"requires_host": {Type: framework.TypeBool, Description: "Password credentials of this service need host and port."},
 			},
@@ -151,9 +151,6 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	if msg := unknownFields(req, d); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
-	b.refsMu.Lock()
-	defer b.refsMu.Unlock()
-
 	// The request's fields are decoded into the service type strictly, so a
 	// misspelt nested key is refused rather than ignored.
 	fields := map[string]interface{}{"name": name}
@@ -175,9 +172,20 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	if svc.DisplayName == "" {
 		svc.DisplayName = name
 	}
+	// Discovery is read before the service lock is taken: it is a call to
+	// the provider.
+	if svc.OAuth != nil && svc.OAuth.DiscoveryURL != "" {
+		d, pe := b.oauth.provider.Discover(ctx, svc.OAuth.DiscoveryURL)
+		if pe != nil {
+			return logical.ErrorResponse("oauth.discovery_url: %s", pe.Msg), nil
+		}
+		d.Fill(svc.OAuth)
+	}
 	if err := svc.validate(); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	b.refsMu.Lock()
+	defer b.refsMu.Unlock()
 	// A service may not drop a type its existing credentials have.
 	lines, err := b.index.lines(ctx, req.Storage)
 	if err != nil {
@@ -269,6 +277,15 @@ loopback or private addresses may be reached is the operator's setting
       injection='{"api_key":{"style":"header","header":"X-Api-Key","format":"{secret}"}}'
   vault write orgs/acme/services/billing-v2 types=api_key \
       base_urls=https://billing.internal.example verify=@verify.json
+  vault write orgs/acme/services/keycloak types=oauth2 base_urls=https://id.example \
+      oauth='{"discovery_url": "https://id.example/realms/acme/.well-known/openid-configuration"}'
+
+With discovery_url, the provider's metadata fills auth_url, token_url,
+userinfo_url, issuer, revoke_url (RFC 7009), pkce when it offers S256,
+iss_required when it sends RFC 9207's iss, and token_auth_method
+client_secret_basic when it does not take client_secret_post. Fields given
+win over discovered ones; the document is read once, when the service is
+written.
 `
 
 // boundFields are the parts of a service that decide where its secrets go

@@ -377,7 +377,7 @@ func (b *backend) validateImportedRefreshToken(ctx context.Context, s logical.St
 	base := &oauthGrant{RefreshToken: c.OAuth.RefreshToken, RefreshDue: c.OAuth.RefreshDue}
 	g := grantFromToken(base, tok, now, cfg.MaxTokenLifetime)
 	g.ConnectedAt = now.UTC()
-	g.Account = b.fetchAccount(ctx, svc.OAuth, g.AccessToken)
+	b.fetchAccount(ctx, svc.OAuth, g)
 	c.OAuth = g
 	b.oauth.dropHeld(c.Name)
 	b.refile(ctx, s, c, refreshDueAt(g, svc.OAuth, cfg, now), false)

@@ -193,9 +193,11 @@ func (s *Server) handleOAuthCallback(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusInternalServerError, "Internal error.")
 		return
 	}
-	data, err := v.write(r.Context(), credPath(pc.Org, pc.Cred)+"/callback", map[string]any{
-		"code": q.Get("code"), "state": state,
-	})
+	fields := map[string]any{"code": q.Get("code"), "state": state}
+	if iss := q.Get("iss"); iss != "" {
+		fields["iss"] = iss
+	}
+	data, err := v.write(r.Context(), credPath(pc.Org, pc.Cred)+"/callback", fields)
 	if err != nil {
 		s.metrics.connects.WithLabelValues("failed").Inc()
 		status, msg := vaultError(err)

@@ -37,6 +37,8 @@ type Client interface {
 	// ServiceAccountToken mints an access token from a GCP service-account
 	// key (the JWT bearer grant), acting as subject when set.
 	ServiceAccountToken(ctx context.Context, key []byte, scopes []string, subject string) (*Token, *Error)
+	// Discover reads a provider's OpenID Connect or RFC 8414 metadata.
+	Discover(ctx context.Context, url string) (*Discovery, *Error)
 }
 
 // AuthRequest is one authorize request.
@@ -109,18 +111,26 @@ func (h *HTTP) context(ctx context.Context, spec *Spec) context.Context {
 	return context.WithValue(ctx, oauth2.HTTPClient, c)
 }
 
-// config is the x/oauth2 configuration of app at spec's provider. Client
-// credentials go in the request body, which every provider in the catalog
-// accepts, so that no request is sent twice to probe the style.
+// config is the x/oauth2 configuration of app at spec's provider. The
+// client authenticates as spec's token_auth_method says: in the request
+// body by default (every preset accepts it, and no request is sent twice
+// to probe the style), with HTTP basic, or not at all (public clients).
 func config(spec *Spec, app App, redirectURL string) *oauth2.Config {
+	style, secret := oauth2.AuthStyleInParams, app.ClientSecret
+	switch spec.TokenAuthMethod {
+	case AuthSecretBasic:
+		style = oauth2.AuthStyleInHeader
+	case AuthNone:
+		secret = ""
+	}
 	return &oauth2.Config{
 		ClientID:     app.ClientID,
-		ClientSecret: app.ClientSecret,
+		ClientSecret: secret,
 		RedirectURL:  redirectURL,
 		Endpoint: oauth2.Endpoint{
 			AuthURL:   spec.AuthURL,
 			TokenURL:  spec.TokenURL,
-			AuthStyle: oauth2.AuthStyleInParams,
+			AuthStyle: style,
 		},
 	}
 }

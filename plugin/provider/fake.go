@@ -21,6 +21,8 @@ type Fake struct {
 	Fail *Error
 	// Who is the account Account answers.
 	Who Account
+	// Discovery is what Discover answers.
+	Discovery *Discovery
 
 	codes     map[string]bool
 	live      map[string]bool
@@ -137,6 +139,17 @@ func (f *Fake) ServiceAccountToken(context.Context, []byte, []string, string) (*
 	}
 	f.n++
 	return &Token{AccessToken: fmt.Sprintf("fake-sa-%d", f.n), TokenType: "Bearer", ExpiresIn: f.Lifetime}, nil
+}
+
+// Discover answers Discovery, when set.
+func (f *Fake) Discover(_ context.Context, url string) (*Discovery, *Error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Discovery == nil {
+		return nil, &Error{Kind: Refused, Msg: "discovery: no document at " + url}
+	}
+	d := *f.Discovery
+	return &d, nil
 }
 
 var _ Client = (*Fake)(nil)

@@ -102,17 +102,25 @@ func (h *HTTP) revokeRFC7009(ctx context.Context, spec *Spec, app App, t Tokens,
 		if tk.token == "" {
 			continue
 		}
-		form := url.Values{
-			"token":           {tk.token},
-			"token_type_hint": {tk.kind},
-			"client_id":       {app.ClientID},
-			"client_secret":   {app.ClientSecret},
+		form := url.Values{"token": {tk.token}, "token_type_hint": {tk.kind}}
+		// The client authenticates as at the token endpoint.
+		switch spec.TokenAuthMethod {
+		case AuthSecretBasic:
+		case AuthNone:
+			form.Set("client_id", app.ClientID)
+		default:
+			form.Set("client_id", app.ClientID)
+			form.Set("client_secret", app.ClientSecret)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec.RevokeURL, strings.NewReader(form.Encode()))
 		if err != nil {
 			r.notRevoked(tk.kind)
 			r.Because("revoke_url is not usable")
 			continue
+		}
+		if spec.TokenAuthMethod == AuthSecretBasic {
+			// RFC 6749 2.3.1: both parts form-encoded first.
+			req.SetBasicAuth(url.QueryEscape(app.ClientID), url.QueryEscape(app.ClientSecret))
 		}
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Accept", "application/json")

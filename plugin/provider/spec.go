@@ -41,7 +41,31 @@ type Spec struct {
 	// KeepAlive refreshes a grant that was idle this long, before the
 	// provider expires unused refresh tokens.
 	KeepAlive Duration `json:"keep_alive,omitempty"`
+
+	// DiscoveryURL is the provider's OpenID Connect or RFC 8414 metadata;
+	// the engine fills the endpoints left out from it.
+	DiscoveryURL string `json:"discovery_url,omitempty"`
+	// Issuer is the provider's issuer identifier: a callback's RFC 9207
+	// iss must equal it.
+	Issuer string `json:"issuer,omitempty"`
+	// IssRequired: the provider sends iss on every authorization response
+	// (its metadata says so), so a callback without it is refused.
+	IssRequired bool `json:"iss_required,omitempty"`
+	// TokenAuthMethod is how the client authenticates at the token and
+	// revocation endpoints: client_secret_post (the default),
+	// client_secret_basic, or none (a public client, with PKCE).
+	TokenAuthMethod string `json:"token_auth_method,omitempty"`
 }
+
+// Client authentication methods (RFC 7591's names).
+const (
+	AuthSecretPost  = "client_secret_post"
+	AuthSecretBasic = "client_secret_basic"
+	AuthNone        = "none"
+)
+
+// Public says whether the provider's clients send no secret.
+func (s *Spec) Public() bool { return s.TokenAuthMethod == AuthNone }
 
 // Scopes joins scopes with the provider's separator.
 func (s *Spec) Scopes(scopes []string) string {
@@ -90,6 +114,7 @@ func (s *Spec) Validate() error {
 	for field, raw := range map[string]string{
 		"auth_url": s.AuthURL, "token_url": s.TokenURL,
 		"revoke_url": s.RevokeURL, "userinfo_url": s.UserinfoURL,
+		"discovery_url": s.DiscoveryURL, "issuer": s.Issuer,
 	} {
 		if raw == "" {
 			continue
@@ -110,6 +135,18 @@ func (s *Spec) Validate() error {
 	}
 	if s.ScopeSeparator != "" && s.ScopeSeparator != " " && s.ScopeSeparator != "," {
 		return fmt.Errorf("scope_separator must be a space or a comma")
+	}
+	switch s.TokenAuthMethod {
+	case "", AuthSecretPost, AuthSecretBasic:
+	case AuthNone:
+		if !s.PKCE {
+			return fmt.Errorf("token_auth_method none (a public client) needs pkce: true, since nothing else binds the code to the client")
+		}
+	default:
+		return fmt.Errorf("token_auth_method must be client_secret_basic, client_secret_post or none, not %q", s.TokenAuthMethod)
+	}
+	if s.IssRequired && s.Issuer == "" {
+		return fmt.Errorf("iss_required needs issuer")
 	}
 	return nil
 }

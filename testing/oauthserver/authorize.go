@@ -74,6 +74,10 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			s.provider.WriteAuthorizeError(ctx, w, ar, err)
 			return
 		}
+		if s.opts.IssInCallback {
+			// RFC 9207: the redirect names the issuer, against mix-ups.
+			resp.AddParameter("iss", s.Issuer())
+		}
 		s.provider.WriteAuthorizeResponse(ctx, w, ar, resp)
 	case "deny":
 		s.provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrAccessDenied.WithHint("The resource owner denied the request."))

@@ -49,6 +49,10 @@ type Client struct {
 	Scopes []string
 	// Public clients send no secret and must use PKCE.
 	Public bool
+	// AuthMethod, when set, is the only client authentication the token,
+	// revocation and introspection endpoints accept from this client:
+	// client_secret_basic, client_secret_post or none.
+	AuthMethod string
 }
 
 // Options configures a Server. Zero values pick the defaults noted.
@@ -76,6 +80,9 @@ type Options struct {
 	User Identity
 	// Quirks active from the start; change them later with SetQuirks.
 	Quirks Quirks
+	// IssInCallback adds RFC 9207's iss (the issuer, Issuer()) to the
+	// authorization response.
+	IssInCallback bool
 	// Logf, if set, receives one line per token-endpoint outcome (grant and
 	// error code; never a token or secret).
 	Logf func(format string, args ...any)
@@ -212,6 +219,8 @@ func newServer(opts Options, baseURL string) (*Server, error) {
 	mux.HandleFunc("POST /revoke", s.handleRevoke)
 	mux.HandleFunc("POST /introspect", s.handleIntrospect)
 	mux.HandleFunc("GET /userinfo", s.handleUserinfo)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.handleDiscovery)
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.handleDiscovery)
 	mux.HandleFunc("POST /userinfo", s.handleUserinfo)
 	mux.HandleFunc("DELETE /applications/{client_id}/token", s.handleGitHubRevoke)
 	mux.HandleFunc("POST /api/auth.revoke", s.handleSlackRevoke)
@@ -253,6 +262,12 @@ func (s *Server) URL() string { return s.baseURL }
 // AuthURL is the authorization endpoint.
 func (s *Server) AuthURL() string { return s.baseURL + "/authorize" }
 
+// Issuer is the server's issuer identifier: its base URL.
+func (s *Server) Issuer() string { return s.baseURL }
+
+// DiscoveryURL is the OpenID Connect discovery document.
+func (s *Server) DiscoveryURL() string { return s.baseURL + "/.well-known/openid-configuration" }
+
 // TokenURL is the token endpoint, also the audience JWT-bearer assertions must name.
 func (s *Server) TokenURL() string { return s.baseURL + "/token" }
 
@@ -274,6 +289,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) AddClient(id, secret string, redirectURIs []string, scopes []string) error {
 	return s.addClient(Client{ID: id, Secret: secret, RedirectURIs: redirectURIs, Scopes: scopes})
 }
+
+// Register registers c (or replaces a client with its ID).
+func (s *Server) Register(c Client) error { return s.addClient(c) }
 
 // AddPublicClient registers a client without a secret; it must use PKCE.
 func (s *Server) AddPublicClient(id string, redirectURIs []string, scopes []string) error {
@@ -302,6 +320,11 @@ func (s *Server) addClient(c Client) error {
 	if !c.Public {
 		h, _ := sha256Hasher{}.Hash(context.Background(), []byte(c.Secret))
 		dc.Secret = h
+	}
+	if c.AuthMethod != "" {
+		// fosite enforces the method of an OpenID Connect client.
+		s.store.setClient(&fosite.DefaultOpenIDConnectClient{DefaultClient: dc, TokenEndpointAuthMethod: c.AuthMethod})
+		return nil
 	}
 	s.store.setClient(dc)
 	return nil
