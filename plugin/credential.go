@@ -98,10 +98,10 @@ type oauthGrant struct {
 	Expiry       time.Time `json:"expiry,omitzero"`
 	Scopes       []string  `json:"scopes,omitempty"`
 	// Account is who granted access (an email or login), for people to see.
-	Account     string    `json:"account,omitempty"`
+	Account string `json:"account,omitempty"`
 	// AccountID is the provider's stable ID of the account (sub): the
 	// account the grant is; Account is its label for people.
-	AccountID string `json:"account_id,omitempty"`
+	AccountID   string    `json:"account_id,omitempty"`
 	ConnectedAt time.Time `json:"connected_at,omitzero"`
 	// RefreshedAt is the last successful refresh, for keep-alive.
 	RefreshedAt time.Time `json:"refreshed_at,omitzero"`

@@ -46,17 +46,17 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 // RFC 8414's address).
 func (s *Server) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"issuer":                                s.Issuer(),
-		"authorization_endpoint":                s.AuthURL(),
-		"token_endpoint":                        s.TokenURL(),
-		"revocation_endpoint":                   s.RevokeURL(),
-		"introspection_endpoint":                s.IntrospectURL(),
-		"userinfo_endpoint":                     s.UserinfoURL(),
-		"response_types_supported":              []string{"code"},
-		"grant_types_supported":                 []string{GrantAuthorizationCode, GrantRefreshToken, GrantJWTBearer, "client_credentials"},
-		"code_challenge_methods_supported":      []string{"S256"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
-		"scopes_supported":                      []string{"openid", "email", "offline_access"},
+		"issuer":                                         s.Issuer(),
+		"authorization_endpoint":                         s.AuthURL(),
+		"token_endpoint":                                 s.TokenURL(),
+		"revocation_endpoint":                            s.RevokeURL(),
+		"introspection_endpoint":                         s.IntrospectURL(),
+		"userinfo_endpoint":                              s.UserinfoURL(),
+		"response_types_supported":                       []string{"code"},
+		"grant_types_supported":                          []string{GrantAuthorizationCode, GrantRefreshToken, GrantJWTBearer, "client_credentials"},
+		"code_challenge_methods_supported":               []string{"S256"},
+		"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post", "none"},
+		"scopes_supported":                               []string{"openid", "email", "offline_access"},
 		"authorization_response_iss_parameter_supported": s.opts.IssInCallback,
 	})
 }
