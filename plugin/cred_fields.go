@@ -200,5 +200,9 @@ func (b *backend) validateOAuthCred(ctx context.Context, s logical.Storage, svc 
 	if app.Service != svc.Name {
 		return fmt.Sprintf("app %q is registered for %s, not %s", c.App, app.Service, svc.Name), nil
 	}
+	c.ClientCredentials = app.Grant == grantClientCredentials
+	if c.ClientCredentials && c.OAuth.connected() {
+		return fmt.Sprintf("app %q uses the client credentials grant: its credentials hold no refresh_token", c.App), nil
+	}
 	return "", nil
 }

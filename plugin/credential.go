@@ -64,6 +64,9 @@ type credential struct {
 	// App names the OAuth client registration (apps/<name>) of an oauth2
 	// credential.
 	App string `json:"app,omitempty"`
+	// ClientCredentials: the app uses the client credentials grant, so the
+	// credential has no grant to connect; tokens are minted on use.
+	ClientCredentials bool `json:"client_credentials,omitempty"`
 
 	// ExpiresAt is when the credential itself stops working, if known.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
@@ -175,7 +178,7 @@ func (c *credential) summary() credSummary {
 		StateReason:  c.StateReason,
 		ExpiresAt:    c.ExpiresAt,
 		LastUsedAt:   c.LastUsedAt,
-		NotConnected: c.Type == typeOAuth2 && !c.OAuth.connected() && c.State != statusDisconnected,
+		NotConnected: c.Type == typeOAuth2 && !c.ClientCredentials && !c.OAuth.connected() && c.State != statusDisconnected,
 		ID:           c.ID,
 	}
 	if g := c.OAuth; g != nil && g.RefreshFailures > 0 && !g.ReconnectRequired {

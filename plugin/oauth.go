@@ -49,6 +49,8 @@ type oauthRuntime struct {
 
 	sched    refreshSchedule
 	saTokens saTokenCache
+	// appTokens caches client credentials tokens.
+	appTokens saTokenCache
 }
 
 // heldGrant is a grant not yet stored, and the refresh token it replaced.

@@ -25,6 +25,23 @@ type oauthApp struct {
 	ClientSecret string   `json:"client_secret,omitempty"`
 	Scopes       []string `json:"scopes,omitempty"`
 	Description  string   `json:"description,omitempty"`
+	// Grant is how its credentials get tokens: the authorization code
+	// (""; a person connects) or client_credentials (app-only tokens,
+	// minted on use).
+	Grant string `json:"grant,omitempty"`
+}
+
+// Grants an app may use.
+const (
+	grantAuthorizationCode = "authorization_code"
+	grantClientCredentials = "client_credentials"
+)
+
+func (a *oauthApp) grant() string {
+	if a.Grant == "" {
+		return grantAuthorizationCode
+	}
+	return a.Grant
 }
 
 // client is the app as the provider package knows it.
@@ -96,6 +113,12 @@ func pathApps(b *backend) []*framework.Path {
 				"description": {
 					Type:        framework.TypeString,
 					Description: "What the registration is for.",
+				},
+				"grant": {
+					Type:          framework.TypeString,
+					Description:   "How the app's credentials get tokens, set when the app is created: authorization_code (a person connects each credential) or client_credentials (app-only access, as Microsoft Graph, Linear and Spotify offer: tokens are minted on use with the client's own credentials and cached until shortly before they expire; nothing to connect). Example: grant=client_credentials",
+					Default:       grantAuthorizationCode,
+					AllowedValues: []interface{}{grantAuthorizationCode, grantClientCredentials},
 				},
 			},
 			ExistenceCheck: b.appExists,
@@ -177,6 +200,19 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 	if !svc.takes(typeOAuth2) {
 		return logical.ErrorResponse("service %s does not take oauth2 credentials", a.Service), nil
 	}
+	if v, ok := d.GetOk("grant"); ok {
+		g := v.(string)
+		if g == grantAuthorizationCode {
+			g = ""
+		}
+		switch {
+		case g != "" && g != grantClientCredentials:
+			return logical.ErrorResponse("grant must be authorization_code or client_credentials"), nil
+		case !creating && g != a.Grant:
+			return logical.ErrorResponse("grant cannot change (app %q's credentials were made for it): register another app", name), nil
+		}
+		a.Grant = g
+	}
 	if v, ok := d.GetOk("client_id"); ok {
 		a.ClientID = v.(string)
 	}
@@ -191,6 +227,8 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 		a.ClientSecret = sec
 	}
 	switch {
+	case a.Grant == grantClientCredentials && svc.OAuth != nil && svc.OAuth.Public():
+		return logical.ErrorResponse("the client credentials grant needs a confidential client, and service %s's clients are public", a.Service), nil
 	case svc.OAuth != nil && svc.OAuth.Public() && a.ClientSecret != "":
 		return logical.ErrorResponse("service %s's clients are public (token_auth_method none, with PKCE): an app of it has no client_secret", a.Service), nil
 	case creating && a.ClientSecret == "" && (svc.OAuth == nil || !svc.OAuth.Public()):
@@ -256,6 +294,7 @@ func appResponse(a *oauthApp) *logical.Response {
 		"client_secret_set": a.ClientSecret != "",
 		"scopes":            a.Scopes,
 		"description":       a.Description,
+		"grant":             a.grant(),
 	}}
 }
 

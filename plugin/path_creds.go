@@ -396,6 +396,9 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 	case typeOAuth2:
 		data["app"] = c.App
 		data["connected"] = c.OAuth.connected()
+		if c.ClientCredentials {
+			data["grant"] = grantClientCredentials
+		}
 		if g := c.OAuth; g != nil {
 			data["account"] = g.Account
 			if g.AccountID != "" {

@@ -176,6 +176,9 @@ func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *fram
 	if err != nil || msg != "" {
 		return errorOrMessage(err, msg)
 	}
+	if c.ClientCredentials {
+		return logical.ErrorResponse("credential %s uses app %s's client credentials grant: there is nothing to connect or refresh; app-only tokens are minted on use", name, c.App), nil
+	}
 	cfg, err := b.getConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -392,6 +395,9 @@ func (b *backend) pathRefresh(ctx context.Context, req *logical.Request, d *fram
 	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
 	if err != nil || msg != "" {
 		return errorOrMessage(err, msg)
+	}
+	if c.ClientCredentials {
+		return logical.ErrorResponse("credential %s uses app %s's client credentials grant: there is nothing to connect or refresh; app-only tokens are minted on use", name, c.App), nil
 	}
 	if c.State == statusDisconnected || !c.OAuth.connected() {
 		return logical.ErrorResponse("credential %q is not connected: connect it first", name), nil

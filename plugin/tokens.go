@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -30,6 +32,9 @@ func (b *backend) oauthAccessToken(ctx context.Context, s logical.Storage, name 
 func (b *backend) accessTokenOf(ctx context.Context, s logical.Storage, c *credential) (string, error) {
 	if c.Type != typeOAuth2 {
 		return "", fmt.Errorf("credential %q: %w", c.Name, errNotOAuth)
+	}
+	if c.ClientCredentials {
+		return b.appToken(ctx, s, c)
 	}
 	if _, held := b.oauth.heldFor(c.Name); !held {
 		cfg, err := b.brokerConfig(ctx, s)
@@ -58,4 +63,57 @@ func (b *backend) accessTokenOf(ctx context.Context, s logical.Storage, c *crede
 // expire, and concurrent requests for the same token share one mint.
 func (b *backend) serviceAccountToken(ctx context.Context, c *credential, scopes []string, subject string) (string, time.Time, error) {
 	return b.mintServiceAccountToken(ctx, c, scopes, subject)
+}
+
+// appToken is an app-only access token of credential c, whose app uses the
+// client credentials grant: minted on use and cached in memory until
+// shortly before it expires (nothing to store: a new one is minted as
+// easily), with concurrent users sharing one mint.
+func (b *backend) appToken(ctx context.Context, s logical.Storage, c *credential) (string, error) {
+	if c.State == statusDisconnected {
+		return "", &brokerError{Status: http.StatusForbidden, Permanent: true, Msg: "credential " + c.Name + " is disconnected"}
+	}
+	app, err := getApp(ctx, s, c.App)
+	if err != nil {
+		return "", err
+	}
+	if app == nil {
+		return "", fmt.Errorf("app %q of credential %s does not exist", c.App, c.Name)
+	}
+	svc, err := b.brokerService(ctx, s, c.Service)
+	if err != nil {
+		return "", err
+	}
+	if svc == nil || svc.OAuth == nil || svc.OAuth.TokenURL == "" {
+		return "", fmt.Errorf("service %q of credential %s has no OAuth token endpoint", c.Service, c.Name)
+	}
+	scopes := requestedScopes(svc, app)
+	// The client secret's hash is in the key: a new secret mints anew.
+	key := strings.Join([]string{c.Name, c.ID, app.ClientID, tokenHash(app.ClientSecret), strings.Join(scopes, " ")}, "\x00")
+	if t, ok := b.oauth.appTokens.get(key, b.now()); ok {
+		return t.token, nil
+	}
+	v, err, _ := b.oauth.appTokens.flights.Do(key, func() (interface{}, error) {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.oauth.http.Timeout())
+		defer cancel()
+		tok, pe := b.oauth.provider.ClientCredentials(mctx, svc.OAuth, app.client(), scopes)
+		if pe != nil {
+			b.logger.Warn("client credentials grant failed", "name", c.Name, "code", pe.Code, "status", pe.Status)
+			return nil, fmt.Errorf("credential %s: %w", c.Name, pe)
+		}
+		now := b.now()
+		lifetime := defaultMaxTokenLifetime
+		if tok.ExpiresIn > 0 {
+			lifetime = time.Duration(tok.ExpiresIn) * time.Second
+		}
+		t := saToken{token: tok.AccessToken, expiry: now.Add(lifetime)}
+		t.reuseUntil = t.expiry.Add(-min(saTokenMargin, lifetime/2))
+		b.oauth.appTokens.put(key, t, now)
+		b.logger.Info("app token minted", "name", c.Name, "expires_in", int64(lifetime.Seconds()))
+		return t, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return v.(saToken).token, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 	"golang.org/x/oauth2/google"
 )
 
@@ -39,6 +40,8 @@ type Client interface {
 	ServiceAccountToken(ctx context.Context, key []byte, scopes []string, subject string) (*Token, *Error)
 	// Discover reads a provider's OpenID Connect or RFC 8414 metadata.
 	Discover(ctx context.Context, url string) (*Discovery, *Error)
+	// ClientCredentials mints an app-only token (RFC 6749 4.4).
+	ClientCredentials(ctx context.Context, spec *Spec, app App, scopes []string) (*Token, *Error)
 }
 
 // AuthRequest is one authorize request.
@@ -175,6 +178,23 @@ func (h *HTTP) Refresh(ctx context.Context, spec *Spec, app App, refreshToken st
 			pe.Msg += "; the provider's refresh tokens are single-use, so a refresh whose answer was lost also ends the grant"
 		}
 		return nil, pe
+	}
+	return tokenOf(tok), nil
+}
+
+func (h *HTTP) ClientCredentials(ctx context.Context, spec *Spec, app App, scopes []string) (*Token, *Error) {
+	conf := config(spec, app, "")
+	cc := &clientcredentials.Config{
+		ClientID: conf.ClientID, ClientSecret: conf.ClientSecret, TokenURL: spec.TokenURL,
+		AuthStyle: conf.Endpoint.AuthStyle,
+	}
+	if len(scopes) > 0 {
+		// Joined with the provider's separator, as the authorize URL is.
+		cc.EndpointParams = map[string][]string{"scope": {spec.Scopes(scopes)}}
+	}
+	tok, err := cc.Token(h.context(ctx, spec))
+	if err != nil {
+		return nil, classify(err, "client credentials grant", app.ClientSecret)
 	}
 	return tokenOf(tok), nil
 }

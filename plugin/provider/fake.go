@@ -28,6 +28,7 @@ type Fake struct {
 	live      map[string]bool
 	n         int
 	refreshes int
+	minted    int
 	revoked   []string
 }
 
@@ -139,6 +140,25 @@ func (f *Fake) ServiceAccountToken(context.Context, []byte, []string, string) (*
 	}
 	f.n++
 	return &Token{AccessToken: fmt.Sprintf("fake-sa-%d", f.n), TokenType: "Bearer", ExpiresIn: f.Lifetime}, nil
+}
+
+// ClientCredentials issues an app-only token (no refresh token).
+func (f *Fake) ClientCredentials(context.Context, *Spec, App, []string) (*Token, *Error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Fail != nil {
+		return nil, f.Fail
+	}
+	f.n++
+	f.minted++
+	return &Token{AccessToken: fmt.Sprintf("fake-app-%d", f.n), TokenType: "Bearer", ExpiresIn: f.Lifetime}, nil
+}
+
+// Minted counts client credentials grants.
+func (f *Fake) Minted() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.minted
 }
 
 // Discover answers Discovery, when set.

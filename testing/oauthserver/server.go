@@ -31,6 +31,7 @@ const (
 	GrantAuthorizationCode = "authorization_code"
 	GrantRefreshToken      = "refresh_token"
 	GrantJWTBearer         = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+	GrantClientCredentials = "client_credentials"
 )
 
 // Identity is the account a token belongs to, as /userinfo reports it.
@@ -201,6 +202,7 @@ func newServer(opts Options, baseURL string) (*Server, error) {
 	s.provider = compose.Compose(s.config, s.store, s.strategy,
 		compose.OAuth2AuthorizeExplicitFactory,
 		compose.OAuth2RefreshTokenGrantFactory,
+		compose.OAuth2ClientCredentialsGrantFactory,
 		compose.OAuth2PKCEFactory,
 		compose.OAuth2TokenIntrospectionFactory,
 		compose.OAuth2TokenRevocationFactory,
@@ -312,7 +314,7 @@ func (s *Server) addClient(c Client) error {
 	dc := &fosite.DefaultClient{
 		ID:            c.ID,
 		RedirectURIs:  append([]string(nil), c.RedirectURIs...),
-		GrantTypes:    []string{GrantAuthorizationCode, GrantRefreshToken, GrantJWTBearer},
+		GrantTypes:    []string{GrantAuthorizationCode, GrantRefreshToken, GrantJWTBearer, GrantClientCredentials},
 		ResponseTypes: []string{"code"},
 		Scopes:        append([]string(nil), scopes...),
 		Public:        c.Public,
