@@ -66,6 +66,10 @@ type service struct {
 	// ServiceAccountJSON marks services whose files must be GCP
 	// service-account keys.
 	ServiceAccountJSON bool `json:"service_account_json,omitempty"`
+	// GitHubApp marks services whose files are GitHub App private keys:
+	// the broker injects installation tokens minted with them from the
+	// first base URL's /app/installations/{id}/access_tokens.
+	GitHubApp bool `json:"github_app,omitempty"`
 	// Builtin is set for catalog presets, which cannot be changed.
 	Builtin bool `json:"builtin,omitempty"`
 }

@@ -23,7 +23,7 @@ func (b *backend) applyCredFields(ctx context.Context, req *logical.Request, d *
 	allowed := map[string][]string{
 		typeAPIKey:   {"api_key"},
 		typePassword: {"username", "password", "host", "port", "security", "allowed_senders"},
-		typeFile:     {"file", "filename"},
+		typeFile:     {"file", "filename", "app_id", "installation_id", "repositories", "permissions"},
 		typeOAuth2:   {"app", "refresh_token"},
 	}
 	for typ, fields := range allowed {
@@ -78,6 +78,9 @@ func (b *backend) applyCredFields(ctx context.Context, req *logical.Request, d *
 		_, secretChanged = d.GetOk("password")
 	case typeFile:
 		if msg := applyFileFields(d, svc, c, creating); msg != "" {
+			return msg
+		}
+		if msg := applyGitHubAppFields(d, svc, c); msg != "" {
 			return msg
 		}
 		_, secretChanged = d.GetOk("file")

@@ -61,6 +61,8 @@ type credential struct {
 	Filename string        `json:"filename,omitempty"`
 	// ServiceAccount describes a GCP service-account file, without its key.
 	ServiceAccount *serviceAccountInfo `json:"service_account,omitempty"`
+	// GitHubApp says which installation a GitHub App key's tokens are for.
+	GitHubApp *githubAppSettings `json:"github_app,omitempty"`
 	// App names the OAuth client registration (apps/<name>) of an oauth2
 	// credential.
 	App string `json:"app,omitempty"`
@@ -136,6 +138,14 @@ type smtpSettings struct {
 	// AllowedSenders are addresses and @domains mail may be sent from;
 	// empty allows any the server accepts.
 	AllowedSenders []string `json:"allowed_senders,omitempty"`
+}
+
+// githubAppSettings are a GitHub App key's installation and narrowing.
+type githubAppSettings struct {
+	AppID          string            `json:"app_id"`
+	InstallationID int64             `json:"installation_id"`
+	Repositories   []string          `json:"repositories,omitempty"`
+	Permissions    map[string]string `json:"permissions,omitempty"`
 }
 
 // serviceAccountInfo is what is shown of a GCP service-account key.

@@ -49,9 +49,12 @@ func applyFileFields(d *framework.FieldData, svc *service, c *credential, creati
 		return "file is required for file credentials"
 	}
 	if c.Filename == "" {
-		if creating && c.ServiceAccount != nil {
+		switch {
+		case creating && c.ServiceAccount != nil:
 			c.Filename = "service-account.json"
-		} else if creating {
+		case creating && svc.GitHubApp:
+			c.Filename = "github-app.pem"
+		case creating:
 			return "filename is required for file credentials"
 		}
 	}

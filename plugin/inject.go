@@ -42,6 +42,13 @@ func (b *backend) credentialMaterial(ctx context.Context, s logical.Storage, svc
 		}
 		return egress.Material{Secret: []byte(tok)}, nil
 	case typeFile:
+		if svc.GitHubApp {
+			tok, err := b.githubAppToken(ctx, svc, c)
+			if err != nil {
+				return egress.Material{}, tokenError(c.Name, err)
+			}
+			return egress.Material{Secret: []byte(tok)}, nil
+		}
 		if c.ServiceAccount == nil {
 			return egress.Material{}, badRequest("credential %s is a plain file; only GCP service-account keys can be used through the broker", c.Name)
 		}

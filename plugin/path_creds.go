@@ -80,6 +80,22 @@ func credFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeString,
 			Description: "The file's name (type file).",
 		},
+		"app_id": {
+			Type:        framework.TypeString,
+			Description: "GitHub App only (service github-app, whose file is the app's private key, PEM): the app's ID or client ID, the iss of its JWT. Example: app_id=123456",
+		},
+		"installation_id": {
+			Type:        framework.TypeInt,
+			Description: "GitHub App only: the installation whose 1-hour tokens the broker mints on use. Example: installation_id=987654",
+		},
+		"repositories": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "GitHub App only, optional: narrow the tokens to these repositories (names, without the owner). Example: repositories=api,web",
+		},
+		"permissions": {
+			Type:        framework.TypeKVPairs,
+			Description: `GitHub App only, optional: narrow the tokens to these permissions (read or write each), as pairs or a JSON object. Example: permissions=contents=read,issues=write or permissions='{"contents": "read"}'`,
+		},
 		"app": {
 			Type:        framework.TypeString,
 			Description: "OAuth client registration (apps/<name>) used to connect and refresh (type oauth2).",
@@ -392,6 +408,12 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 		if sa := c.ServiceAccount; sa != nil {
 			data["client_email"] = sa.ClientEmail
 			data["project_id"] = sa.ProjectID
+		}
+		if gh := c.GitHubApp; gh != nil {
+			data["app_id"] = gh.AppID
+			data["installation_id"] = gh.InstallationID
+			data["repositories"] = gh.Repositories
+			data["permissions"] = gh.Permissions
 		}
 	case typeOAuth2:
 		data["app"] = c.App

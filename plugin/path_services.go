@@ -69,6 +69,7 @@ func pathServices(b *backend) []*framework.Path {
 				"oauth":         {Type: framework.TypeMap, Description: "OAuth endpoints and quirks, a JSON object (from the CLI as text or @file.json): auth_url, token_url, revoke_url, revoke_style (rfc7009, github, slack, none), userinfo_url, default_scopes, scope_sets, scope_separator, auth_params, pkce (true: PKCE with S256), token_auth_method (client_secret_post, the default; client_secret_basic; none: a public client, pkce required), issuer and iss_required (RFC 9207's iss on callbacks), discovery_url (OpenID Connect or RFC 8414 metadata, which fills the fields left out), keep_alive, errors_with_200, accept_json, ok_field, single_use_refresh. Example: oauth='{\"discovery_url\": \"https://id.example/.well-known/openid-configuration\"}'"},
 				"verify":        {Type: framework.TypeMap, Description: `A request that proves a credential works, a JSON object (from the CLI as text or @file.json): {"method": "GET", "url": "https://api.example.com/me", "expect_status": 200}.`},
 				"requires_host": {Type: framework.TypeBool, Description: "Password credentials of this service need host and port."},
+				"github_app":    {Type: framework.TypeBool, Description: "File credentials of this service are GitHub App private keys: the broker injects 1-hour installation tokens minted from the first base URL (a GitHub Enterprise Server's https://host/api/v3). Default false."},
 			},
 			ExistenceCheck: b.serviceExists,
 			Operations: map[logical.Operation]framework.OperationHandler{

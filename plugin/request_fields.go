@@ -71,6 +71,17 @@ func normalizeCLIFields(req *logical.Request) *logical.Response {
 			req.Data["attachments"] = list
 		}
 	}
+	// permissions='{"contents": "read"}' on a GitHub App credential: a JSON
+	// object as text (permissions=contents=read pairs pass as they are).
+	if strings.HasPrefix(req.Path, credStoragePrefix) {
+		if text, ok := req.Data["permissions"].(string); ok && strings.HasPrefix(strings.TrimSpace(text), "{") {
+			var obj map[string]interface{}
+			if err := json.Unmarshal([]byte(text), &obj); err != nil {
+				return logical.ErrorResponse(`permissions must be a JSON object, e.g. permissions='{"contents": "read"}', or pairs, permissions=contents=read,issues=write`)
+			}
+			req.Data["permissions"] = obj
+		}
+	}
 	// headers=Name:value (or several, comma-separated) from the CLI: the
 	// framework reads name:value pairs from a list, JSON from text.
 	if strings.HasPrefix(req.Path, "proxy/") {

@@ -42,6 +42,8 @@ type Client interface {
 	Discover(ctx context.Context, url string) (*Discovery, *Error)
 	// ClientCredentials mints an app-only token (RFC 6749 4.4).
 	ClientCredentials(ctx context.Context, spec *Spec, app App, scopes []string) (*Token, *Error)
+	// GitHubAppToken mints a GitHub App installation token.
+	GitHubAppToken(ctx context.Context, in GitHubInstallation) (*Token, *Error)
 }
 
 // AuthRequest is one authorize request.
