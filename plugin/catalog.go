@@ -66,6 +66,9 @@ type service struct {
 	// ServiceAccountJSON marks services whose files must be GCP
 	// service-account keys.
 	ServiceAccountJSON bool `json:"service_account_json,omitempty"`
+	// Notes say what of the entry is assumed rather than documented by
+	// the provider, and other things a person should know.
+	Notes string `json:"notes,omitempty"`
 	// GitHubApp marks services whose files are GitHub App private keys:
 	// the broker injects installation tokens minted with them from the
 	// first base URL's /app/installations/{id}/access_tokens.
@@ -125,6 +128,9 @@ func (s *service) takes(t string) bool { return slices.Contains(s.Types, t) }
 func (s *service) validate() error {
 	if !serviceNamePattern.MatchString(s.Name) {
 		return fmt.Errorf("service name must be 1-64 lowercase letters, digits, '-', '_' or '.'")
+	}
+	if len(s.Notes) > 2*maxServiceDescLen || hasControl(s.Notes) {
+		return fmt.Errorf("notes must be at most %d characters without control characters", 2*maxServiceDescLen)
 	}
 	if len(s.Description) > maxServiceDescLen || hasControl(s.Description) {
 		return fmt.Errorf("description must be at most %d characters without control characters", maxServiceDescLen)
@@ -191,6 +197,9 @@ func validateInjection(inj injection, credType string) error {
 	case injectBasic:
 		if credType != typeAPIKey && credType != typePassword {
 			return fmt.Errorf("style basic suits api_key and password credentials only")
+		}
+		if inj.User != "" && (credType != typeAPIKey || len(inj.User) > 128 || strings.ContainsAny(inj.User, ":\r\n")) {
+			return fmt.Errorf("user (basic auth's fixed user name, up to 128 characters without ':') suits api_key credentials only")
 		}
 	case injectQuery:
 		if inj.Query == "" {

@@ -62,6 +62,7 @@ func pathServices(b *backend) []*framework.Path {
 				"name":          {Type: framework.TypeString, Description: "Service name: 1-64 lowercase letters, digits, '-', '_' or '.'.", Required: true},
 				"display_name":  {Type: framework.TypeString, Description: "Name shown to people. Default: the service's name."},
 				"description":   {Type: framework.TypeString, Description: "What the service is, in a sentence or two (at most 500 characters): shown to people and in agents' MCP tool descriptions. Example: description='Billing API: invoices, customers, payments.'"},
+				"notes":         {Type: framework.TypeString, Description: "What a person should know of the service: quirks, and what is assumed rather than documented by the provider (at most 1000 characters)."},
 				"docs_url":      {Type: framework.TypeString, Description: "The service's API documentation, an https URL, linked from agents' tool descriptions. Example: docs_url=https://billing.example/docs"},
 				"types":         {Type: framework.TypeCommaStringSlice, Description: "Credential types the service takes: oauth2, api_key, password, file."},
 				"base_urls":     {Type: framework.TypeCommaStringSlice, Description: "The only URL prefixes the broker may call, e.g. https://api.example.com; a host may start with *."},
@@ -257,8 +258,10 @@ func (b *backend) pathServiceDelete(ctx context.Context, req *logical.Request, d
 const pathServicesHelpSyn = `The service catalog: what each service takes and how the engine talks to it.`
 
 const pathServicesHelpDesc = `
-Built-in services (google, github, discord, slack, microsoft, linear, stripe,
-openai, anthropic, smtp, gcp-service-account) can be read but not changed.
+Built-in services (airtable, anthropic, asana, atlassian, box, discord,
+dropbox, figma, gcp-service-account, github, github-app, gitlab, google,
+hubspot, linear, mailgun, microsoft, notion, openai, salesforce, sendgrid,
+slack, smtp, spotify, stripe, twilio, zoom) can be read but not changed.
 Custom services can be added for internal or other APIs. A service says which
 credential types it takes (types), the only URL prefixes the broker may call
 (base_urls), how each type is injected (injection), its OAuth endpoints and

@@ -234,3 +234,32 @@ func rewriteServiceInUse(tb testing.TB, b *backend, s logical.Storage, name stri
 	mustOK(tb, do(tb, b, s, logical.DeleteOperation, "services/"+scratch, nil))
 	b.invalidate(ctx, serviceStoragePrefix+name)
 }
+
+// TestCatalogEntriesAreComplete: at least 25 presets, each saying what the
+// service is and where its docs are, every OAuth one its revocation style,
+// and every one a way to verify a credential except SMTP (verified by
+// logging in) and the GCP key (verified by minting).
+func TestCatalogEntriesAreComplete(t *testing.T) {
+	if n := len(builtinServices); n < 25 {
+		t.Fatalf("%d presets, want at least 25", n)
+	}
+	for _, want := range []string{"notion", "atlassian", "hubspot", "salesforce", "dropbox", "box", "zoom", "asana", "gitlab", "figma", "airtable", "twilio", "sendgrid", "mailgun", "github-app"} {
+		if builtinServices[want] == nil {
+			t.Errorf("no preset %s", want)
+		}
+	}
+	for name, svc := range builtinServices {
+		if svc.Description == "" {
+			t.Errorf("%s has no description", name)
+		}
+		if svc.DocsURL == "" && name != "smtp" {
+			t.Errorf("%s has no docs_url", name)
+		}
+		if svc.OAuth != nil && svc.takes(typeOAuth2) && svc.OAuth.RevokeStyle == "" {
+			t.Errorf("%s does not say how grants are revoked", name)
+		}
+		if svc.Verify == nil && name != "smtp" && name != "gcp-service-account" {
+			t.Errorf("%s has no verify call", name)
+		}
+	}
+}

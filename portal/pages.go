@@ -216,6 +216,7 @@ type logoRef struct{ Service, Name string }
 // differ.
 var logoAliases = map[string]string{
 	"gcp-service-account": "googlecloud",
+	"github-app":          "github",
 }
 
 // logos are the slugs extracted into static/logos (scripts/extract-logos.sh).

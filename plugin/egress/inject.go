@@ -22,6 +22,9 @@ type Injection struct {
 	// Format is the header value; {secret} is replaced by the secret.
 	Format string `json:"format,omitempty"`
 	Query  string `json:"query,omitempty"`
+	// User is basic auth's user name for an API key that goes as the
+	// password (Mailgun's "api"); empty: the key is the user name.
+	User string `json:"user,omitempty"`
 	// Headers are added when the caller did not set them (API versions).
 	Headers map[string]string `json:"headers,omitempty"`
 }
@@ -49,6 +52,8 @@ func Inject(req *http.Request, inj Injection, m Material) error {
 	case StyleBasic:
 		if len(m.User) > 0 {
 			req.SetBasicAuth(string(m.User), string(m.Secret))
+		} else if inj.User != "" {
+			req.SetBasicAuth(inj.User, string(m.Secret))
 		} else {
 			// An API key as the user name, empty password (Stripe's
 			// convention for basic auth).
@@ -84,6 +89,8 @@ func Plaintexts(inj Injection, m Material) [][]byte {
 		var pair []byte
 		if len(m.User) > 0 {
 			pair = append(append(append(pair, m.User...), ':'), m.Secret...)
+		} else if inj.User != "" {
+			pair = append(append(append(pair, inj.User...), ':'), m.Secret...)
 		} else {
 			pair = append(append(pair, m.Secret...), ':')
 		}

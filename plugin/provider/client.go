@@ -172,8 +172,12 @@ func (h *HTTP) Exchange(ctx context.Context, spec *Spec, app App, redirectURL, c
 }
 
 func (h *HTTP) Refresh(ctx context.Context, spec *Spec, app App, refreshToken string) (*Token, *Error) {
+	conf := config(spec, app, "")
+	if spec.RefreshURL != "" {
+		conf.Endpoint.TokenURL = spec.RefreshURL
+	}
 	// An empty access token makes x/oauth2 refresh at once.
-	tok, err := config(spec, app, "").TokenSource(h.context(ctx, spec), &oauth2.Token{RefreshToken: refreshToken}).Token()
+	tok, err := conf.TokenSource(h.context(ctx, spec), &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
 		pe := classify(err, "refresh", refreshToken, app.ClientSecret)
 		if pe.Kind == GrantDead && spec.SingleUseRefresh {

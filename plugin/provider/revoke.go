@@ -17,6 +17,7 @@ const (
 	RevokeRFC7009 = "rfc7009" // POST token=... to revoke_url
 	RevokeGitHub  = "github"  // DELETE /applications/{client_id}/token, basic auth
 	RevokeSlack   = "slack"   // auth.revoke with the token as bearer
+	RevokeBearer  = "bearer"  // POST revoke_url with the access token as bearer, 2xx is done (Dropbox)
 	RevokeNone    = "none"    // the provider has no per-token revocation
 )
 
@@ -82,6 +83,8 @@ func (h *HTTP) Revoke(ctx context.Context, name string, spec *Spec, app App, t T
 		h.revokeGitHub(ctx, spec, app, t, r)
 	case RevokeSlack:
 		h.revokeSlack(ctx, spec, t, r)
+	case RevokeBearer:
+		h.revokeBearer(ctx, spec, t, r)
 	default:
 		r.Held(t)
 		until := "its expiry"
@@ -214,6 +217,34 @@ func (h *HTTP) revokeSlack(ctx context.Context, spec *Spec, t Tokens, r *Receipt
 	default:
 		markTokens(t, r.notRevoked)
 		r.Because("Slack answered HTTP %d", status)
+	}
+}
+
+// revokeBearer posts to revoke_url with the access token as its own
+// bearer credential; the provider ends the token and its refresh token.
+func (h *HTTP) revokeBearer(ctx context.Context, spec *Spec, t Tokens, r *Receipt) {
+	if t.Access == "" {
+		r.notRevoked("refresh_token")
+		r.Because("the provider revokes by access token, and the credential holds none")
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec.RevokeURL, nil)
+	if err != nil {
+		r.notRevoked("access_token")
+		r.Because("revoke_url is not usable")
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+t.Access)
+	status, _, err := h.revocationCall(req)
+	switch {
+	case err != nil:
+		markTokens(t, r.notRevoked)
+		r.Because("%s", err)
+	case status >= 200 && status < 300:
+		markTokens(t, r.revoked)
+	default:
+		markTokens(t, r.notRevoked)
+		r.Because("the provider answered HTTP %d", status)
 	}
 }
 

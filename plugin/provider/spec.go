@@ -17,8 +17,11 @@ import (
 // Spec is a provider's OAuth endpoints and quirks, as the service catalog
 // holds them.
 type Spec struct {
-	AuthURL     string `json:"auth_url,omitempty"`
-	TokenURL    string `json:"token_url"`
+	AuthURL  string `json:"auth_url,omitempty"`
+	TokenURL string `json:"token_url"`
+	// RefreshURL, when set, is where refresh_token grants go instead of
+	// TokenURL (Figma).
+	RefreshURL  string `json:"refresh_url,omitempty"`
 	RevokeURL   string `json:"revoke_url,omitempty"`
 	RevokeStyle string `json:"revoke_style,omitempty"`
 	// UserinfoURL answers with the account the grant belongs to.
@@ -112,7 +115,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // Validate checks the endpoints and the revocation style.
 func (s *Spec) Validate() error {
 	for field, raw := range map[string]string{
-		"auth_url": s.AuthURL, "token_url": s.TokenURL,
+		"auth_url": s.AuthURL, "token_url": s.TokenURL, "refresh_url": s.RefreshURL,
 		"revoke_url": s.RevokeURL, "userinfo_url": s.UserinfoURL,
 		"discovery_url": s.DiscoveryURL, "issuer": s.Issuer,
 	} {
@@ -126,12 +129,12 @@ func (s *Spec) Validate() error {
 	}
 	switch s.RevokeStyle {
 	case "", RevokeNone:
-	case RevokeRFC7009, RevokeGitHub, RevokeSlack:
+	case RevokeRFC7009, RevokeGitHub, RevokeSlack, RevokeBearer:
 		if s.RevokeURL == "" {
 			return fmt.Errorf("revoke_style %s needs revoke_url", s.RevokeStyle)
 		}
 	default:
-		return fmt.Errorf("revoke_style must be rfc7009, github, slack or none, not %q", s.RevokeStyle)
+		return fmt.Errorf("revoke_style must be rfc7009, github, slack, bearer or none, not %q", s.RevokeStyle)
 	}
 	if s.ScopeSeparator != "" && s.ScopeSeparator != " " && s.ScopeSeparator != "," {
 		return fmt.Errorf("scope_separator must be a space or a comma")
