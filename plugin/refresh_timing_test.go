@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/clankteam/credentials/plugin/provider"
+	"github.com/clankteam/credentials/testing/oauthserver"
 )
 
 // fakeProviderFixture is a backend whose provider is provider.Fake: the
@@ -140,5 +141,27 @@ func TestExpiredTokenWithFailingRefreshNeedsAttention(t *testing.T) {
 	}
 	if st, reason := status(); st != statusActive {
 		t.Fatalf("status %s (%s) after the provider recovered", st, reason)
+	}
+}
+
+// TestFiveMinuteTokensFromARealServer: the fosite server with 5-minute
+// access tokens (Keycloak's default) gets a refresh once per half-life.
+func TestFiveMinuteTokensFromARealServer(t *testing.T) {
+	f := newOAuthFixture(t, oauthserver.Options{AccessTokenLifespan: 5 * time.Minute}, nil)
+	ctx := context.Background()
+	f.connect("c")
+	// expires_in is whole seconds of the server's clock: 299 or 300.
+	if due := f.cred("c").OAuth.RefreshDue.Sub(f.clock.now()); due < 148*time.Second || due > 150*time.Second {
+		t.Fatalf("due in %s, want 150s", due)
+	}
+	before := f.srv.TokenCallsFor(oauthserver.GrantRefreshToken)
+	for i := 0; i < 60; i++ { // 10 minutes, a use every 10 s
+		f.clock.advance(10 * time.Second)
+		if _, err := f.b.oauthAccessToken(ctx, f.s, "c"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.srv.TokenCallsFor(oauthserver.GrantRefreshToken) - before; n < 3 || n > 5 {
+		t.Fatalf("%d refreshes in 10 minutes of use, want about 4", n)
 	}
 }
