@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
@@ -34,6 +35,8 @@ func run(args []string) error {
 		fmt.Println(credentials.Version)
 		return nil
 	}
+	logger := hclog.New(&hclog.LoggerOptions{})
+	hardening.ExitWhenOrphaned(time.Second, func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) })
 
 	return plugin.ServeMultiplex(&plugin.ServeOpts{
 		BackendFactoryFunc: credentials.Factory,

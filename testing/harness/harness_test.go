@@ -93,3 +93,76 @@ func processesInGroup(pgid int) []string {
 	}
 	return left
 }
+
+// TestPluginExitsWhenVaultIsKilled: SIGKILL Vault alone (not its process
+// group, as an OOM kill does) and the engine's process, which holds
+// decrypted secrets, exits within seconds instead of living on orphaned.
+func TestPluginExitsWhenVaultIsKilled(t *testing.T) {
+	v := StartT(t)
+	if err := v.CreateOrg(context.Background(), "orphan"); err != nil {
+		t.Fatal(err)
+	}
+	// A request makes Vault start the engine.
+	if _, err := v.Client().Logical().Read("orgs/orphan/config"); err != nil {
+		t.Fatal(err)
+	}
+	plugins := childrenOf(v.Pid(), PluginBinaryName)
+	if len(plugins) == 0 {
+		t.Fatal("no plugin process under Vault")
+	}
+	if err := v.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range plugins {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("plugin %d still runs 10 s after Vault was killed", pid)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// childrenOf lists the processes whose parent is ppid and whose command
+// name starts like name (the kernel keeps 15 characters).
+func childrenOf(ppid int, name string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		comm := s[open+1 : closing]
+		fields := strings.Fields(s[closing+1:])
+		if len(fields) < 2 {
+			continue
+		}
+		if parent, _ := strconv.Atoi(fields[1]); parent == ppid && strings.HasPrefix(name, comm) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// alive says whether pid runs (a zombie counts as gone).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+}
