@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/clankteam/credentials/plugin/provider"
 )
 
 const (
@@ -95,38 +97,50 @@ func (b *backend) mintServiceAccountToken(ctx context.Context, c *credential, sc
 	// The key's hash, not its name alone: replacing the file must not
 	// reuse tokens of the old key.
 	key := strings.Join([]string{c.Name, tokenHash(string(c.File)), strings.Join(scopes, " "), subject}, "\x00")
-	if t, ok := b.oauth.saTokens.get(key, b.now()); ok {
-		return t.token, t.expiry, nil
-	}
-	v, err, _ := b.oauth.saTokens.flights.Do(key, func() (interface{}, error) {
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.oauth.http.Timeout())
-		defer cancel()
-		return b.mintOnce(mctx, c, scopes, subject, key)
+	t, err := b.mintCached(ctx, &b.oauth.saTokens, key, func(ctx context.Context) (*provider.Token, error) {
+		tok, pe := b.oauth.provider.ServiceAccountToken(ctx, c.File, scopes, subject)
+		if pe != nil {
+			b.logger.Warn("minting a service-account token failed", "name", c.Name, "code", pe.Code, "status", pe.Status)
+			return nil, fmt.Errorf("credential %s: %w", c.Name, pe)
+		}
+		b.logger.Debug("service-account token minted", "name", c.Name, "delegated", subject != "")
+		return tok, nil
 	})
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	t := v.(saToken)
 	return t.token, t.expiry, nil
 }
 
-func (b *backend) mintOnce(ctx context.Context, c *credential, scopes []string, subject, key string) (saToken, error) {
-	tok, pe := b.oauth.provider.ServiceAccountToken(ctx, c.File, scopes, subject)
-	if pe != nil {
-		b.logger.Warn("minting a service-account token failed", "name", c.Name, "code", pe.Code, "status", pe.Status)
-		return saToken{}, fmt.Errorf("credential %s: %w", c.Name, pe)
+// mintCached returns cache's token under key, or mints one (concurrent
+// callers of a key share one mint) and keeps it until shortly before it
+// expires: its lifetime is applied to the engine's clock.
+func (b *backend) mintCached(ctx context.Context, cache *saTokenCache, key string, mint func(context.Context) (*provider.Token, error)) (saToken, error) {
+	if t, ok := cache.get(key, b.now()); ok {
+		return t, nil
 	}
-	now := b.now()
-	// The lifetime, applied to the engine's clock.
-	lifetime := defaultMaxTokenLifetime
-	if tok.ExpiresIn > 0 {
-		lifetime = time.Duration(tok.ExpiresIn) * time.Second
+	v, err, _ := cache.flights.Do(key, func() (interface{}, error) {
+		// The mint outlives a caller that gives up: the others share it.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.oauth.http.Timeout())
+		defer cancel()
+		tok, err := mint(mctx)
+		if err != nil {
+			return nil, err
+		}
+		now := b.now()
+		lifetime := defaultMaxTokenLifetime
+		if tok.ExpiresIn > 0 {
+			lifetime = time.Duration(tok.ExpiresIn) * time.Second
+		}
+		t := saToken{token: tok.AccessToken, expiry: now.Add(lifetime)}
+		t.reuseUntil = t.expiry.Add(-min(saTokenMargin, lifetime/2))
+		cache.put(key, t, now)
+		return t, nil
+	})
+	if err != nil {
+		return saToken{}, err
 	}
-	t := saToken{token: tok.AccessToken, expiry: now.Add(lifetime)}
-	t.reuseUntil = t.expiry.Add(-min(saTokenMargin, lifetime/2))
-	b.oauth.saTokens.put(key, t, now)
-	b.logger.Debug("service-account token minted", "name", c.Name, "delegated", subject != "")
-	return t, nil
+	return v.(saToken), nil
 }
 
 // normaliseScopes trims, drops empties and duplicates, and sorts, so that

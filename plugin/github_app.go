@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 
@@ -118,17 +117,12 @@ func (b *backend) githubAppToken(ctx context.Context, svc *service, c *credentia
 	sort.Strings(perms)
 	// The key's hash is in the cache key: a new key mints anew.
 	key := strings.Join([]string{c.Name, tokenHash(string(c.File)), gh.AppID, fmt.Sprint(gh.InstallationID), strings.Join(gh.Repositories, ","), strings.Join(perms, ",")}, "\x00")
-	if t, ok := b.oauth.appTokens.get(key, b.now()); ok {
-		return t.token, nil
-	}
-	v, err, _ := b.oauth.appTokens.flights.Do(key, func() (interface{}, error) {
+	t, err := b.mintCached(ctx, &b.oauth.appTokens, key, func(ctx context.Context) (*provider.Token, error) {
 		rk, err := githubAppKey(c.File)
 		if err != nil {
 			return nil, fmt.Errorf("credential %s: the key cannot be used", c.Name)
 		}
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.oauth.http.Timeout())
-		defer cancel()
-		tok, pe := b.oauth.provider.GitHubAppToken(mctx, provider.GitHubInstallation{
+		tok, pe := b.oauth.provider.GitHubAppToken(ctx, provider.GitHubInstallation{
 			APIURL: svc.BaseURLs[0], AppID: gh.AppID, InstallationID: gh.InstallationID, Key: rk,
 			Repositories: gh.Repositories, Permissions: gh.Permissions,
 		})
@@ -136,16 +130,8 @@ func (b *backend) githubAppToken(ctx context.Context, svc *service, c *credentia
 			b.logger.Warn("minting an installation token failed", "name", c.Name, "status", pe.Status)
 			return nil, fmt.Errorf("credential %s: %w", c.Name, pe)
 		}
-		now := b.now()
-		lifetime := time.Duration(tok.ExpiresIn) * time.Second
-		t := saToken{token: tok.AccessToken, expiry: now.Add(lifetime)}
-		t.reuseUntil = t.expiry.Add(-min(saTokenMargin, lifetime/2))
-		b.oauth.appTokens.put(key, t, now)
 		b.logger.Info("installation token minted", "name", c.Name, "installation", gh.InstallationID)
-		return t, nil
+		return tok, nil
 	})
-	if err != nil {
-		return "", err
-	}
-	return v.(saToken).token, nil
+	return t.token, err
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/plugin/provider"
 )
 
 // oauthAccessToken returns a usable access token of the oauth2 credential
@@ -90,30 +92,14 @@ func (b *backend) appToken(ctx context.Context, s logical.Storage, c *credential
 	scopes := requestedScopes(svc, app)
 	// The client secret's hash is in the key: a new secret mints anew.
 	key := strings.Join([]string{c.Name, c.ID, app.ClientID, tokenHash(app.ClientSecret), strings.Join(scopes, " ")}, "\x00")
-	if t, ok := b.oauth.appTokens.get(key, b.now()); ok {
-		return t.token, nil
-	}
-	v, err, _ := b.oauth.appTokens.flights.Do(key, func() (interface{}, error) {
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.oauth.http.Timeout())
-		defer cancel()
-		tok, pe := b.oauth.provider.ClientCredentials(mctx, svc.OAuth, app.client(), scopes)
+	t, err := b.mintCached(ctx, &b.oauth.appTokens, key, func(ctx context.Context) (*provider.Token, error) {
+		tok, pe := b.oauth.provider.ClientCredentials(ctx, svc.OAuth, app.client(), scopes)
 		if pe != nil {
 			b.logger.Warn("client credentials grant failed", "name", c.Name, "code", pe.Code, "status", pe.Status)
 			return nil, fmt.Errorf("credential %s: %w", c.Name, pe)
 		}
-		now := b.now()
-		lifetime := defaultMaxTokenLifetime
-		if tok.ExpiresIn > 0 {
-			lifetime = time.Duration(tok.ExpiresIn) * time.Second
-		}
-		t := saToken{token: tok.AccessToken, expiry: now.Add(lifetime)}
-		t.reuseUntil = t.expiry.Add(-min(saTokenMargin, lifetime/2))
-		b.oauth.appTokens.put(key, t, now)
-		b.logger.Info("app token minted", "name", c.Name, "expires_in", int64(lifetime.Seconds()))
-		return t, nil
+		b.logger.Info("app token minted", "name", c.Name, "expires_in", tok.ExpiresIn)
+		return tok, nil
 	})
-	if err != nil {
-		return "", err
-	}
-	return v.(saToken).token, nil
+	return t.token, err
 }

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -173,5 +174,27 @@ func TestFakeIsAProvider(t *testing.T) {
 	f.Revoke(ctx, "Fake", &Spec{}, App{}, Tokens{Refresh: next.RefreshToken})
 	if f.Live(next.RefreshToken) {
 		t.Fatal("revoked token still live")
+	}
+}
+
+// TestRevokeBearer: Dropbox's style, the access token as its own bearer.
+func TestRevokeBearer(t *testing.T) {
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Get("Authorization")
+		if got != "Bearer at-1" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	defer srv.Close()
+	h := New(&http.Client{}, 5*time.Second)
+	spec := &Spec{RevokeURL: srv.URL, RevokeStyle: RevokeBearer}
+	r := h.Revoke(context.Background(), "Dropbox", spec, App{}, Tokens{Access: "at-1", Refresh: "rt-1"})
+	if got != "Bearer at-1" || len(r.Revoked) != 2 {
+		t.Fatalf("receipt %+v, header %q", r, got)
+	}
+	r = h.Revoke(context.Background(), "Dropbox", spec, App{}, Tokens{Access: "wrong"})
+	if len(r.NotRevoked) != 1 || !strings.Contains(r.Reason, "401") {
+		t.Fatalf("a refused revocation: %+v", r)
 	}
 }

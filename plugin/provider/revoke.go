@@ -184,11 +184,42 @@ func (h *HTTP) revokeGitHub(ctx context.Context, spec *Spec, app App, t Tokens, 
 
 // revokeSlack calls auth.revoke with the access token as its own bearer
 // credential; Slack revokes the token (and a rotating token's refresh
-// token with it).
+// token with it), and says so with ok, whatever the HTTP status.
 func (h *HTTP) revokeSlack(ctx context.Context, spec *Spec, t Tokens, r *Receipt) {
+	h.revokeWithBearer(ctx, spec, t, r, "Slack", func(status int, body []byte) (bool, string) {
+		var ans struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(body, &ans)
+		switch {
+		case status == http.StatusOK && ans.OK:
+			return true, ""
+		case ans.Error != "":
+			return false, "Slack answered " + Clip(Scrub(ans.Error, []string{t.Access, t.Refresh}), 80)
+		}
+		return false, fmt.Sprintf("Slack answered HTTP %d", status)
+	})
+}
+
+// revokeBearer posts to revoke_url with the access token as its own
+// bearer credential; a 2xx means the provider ended the token and its
+// refresh token (Dropbox).
+func (h *HTTP) revokeBearer(ctx context.Context, spec *Spec, t Tokens, r *Receipt) {
+	h.revokeWithBearer(ctx, spec, t, r, "the provider", func(status int, _ []byte) (bool, string) {
+		if status >= 200 && status < 300 {
+			return true, ""
+		}
+		return false, fmt.Sprintf("the provider answered HTTP %d", status)
+	})
+}
+
+// revokeWithBearer is one revocation call authenticated by the access
+// token itself; judge reads the answer.
+func (h *HTTP) revokeWithBearer(ctx context.Context, spec *Spec, t Tokens, r *Receipt, who string, judge func(status int, body []byte) (bool, string)) {
 	if t.Access == "" {
 		r.notRevoked("refresh_token")
-		r.Because("Slack revokes by access token, and the credential holds none")
+		r.Because("%s revokes by access token, and the credential holds none", who)
 		return
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec.RevokeURL, nil)
@@ -199,52 +230,16 @@ func (h *HTTP) revokeSlack(ctx context.Context, spec *Spec, t Tokens, r *Receipt
 	}
 	req.Header.Set("Authorization", "Bearer "+t.Access)
 	status, body, err := h.revocationCall(req)
-	var ans struct {
-		OK      bool   `json:"ok"`
-		Revoked bool   `json:"revoked"`
-		Error   string `json:"error"`
-	}
-	_ = json.Unmarshal(body, &ans)
-	switch {
-	case err != nil:
-		markTokens(t, r.notRevoked)
-		r.Because("%s", err)
-	case status == http.StatusOK && ans.OK:
-		markTokens(t, r.revoked)
-	case ans.Error != "":
-		markTokens(t, r.notRevoked)
-		r.Because("Slack answered %s", Clip(Scrub(ans.Error, []string{t.Access, t.Refresh}), 80))
-	default:
-		markTokens(t, r.notRevoked)
-		r.Because("Slack answered HTTP %d", status)
-	}
-}
-
-// revokeBearer posts to revoke_url with the access token as its own
-// bearer credential; the provider ends the token and its refresh token.
-func (h *HTTP) revokeBearer(ctx context.Context, spec *Spec, t Tokens, r *Receipt) {
-	if t.Access == "" {
-		r.notRevoked("refresh_token")
-		r.Because("the provider revokes by access token, and the credential holds none")
-		return
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec.RevokeURL, nil)
 	if err != nil {
-		r.notRevoked("access_token")
-		r.Because("revoke_url is not usable")
-		return
-	}
-	req.Header.Set("Authorization", "Bearer "+t.Access)
-	status, _, err := h.revocationCall(req)
-	switch {
-	case err != nil:
 		markTokens(t, r.notRevoked)
 		r.Because("%s", err)
-	case status >= 200 && status < 300:
+		return
+	}
+	if ok, reason := judge(status, body); ok {
 		markTokens(t, r.revoked)
-	default:
+	} else {
 		markTokens(t, r.notRevoked)
-		r.Because("the provider answered HTTP %d", status)
+		r.Because("%s", reason)
 	}
 }
 
