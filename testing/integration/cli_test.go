@@ -65,3 +65,27 @@ func TestCLIObjectAndHeaderFields(t *testing.T) {
 		t.Errorf("a field that is not JSON: %v\n%s", err, out)
 	}
 }
+
+// TestCLISendsMail: the README's and path-help's mail examples, with the
+// real vault CLI and an agent's token: list fields comma-separated, an
+// attachment list from a file.
+func TestCLISendsMail(t *testing.T) {
+	f := newMCPOrg(t, "cli-mail")
+	att := filepath.Join(t.TempDir(), "attachments.json")
+	if err := os.WriteFile(att, []byte(`[{"filename": "report.csv", "content": "aWQsdG90YWwKMSw0Mgo="}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := vaultCLI(t, f.token, "write", "orgs/"+f.org+"/mail/mailer", "from=ops@acme.example", "to=oncall@acme.example,lead@acme.example",
+		"subject=Disk full", "text=db-1 at 91%", "attachments=@"+att)
+	if err != nil || !strings.Contains(out, "recipients") {
+		t.Fatalf("vault write mail: %v\n%s", err, out)
+	}
+	msgs := f.smtp.Messages()
+	if len(msgs) != 1 || len(msgs[0].To) != 2 || !strings.Contains(string(msgs[0].Data), "filename=report.csv") {
+		t.Fatalf("the server got %d messages", len(msgs))
+	}
+	out, err = vaultCLI(t, f.token, "read", "orgs/"+f.org+"/mail/mailer")
+	if err != nil || !strings.Contains(out, "smtp") || strings.Contains(out, mcpSMTPPassword) {
+		t.Fatalf("vault read mail/<cred>: %v\n%s", err, out)
+	}
+}
