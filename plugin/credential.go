@@ -119,6 +119,8 @@ type oauthGrant struct {
 	RefreshFailures int `json:"fails,omitempty"`
 	// RefreshError says why the last refresh failed; never a secret.
 	RefreshError string `json:"err,omitempty"`
+	// FailedAt is when the last refresh failed.
+	FailedAt time.Time `json:"failed_at,omitzero"`
 	// ReconnectRequired: the provider refused the refresh token for good
 	// (invalid_grant and its kin). The dead tokens are kept only so that
 	// disconnect can still try to revoke them; they are never refreshed

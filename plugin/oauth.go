@@ -51,6 +51,9 @@ type oauthRuntime struct {
 	saTokens saTokenCache
 	// appTokens caches client credentials tokens.
 	appTokens saTokenCache
+	// background counts refreshes started beside a call whose token was
+	// still valid; tests wait for them.
+	background sync.WaitGroup
 }
 
 // heldGrant is a grant not yet stored, and the refresh token it replaced.
@@ -144,6 +147,7 @@ func grantFromToken(old *oauthGrant, tok *provider.Token, now time.Time, maxLife
 	}
 	g.RefreshedAt = now
 	g.RetryAt = time.Time{}
+	g.FailedAt = time.Time{}
 	g.RefreshFailures = 0
 	g.RefreshError = ""
 	g.ReconnectRequired = false

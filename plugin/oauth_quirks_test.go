@@ -152,6 +152,8 @@ func TestSlowTokenEndpoint(t *testing.T) {
 	if err != nil || tok != old {
 		t.Fatalf("a slow provider must not fail a use while the old token lasts: %v", err)
 	}
+	f.b.oauth.background.Wait() // the refresh ran beside the call
+
 	g := f.cred("c").OAuth
 	if !strings.Contains(g.RefreshError, "did not answer in time") || g.RetryAt.IsZero() {
 		t.Fatalf("timeout not recorded as a transient failure: %q", g.RefreshError)

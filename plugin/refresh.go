@@ -26,11 +26,25 @@ const (
 	refreshForced
 )
 
+func (m refreshMode) String() string {
+	switch m {
+	case refreshOnUse:
+		return "on_use"
+	case refreshScheduled:
+		return "scheduled"
+	}
+	return "forced"
+}
+
 // Retry backoff after a failed refresh: retryBase doubled per failure, at
 // most retryMax.
 const (
 	retryBase = time.Minute
-	retryMax  = time.Hour
+	retryMax  = 5 * time.Minute
+	// onUseRetry is how often a use tries the provider again for a grant
+	// whose access token has expired while refresh fails: often enough to
+	// recover within seconds of the provider, never once per call.
+	onUseRetry = 10 * time.Second
 )
 
 // refreshResult is what a refresh leaves: the access token that may be
@@ -151,6 +165,10 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		// Backing off after a failure while the old token still works.
 		return current
 	}
+	if mode == refreshOnUse && current.token == "" && g.RefreshFailures > 0 && now.Before(g.FailedAt.Add(onUseRetry)) {
+		current.err = fmt.Errorf("credential %s: refresh failing (%s); the provider is asked again from %s", name, g.RefreshError, g.FailedAt.Add(onUseRetry).UTC().Format(time.RFC3339))
+		return current
+	}
 
 	tok, perr := b.requestRefresh(ctx, svc, app, g)
 	if perr != nil {
@@ -176,7 +194,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		b.logger.Error("storing a refreshed grant failed; holding it in memory", "name", name, "error", err)
 		return refreshResult{err: fmt.Errorf("credential %s was refreshed at the provider, but storing the new grant failed (it is held in memory and stored on the next attempt): %w", name, err)}
 	}
-	b.logger.Trace("grant refreshed", "name", name, "mode", int(mode))
+	b.logger.Info("grant refreshed", "name", name, "service", c.Service, "mode", mode.String(), "expires_in", int64(ng.Expiry.Sub(now).Seconds()))
 	return refreshResult{token: ng.AccessToken, expiry: ng.Expiry}
 }
 
@@ -245,6 +263,7 @@ func (b *backend) recordRefreshFailure(ctx context.Context, s logical.Storage, c
 	g := *c.OAuth
 	g.RefreshFailures++
 	g.RefreshError = perr.Error()
+	g.FailedAt = now
 	switch perr.Kind {
 	case provider.GrantDead:
 		g.ReconnectRequired = true

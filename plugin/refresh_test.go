@@ -247,6 +247,7 @@ func TestRefreshFailuresAreClassified(t *testing.T) {
 		if err != nil || tok != old {
 			t.Fatalf("during an outage the still valid token must be used: %v", err)
 		}
+		f.b.oauth.background.Wait() // the refresh ran beside the call
 		c := f.cred("c")
 		if c.State != statusActive || c.OAuth.RetryAt.IsZero() || !strings.Contains(c.OAuth.RefreshError, "HTTP 503") {
 			t.Fatalf("outage not recorded: state %s, retry %v, error %q", c.State, c.OAuth.RetryAt, c.OAuth.RefreshError)
@@ -258,6 +259,7 @@ func TestRefreshFailuresAreClassified(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		f.b.oauth.background.Wait()
 		if f.srv.TokenCalls() != calls {
 			t.Fatalf("%d refresh attempts during the backoff", f.srv.TokenCalls()-calls)
 		}

@@ -76,6 +76,7 @@ func TestShortTokensRefreshOncePerHalfLife(t *testing.T) {
 		if _, err := f.b.oauthAccessToken(ctx, f.s, "c"); err != nil {
 			t.Fatal(err)
 		}
+		f.b.oauth.background.Wait()
 		if err := f.b.refreshDue(ctx, f.s); err != nil {
 			t.Fatal(err)
 		}
@@ -90,6 +91,7 @@ func TestShortTokensRefreshOncePerHalfLife(t *testing.T) {
 		if _, err := f.b.oauthAccessToken(ctx, f.s, "c"); err != nil {
 			t.Fatal(err)
 		}
+		f.b.oauth.background.Wait()
 		if i%6 == 0 {
 			if err := f.b.refreshDue(ctx, f.s); err != nil {
 				t.Fatal(err)
@@ -160,8 +162,69 @@ func TestFiveMinuteTokensFromARealServer(t *testing.T) {
 		if _, err := f.b.oauthAccessToken(ctx, f.s, "c"); err != nil {
 			t.Fatal(err)
 		}
+		f.b.oauth.background.Wait()
 	}
 	if n := f.srv.TokenCallsFor(oauthserver.GrantRefreshToken) - before; n < 3 || n > 5 {
 		t.Fatalf("%d refreshes in 10 minutes of use, want about 4", n)
+	}
+}
+
+// TestValidTokenNeverWaitsForARefresh: with the provider stuck, a call
+// whose access token is still valid gets it at once; the refresh runs
+// beside it and its token is stored when the provider answers.
+func TestValidTokenNeverWaitsForARefresh(t *testing.T) {
+	f := newFakeProviderFixture(t, 3600)
+	ctx := context.Background()
+	f.connect("c")
+	old := f.cred("c").OAuth.AccessToken
+	hold := make(chan struct{})
+	f.idp.Hold = hold
+	f.clock.advance(55 * time.Minute) // due, still valid
+	got := make(chan string, 1)
+	go func() {
+		tok, _ := f.b.oauthAccessToken(ctx, f.s, "c")
+		got <- tok
+	}()
+	select {
+	case tok := <-got:
+		if tok != old {
+			t.Fatalf("got another token than the valid one")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call waited for the stuck provider")
+	}
+	close(hold)
+	f.b.oauth.background.Wait()
+	if now := f.cred("c").OAuth.AccessToken; now == old {
+		t.Fatal("the refresh beside the call stored no new token")
+	}
+}
+
+// TestExpiredGrantBacksOffOnUse: while the provider fails and the access
+// token has expired, uses ask the provider at most once per 10 s, not once
+// per call; once it answers again, the next try succeeds.
+func TestExpiredGrantBacksOffOnUse(t *testing.T) {
+	f := newFakeProviderFixture(t, 3600)
+	ctx := context.Background()
+	f.connect("c")
+	f.idp.Fail = &provider.Error{Kind: provider.Transient, Status: 503, Msg: "refresh: the provider answered HTTP 503"}
+	f.clock.advance(61 * time.Minute) // expired
+	before := f.idp.Refreshes()
+	for i := 0; i < 60; i++ { // 60 calls in 30 s
+		if _, err := f.b.oauthAccessToken(ctx, f.s, "c"); err == nil {
+			t.Fatal("a use got a token from an expired grant")
+		}
+		f.clock.advance(500 * time.Millisecond)
+	}
+	if n := f.idp.Refreshes() - before; n < 2 || n > 4 {
+		t.Fatalf("%d token requests for 60 calls in 30 s, want about 3", n)
+	}
+	if g := f.cred("c").OAuth; g.RetryAt.Sub(f.clock.now()) > retryMax {
+		t.Fatalf("the scheduled retry is %s away, more than %s", g.RetryAt.Sub(f.clock.now()), retryMax)
+	}
+	f.idp.Fail = nil
+	f.clock.advance(onUseRetry)
+	if tok, err := f.b.oauthAccessToken(ctx, f.s, "c"); err != nil || tok == "" {
+		t.Fatalf("after the provider recovered: %v", err)
 	}
 }

@@ -43,7 +43,13 @@ func (b *backend) accessTokenOf(ctx context.Context, s logical.Storage, c *crede
 		if err != nil {
 			return "", err
 		}
-		if g := c.OAuth; c.State != statusDisconnected && tokenUsable(g, b.now()) && !needsRefresh(g, cfg, b.now()) {
+		if g := c.OAuth; c.State != statusDisconnected && tokenUsable(g, b.now()) {
+			if needsRefresh(g, cfg, b.now()) {
+				// Due but still valid: the call does not wait for the
+				// provider; the refresh runs beside it (one per
+				// credential, shared with every other caller).
+				b.oauth.background.Go(func() { b.refreshShared(context.Background(), s, c.Name, refreshOnUse) })
+			}
 			return g.AccessToken, nil
 		}
 	}

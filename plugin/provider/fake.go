@@ -23,6 +23,9 @@ type Fake struct {
 	Who Account
 	// Discovery is what Discover answers.
 	Discovery *Discovery
+	// Hold, when set, makes Refresh wait until it is closed: a slow
+	// provider.
+	Hold chan struct{}
 
 	codes     map[string]bool
 	live      map[string]bool
@@ -93,7 +96,17 @@ func (f *Fake) Exchange(_ context.Context, _ *Spec, _ App, _, code, _ string) (*
 	return f.issue(), nil
 }
 
-func (f *Fake) Refresh(_ context.Context, _ *Spec, _ App, refreshToken string) (*Token, *Error) {
+func (f *Fake) Refresh(ctx context.Context, _ *Spec, _ App, refreshToken string) (*Token, *Error) {
+	f.mu.Lock()
+	hold := f.Hold
+	f.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, &Error{Kind: Transient, Msg: "refresh: the provider did not answer in time"}
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refreshes++
