@@ -113,6 +113,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathCreds(b),
 			pathProxy(b),
 			pathMail(b),
+			pathRefreshFailing(b),
 		),
 		Invalidate:     b.invalidate,
 		PeriodicFunc:   b.periodic,

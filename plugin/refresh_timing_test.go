@@ -228,3 +228,32 @@ func TestExpiredGrantBacksOffOnUse(t *testing.T) {
 		t.Fatalf("after the provider recovered: %v", err)
 	}
 }
+
+// TestRefreshFailingRetriesEveryFailingGrant: after an outage one write
+// retries every failing grant; a working one and a dead one are left.
+func TestRefreshFailingRetriesEveryFailingGrant(t *testing.T) {
+	f := newFakeProviderFixture(t, 3600)
+	for _, n := range []string{"a", "b", "c", "ok"} {
+		f.connect(n)
+	}
+	f.idp.Fail = &provider.Error{Kind: provider.Transient, Status: 503, Msg: "refresh: the provider answered HTTP 503"}
+	for _, n := range []string{"a", "b", "c"} {
+		if _, err := doErr(f.b, f.s, logical.UpdateOperation, "creds/"+n+"/refresh", nil); err == nil {
+			t.Fatalf("refreshing %s during the outage succeeded", n)
+		}
+	}
+	f.idp.Fail = nil
+	before := f.idp.Refreshes()
+	resp := mustOK(t, do(t, f.b, f.s, logical.UpdateOperation, "refresh-failing", nil))
+	if got := resp.Data["refreshed"].([]string); strings.Join(got, ",") != "a,b,c" {
+		t.Fatalf("refreshed %v, want a, b and c", got)
+	}
+	if n := f.idp.Refreshes() - before; n != 3 {
+		t.Fatalf("%d token requests, want 3 (not the working grant)", n)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		if g := f.cred(n).OAuth; g.RefreshFailures != 0 {
+			t.Errorf("%s still failing", n)
+		}
+	}
+}
