@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -63,4 +64,23 @@ func (b *backend) checkAgentGrant(req *logical.Request, c *credential) error {
 	return &brokerError{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf(
 		"credential %s was created after agent %s was given that name: an agent manager gives it to the agent again (delete and create the agent)",
 		c.Name, ent.Metadata[agentMetadataKey])}
+}
+
+// usableCredential reads credential name for a caller about to use or
+// describe it (the broker, mail, an agent's tool list): 404 when there is
+// none, and the agent-grant check. Its errors are for brokerResult; the
+// caller zeroes the credential's file.
+func (b *backend) usableCredential(ctx context.Context, req *logical.Request, name string) (*credential, error) {
+	c, err := getCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, logical.CodedError(http.StatusNotFound, "credential "+name+" does not exist")
+	}
+	if err := b.checkAgentGrant(req, c); err != nil {
+		zeroCredentialFile(c)
+		return nil, err
+	}
+	return c, nil
 }

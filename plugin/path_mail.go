@@ -100,14 +100,8 @@ func (b *backend) pathMailWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 
-	c, err := getCredential(ctx, req.Storage, name)
+	c, err := b.usableCredential(ctx, req, name)
 	if err != nil {
-		return nil, err
-	}
-	if c == nil {
-		return nil, logical.CodedError(http.StatusNotFound, "credential "+name+" does not exist")
-	}
-	if err := b.checkAgentGrant(req, c); err != nil {
 		return brokerResult(err)
 	}
 	if c.Type != typePassword || c.Service != smtpService {

@@ -204,21 +204,16 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 	if err != nil {
 		return nil, err
 	}
-	c, err := getCredential(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
+	// A bad body is answered before a missing or refused credential.
 	body, err := decodeProxyBody(d.Get("body").(string), min(cfg.BrokerMaxBody, vaultPathMaxBody))
 	if err != nil {
 		return brokerResult(err)
 	}
-	if c == nil {
-		return nil, logical.CodedError(http.StatusNotFound, "credential "+name+" does not exist")
-	}
-	defer zeroCredentialFile(c)
-	if err := b.checkAgentGrant(req, c); err != nil {
+	c, err := b.usableCredential(ctx, req, name)
+	if err != nil {
 		return brokerResult(err)
 	}
+	defer zeroCredentialFile(c)
 	svc, err := b.brokerService(ctx, req.Storage, c.Service)
 	if err != nil {
 		return nil, err

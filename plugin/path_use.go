@@ -51,17 +51,11 @@ func (b *backend) pathUseRead(ctx context.Context, req *logical.Request, d *fram
 	if err := validateCredName(name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	c, err := getCredential(ctx, req.Storage, name)
+	c, err := b.usableCredential(ctx, req, name)
 	if err != nil {
-		return nil, err
-	}
-	if c == nil {
-		return nil, logical.CodedError(http.StatusNotFound, "credential "+name+" does not exist")
-	}
-	defer zeroCredentialFile(c)
-	if err := b.checkAgentGrant(req, c); err != nil {
 		return brokerResult(err)
 	}
+	defer zeroCredentialFile(c)
 	svc, err := b.brokerService(ctx, req.Storage, c.Service)
 	if err != nil {
 		return nil, err
