@@ -119,6 +119,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		PeriodicFunc:   b.periodic,
 		RunningVersion: Version,
 	}
+	documentFields(b.Backend.Paths)
 	return b
 }
 

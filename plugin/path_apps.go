@@ -90,29 +90,29 @@ func pathApps(b *backend) []*framework.Path {
 			Fields: map[string]*framework.FieldSchema{
 				"name": {
 					Type:        framework.TypeString,
-					Description: "Name of the registration: 1-128 lowercase letters, digits, '-', '_' or '.'.",
+					Description: "Name of the registration: 1-128 lowercase letters, digits, '-', '_' or '.'. Example: vault write orgs/acme/apps/google-workspace service=google client_id=... (the name is in the path)",
 					Required:    true,
 				},
 				"service": {
 					Type:        framework.TypeString,
-					Description: "The catalog service (taking oauth2) the client is registered with.",
+					Description: "The catalog service (taking oauth2) the client is registered with. Example: service=google",
 				},
 				"client_id": {
 					Type:        framework.TypeString,
-					Description: "The OAuth client ID.",
+					Description: "The OAuth client ID. Example: client_id=1234-abc.apps.googleusercontent.com",
 				},
 				"client_secret": {
 					Type:         framework.TypeString,
-					Description:  "The OAuth client secret. Write-only.",
+					Description:  "The OAuth client secret. Write-only. Example: client_secret=GOCSPX-abc123",
 					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 				},
 				"scopes": {
 					Type:        framework.TypeCommaStringSlice,
-					Description: "Scopes to request; default the service's default scopes. A name of one of the service's scope_sets (e.g. gmail) stands for its scopes.",
+					Description: "Scopes to request; default the service's default scopes. A name of one of the service's scope_sets (e.g. gmail) stands for its scopes. Example: scopes=gmail,calendar",
 				},
 				"description": {
 					Type:        framework.TypeString,
-					Description: "What the registration is for.",
+					Description: "What the registration is for. Example: description='Workspace mail and calendar for the support agents'",
 				},
 				"grant": {
 					Type:          framework.TypeString,

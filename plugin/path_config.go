@@ -77,46 +77,46 @@ func pathConfig(b *backend) []*framework.Path {
 		Fields: map[string]*framework.FieldSchema{
 			"redirect_url": {
 				Type:        framework.TypeString,
-				Description: "Absolute http(s) URL of the portal's OAuth callback, registered with each provider.",
+				Description: "Absolute http(s) URL of the portal's OAuth callback, registered with each provider. Example: redirect_url=https://portal.acme.example/oauth/callback",
 			},
 			"refresh_ahead": {
 				Type:        framework.TypeDurationSecond,
-				Description: "Refresh an OAuth access token when it expires within this long.",
+				Description: "Refresh an OAuth access token when it expires within this long. Example: refresh_ahead=15m",
 				Default:     int(defaultRefreshAhead.Seconds()),
 			},
 			"warn_before": {
 				Type:        framework.TypeDurationSecond,
-				Description: "A credential needs attention when it expires within this long.",
+				Description: "A credential needs attention when it expires within this long. Example: warn_before=72h",
 				Default:     int(defaultWarnBefore.Seconds()),
 			},
 			"broker_timeout": {
 				Type:        framework.TypeDurationSecond,
-				Description: "Time limit of one brokered call to a service.",
+				Description: "Time limit of one brokered call to a service. Example: broker_timeout=60s",
 				Default:     int(defaultBrokerTimeout.Seconds()),
 			},
 			"broker_max_body": {
 				Type:        framework.TypeInt,
-				Description: "Largest brokered request or response body, in bytes.",
+				Description: "Largest brokered request or response body, in bytes. Example: broker_max_body=20971520",
 				Default:     defaultBrokerMaxBody,
 			},
 			"max_token_lifetime": {
 				Type:        framework.TypeDurationSecond,
-				Description: "Lifetime assumed for an access token whose response has no expires_in.",
+				Description: "Lifetime assumed for an access token whose response has no expires_in. Example: max_token_lifetime=30m",
 				Default:     int(defaultMaxTokenLifetime.Seconds()),
 			},
 			"mail_max_bytes": {
 				Type:        framework.TypeInt,
-				Description: fmt.Sprintf("Largest message mail/<name> sends, attachments included, in bytes (at most %d).", maxMailMaxBytes),
+				Description: fmt.Sprintf("Largest message mail/<name> sends, attachments included, in bytes (at most %d). Example: mail_max_bytes=10485760", maxMailMaxBytes),
 				Default:     defaultMailMaxBytes,
 			},
 			"mail_max_recipients": {
 				Type:        framework.TypeInt,
-				Description: fmt.Sprintf("Most recipients (to, cc and bcc together) of one message (at most %d).", maxMailMaxRecipients),
+				Description: fmt.Sprintf("Most recipients (to, cc and bcc together) of one message (at most %d). Example: mail_max_recipients=100", maxMailMaxRecipients),
 				Default:     defaultMailMaxRecipients,
 			},
 			"mail_timeout": {
 				Type:        framework.TypeDurationSecond,
-				Description: "Time limit of one submission to an SMTP server.",
+				Description: "Time limit of one submission to an SMTP server. Example: mail_timeout=45s",
 				Default:     int(defaultMailTimeout.Seconds()),
 			},
 		},

@@ -24,47 +24,47 @@ func credFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"name": {
 			Type:        framework.TypeString,
-			Description: "Name of the credential: 1-128 lowercase letters, digits, '-', '_' or '.'.",
+			Description: "Name of the credential: 1-128 lowercase letters, digits, '-', '_' or '.'. Example: vault write orgs/acme/creds/stripe-live ... (the name is in the path)",
 			Required:    true,
 		},
 		"type": {
 			Type:          framework.TypeString,
-			Description:   "Credential type: oauth2, api_key, password or file. Cannot change after creation.",
+			Description:   "Credential type: oauth2, api_key, password or file. Cannot change after creation. Example: type=api_key",
 			AllowedValues: []interface{}{typeOAuth2, typeAPIKey, typePassword, typeFile},
 		},
 		"service": {
 			Type:        framework.TypeString,
-			Description: "Service from the catalog (services/), e.g. stripe, github, smtp. Cannot change after creation.",
+			Description: "Service from the catalog (services/), e.g. stripe, github, smtp. Cannot change after creation. Example: service=stripe",
 		},
 		"description": {
 			Type:        framework.TypeString,
-			Description: "What the credential is for, shown to people.",
+			Description: "What the credential is for, shown to people. Example: description='Stripe live key for the billing agent'",
 		},
 		"api_key": {
 			Type:         framework.TypeString,
-			Description:  "The API key (type api_key). Write-only.",
+			Description:  "The API key (type api_key). Write-only. Example: api_key=sk_test_abc123",
 			DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 		},
 		"username": {
 			Type:        framework.TypeString,
-			Description: "User name (type password).",
+			Description: "User name (type password). Example: username=alerts@acme.example",
 		},
 		"password": {
 			Type:         framework.TypeString,
-			Description:  "Password (type password). Write-only.",
+			Description:  "Password (type password). Write-only. Example: password=app-password-123",
 			DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 		},
 		"host": {
 			Type:        framework.TypeString,
-			Description: "Server host name (type password; required for SMTP).",
+			Description: "Server host name (type password; required for SMTP). Example: host=smtp.acme.example",
 		},
 		"port": {
 			Type:        framework.TypeInt,
-			Description: "Server port (type password; required for SMTP): 587 for STARTTLS, 465 for implicit TLS.",
+			Description: "Server port (type password; required for SMTP): 587 for STARTTLS, 465 for implicit TLS. Example: port=587",
 		},
 		"security": {
 			Type:          framework.TypeString,
-			Description:   "SMTP only: how the connection is protected before AUTH. starttls (upgrade a plain connection, port 587) or tls (TLS from the first byte, port 465). Default: tls on port 465, starttls on any other. There is no plain mode: the password never travels unprotected.",
+			Description:   "SMTP only: how the connection is protected before AUTH. starttls (upgrade a plain connection, port 587) or tls (TLS from the first byte, port 465). Default: tls on port 465, starttls on any other. There is no plain mode: the password never travels unprotected. Example: security=tls",
 			AllowedValues: []interface{}{"starttls", "tls"},
 		},
 		"allowed_senders": {
@@ -73,12 +73,12 @@ func credFields() map[string]*framework.FieldSchema {
 		},
 		"file": {
 			Type:         framework.TypeString,
-			Description:  "File content, base64-encoded, at most 1 MiB decoded (type file). Write-only.",
+			Description:  "File content, base64-encoded, at most 1 MiB decoded (type file). Write-only. Example: file=@<(base64 -w0 key.json)",
 			DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 		},
 		"filename": {
 			Type:        framework.TypeString,
-			Description: "The file's name (type file).",
+			Description: "The file's name (type file). Example: filename=key.json",
 		},
 		"app_id": {
 			Type:        framework.TypeString,
@@ -98,16 +98,16 @@ func credFields() map[string]*framework.FieldSchema {
 		},
 		"app": {
 			Type:        framework.TypeString,
-			Description: "OAuth client registration (apps/<name>) used to connect and refresh (type oauth2).",
+			Description: "OAuth client registration (apps/<name>) used to connect and refresh (type oauth2). Example: app=google-workspace",
 		},
 		"refresh_token": {
 			Type:         framework.TypeString,
-			Description:  "An existing refresh token to import instead of connecting (type oauth2). Write-only.",
+			Description:  "An existing refresh token to import instead of connecting (type oauth2). Write-only. Example: refresh_token=1//0gabc123",
 			DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 		},
 		"expires_at": {
 			Type:        framework.TypeString,
-			Description: "When the credential stops working, RFC 3339 (e.g. 2027-01-31T00:00:00Z); empty clears it.",
+			Description: "When the credential stops working, RFC 3339 (e.g. 2027-01-31T00:00:00Z); empty clears it. Example: expires_at=2027-01-31T00:00:00Z",
 		},
 	}
 }
@@ -123,27 +123,27 @@ func pathCreds(b *backend) []*framework.Path {
 			Fields: map[string]*framework.FieldSchema{
 				"type": {
 					Type:        framework.TypeString,
-					Description: "Only credentials of this type: oauth2, api_key, password or file.",
+					Description: "Only credentials of this type: oauth2, api_key, password or file. Example: vault list -detailed orgs/acme/creds type=oauth2",
 					Query:       true,
 				},
 				"q": {
 					Type:        framework.TypeString,
-					Description: "Only credentials whose name contains this text (case-insensitive).",
+					Description: "Only credentials whose name contains this text (case-insensitive). Example: q=stripe",
 					Query:       true,
 				},
 				"status": {
 					Type:        framework.TypeString,
-					Description: "Only credentials with this status: active, needs_attention, expired or disconnected.",
+					Description: "Only credentials with this status: active, needs_attention, expired or disconnected. Example: status=needs_attention",
 					Query:       true,
 				},
 				"after": {
 					Type:        framework.TypeString,
-					Description: "Page: only names after this one.",
+					Description: "Page: only names after this one. Example: after=stripe-live",
 					Query:       true,
 				},
 				"limit": {
 					Type:        framework.TypeInt,
-					Description: "Page: at most this many names (default and maximum 10000).",
+					Description: "Page: at most this many names (default and maximum 10000). Example: limit=100",
 					Query:       true,
 				},
 			},

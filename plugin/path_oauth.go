@@ -46,7 +46,7 @@ type pendingConnect struct {
 
 func pathOAuth(b *backend) []*framework.Path {
 	name := map[string]*framework.FieldSchema{
-		"name": {Type: framework.TypeString, Description: "Name of the oauth2 credential.", Required: true},
+		"name": {Type: framework.TypeString, Description: "Name of the oauth2 credential. Example: vault write orgs/acme/creds/gmail/connect (the name is in the path)", Required: true},
 	}
 	return []*framework.Path{
 		{
@@ -79,24 +79,24 @@ func pathOAuth(b *backend) []*framework.Path {
 				"name": name["name"],
 				"code": {
 					Type:         framework.TypeString,
-					Description:  "The authorization code from the provider's redirect.",
+					Description:  "The authorization code from the provider's redirect. Example: code=4/0AeaYSHB (copied from the redirect)",
 					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 				},
 				"state": {
 					Type:        framework.TypeString,
-					Description: "The state from the provider's redirect; must be the one connect returned.",
+					Description: "The state from the provider's redirect; must be the one connect returned. Example: state=Zm9vYmFy (copied from the redirect)",
 				},
 				"error": {
 					Type:        framework.TypeString,
-					Description: "The error from the provider's redirect, when the person or the provider refused.",
+					Description: "The error from the provider's redirect, when the person or the provider refused. Example: error=access_denied",
 				},
 				"error_description": {
 					Type:        framework.TypeString,
-					Description: "The provider's description of error.",
+					Description: "The provider's description of error. Example: error_description='The user denied access'",
 				},
 				"iss": {
 					Type:        framework.TypeString,
-					Description: "The issuer from the provider's redirect (RFC 9207), when it sends one: it must be the service's oauth.issuer, so an answer from another provider (a mix-up) is refused. Required when the provider's metadata says it always sends one.",
+					Description: "The issuer from the provider's redirect (RFC 9207), when it sends one: it must be the service's oauth.issuer, so an answer from another provider (a mix-up) is refused. Required when the provider's metadata says it always sends one. Example: iss=https://accounts.google.com",
 				},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{

@@ -45,15 +45,15 @@ func pathProxy(b *backend) []*framework.Path {
 	callFields := map[string]*framework.FieldSchema{
 		"headers": {
 			Type:        framework.TypeHeader,
-			Description: `Request headers: headers=Content-Type:application/json (repeat headers= for more), or a JSON object, headers='{"Content-Type": "application/json"}'. Authorization, cookies, X-Vault-* and hop-by-hop headers are dropped; X-Original-URL and its kin are refused.`,
+			Description: `Request headers: headers=Content-Type:application/json (repeat headers= for more), or a JSON object, headers='{"Content-Type": "application/json"}'. Authorization, cookies, X-Vault-* and hop-by-hop headers are dropped; X-Original-URL and its kin are refused. Example: headers=Accept:application/json headers=X-Trace:abc`,
 		},
 		"body": {
 			Type:        framework.TypeString,
-			Description: "Request body, base64-encoded (standard encoding): at most broker_max_body bytes decoded, and at most 786432 bytes through Vault (its 1 MiB JSON string limit). Larger bodies go through the portal's edge.",
+			Description: "Request body, base64-encoded (standard encoding): at most broker_max_body bytes decoded, and at most 786432 bytes through Vault (its 1 MiB JSON string limit). Larger bodies go through the portal's edge. Example: body=$(printf '{\"limit\":3}' | base64 -w0)",
 		},
 		egress.FieldEdgeKey: {
 			Type:        framework.TypeString,
-			Description: "Sealed mode, for the portal's edge: make no call, and answer the call's injection sealed (HPKE) to this edge key id, one the operator configured in " + egress.EdgeKeysEnv + ".",
+			Description: "Sealed mode, for the portal's edge: make no call, and answer the call's injection sealed (HPKE) to this edge key id, one the operator configured in " + egress.EdgeKeysEnv + ". Example: edge_key=edge-2026",
 		},
 	}
 	responses := map[int][]framework.Response{
@@ -93,10 +93,10 @@ func pathProxy(b *backend) []*framework.Path {
 				OperationSuffix: "call",
 			},
 			Fields: withFields(map[string]*framework.FieldSchema{
-				"name":   {Type: framework.TypeString, Description: "The credential to call the service with.", Required: true},
-				"method": {Type: framework.TypeString, Description: "HTTP method, in the path: " + strings.Join(egress.Methods, ", ") + "."},
-				"path":   {Type: framework.TypeString, Description: "The service's path, in the Vault path after the method (/v1/balance), relative to the service's first base URL. Agents' rules are Vault ACL paths over it."},
-				"query":  {Type: framework.TypeString, Description: "The query string, without '?' (limit=3&starting_after=x). Never matched by agents' rules."},
+				"name":   {Type: framework.TypeString, Description: "The credential to call the service with. Example: vault write orgs/acme/proxy/stripe-live/GET/v1/balance (the name is in the path)", Required: true},
+				"method": {Type: framework.TypeString, Description: "HTTP method, in the path: " + strings.Join(egress.Methods, ", ") + ". Example: vault write orgs/acme/proxy/stripe-live/POST/v1/customers"},
+				"path":   {Type: framework.TypeString, Description: "The service's path, in the Vault path after the method (/v1/balance), relative to the service's first base URL. Agents' rules are Vault ACL paths over it. Example: vault write orgs/acme/proxy/stripe-live/GET/v1/charges"},
+				"query":  {Type: framework.TypeString, Description: "The query string, without '?' (limit=3&starting_after=x). Never matched by agents' rules. Example: query='limit=3&starting_after=ch_1'"},
 			}),
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
@@ -118,16 +118,16 @@ func pathProxy(b *backend) []*framework.Path {
 				OperationVerb:   "proxy",
 			},
 			Fields: withFields(map[string]*framework.FieldSchema{
-				"name": {Type: framework.TypeString, Description: "The credential to call the service with.", Required: true},
+				"name": {Type: framework.TypeString, Description: "The credential to call the service with. Example: vault write orgs/acme/proxy/stripe-live method=GET path=/v1/balance (the name is in the path)", Required: true},
 				"method": {
 					Type:          framework.TypeString,
-					Description:   "HTTP method, upper case.",
+					Description:   "HTTP method, upper case. Example: method=POST",
 					Default:       http.MethodGet,
 					AllowedValues: []interface{}{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"},
 				},
 				"path": {
 					Type:        framework.TypeString,
-					Description: "Path with query, relative to the service's first base URL (/v1/balance?limit=3), or an absolute URL under one of its base_urls.",
+					Description: "Path with query, relative to the service's first base URL (/v1/balance?limit=3), or an absolute URL under one of its base_urls. Example: path='/v1/charges?limit=3'",
 					Required:    true,
 				},
 			}),

@@ -26,7 +26,7 @@ func pathVerify(b *backend) []*framework.Path {
 		Fields: map[string]*framework.FieldSchema{
 			"name": {
 				Type:        framework.TypeString,
-				Description: "The credential to verify.",
+				Description: "The credential to verify. Example: vault write -f orgs/acme/creds/stripe-live/verify (the name is in the path)",
 				Required:    true,
 			},
 		},
