@@ -123,27 +123,27 @@ func pathCreds(b *backend) []*framework.Path {
 			Fields: map[string]*framework.FieldSchema{
 				"type": {
 					Type:        framework.TypeString,
-					Description: "Only credentials of this type: oauth2, api_key, password or file. Example: vault list -detailed orgs/acme/creds type=oauth2",
+					Description: "Only credentials of this type: oauth2, api_key, password or file. Example: type=oauth2, sent as a query parameter (?list=true&type=oauth2)",
 					Query:       true,
 				},
 				"q": {
 					Type:        framework.TypeString,
-					Description: "Only credentials whose name contains this text (case-insensitive). Example: q=stripe",
+					Description: "Only credentials whose name contains this text (case-insensitive). Example: ?list=true&q=stripe",
 					Query:       true,
 				},
 				"status": {
 					Type:        framework.TypeString,
-					Description: "Only credentials with this status: active, needs_attention, expired or disconnected. Example: status=needs_attention",
+					Description: "Only credentials with this status: active, needs_attention, expired or disconnected. Example: ?list=true&status=needs_attention",
 					Query:       true,
 				},
 				"after": {
 					Type:        framework.TypeString,
-					Description: "Page: only names after this one. Example: after=stripe-live",
+					Description: "Page: only names after this one. Example: ?list=true&after=stripe-live",
 					Query:       true,
 				},
 				"limit": {
 					Type:        framework.TypeInt,
-					Description: "Page: at most this many names (default and maximum 10000). Example: limit=100",
+					Description: "Page: at most this many names (default and maximum 10000). Example: ?list=true&limit=100",
 					Query:       true,
 				},
 			},
@@ -580,10 +580,12 @@ Lists credential names with, for each, its type, service, status,
 status_reason, last_used_at, expires_at and description (vault list -detailed).
 Filters: type (oauth2, api_key, password, file), q (case-insensitive part of
 the name), status (active, needs_attention, expired, disconnected). Paging:
-after (the last name of the previous page) and limit.
+after (the last name of the previous page) and limit. They are query
+parameters of the LIST request, which vault list does not send; use the HTTP
+API for them.
 
   vault list -detailed orgs/acme/creds
-  vault list -detailed orgs/acme/creds type=api_key q=stripe
+  curl -s -H "X-Vault-Token: $VAULT_TOKEN" "$VAULT_ADDR/v1/orgs/acme/creds?list=true&type=api_key&q=stripe"
 `
 
 const pathCredsHelpSyn = `Store, describe and delete one credential.`

@@ -46,7 +46,7 @@ type pendingConnect struct {
 
 func pathOAuth(b *backend) []*framework.Path {
 	name := map[string]*framework.FieldSchema{
-		"name": {Type: framework.TypeString, Description: "Name of the oauth2 credential. Example: vault write orgs/acme/creds/gmail/connect (the name is in the path)", Required: true},
+		"name": {Type: framework.TypeString, Description: "Name of the oauth2 credential. Example: vault write -f orgs/acme/creds/gmail/connect (the name is in the path)", Required: true},
 	}
 	return []*framework.Path{
 		{
@@ -493,7 +493,7 @@ connect credentials that are not connected yet or need attention. The grant a
 connect replaces is revoked at the provider once the new one is stored; the
 callback answers the receipt as replaced_grant.
 
-  vault write orgs/acme/creds/gmail/connect
+  vault write -f orgs/acme/creds/gmail/connect
   vault write orgs/acme/creds/gmail/connect replace=true
 `
 
@@ -520,7 +520,7 @@ response's revocation receipt lists what was revoked and what was not, with
 the reason: Microsoft, for one, has no per-token revocation. Connect again to
 reuse the credential.
 
-  vault write orgs/acme/creds/gmail/disconnect
+  vault write -f orgs/acme/creds/gmail/disconnect
 `
 
 const pathRefreshHelpSyn = `Refresh an oauth2 credential's access token now.`

@@ -400,8 +400,8 @@ address actually dialled, unless the operator allowed them
 (CREDENTIALS_PRIVATE_TARGETS). The call records the credential's last use
 and the caller (Vault entity).
 
-  vault write orgs/acme/proxy/stripe method=GET path=/v1/balance
-  vault write -field=body_text orgs/acme/proxy/stripe/GET/v1/charges query=limit=3
+  vault write orgs/acme/proxy/stripe-live method=GET path=/v1/balance
+  vault write -field=body_text orgs/acme/proxy/stripe-live/GET/v1/charges query=limit=3
   vault write orgs/acme/proxy/anthropic method=POST path=/v1/messages \
       headers=Content-Type:application/json body=$(base64 -w0 request.json)
 `

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -196,5 +197,25 @@ func TestRevokeBearer(t *testing.T) {
 	r = h.Revoke(context.Background(), "Dropbox", spec, App{}, Tokens{Access: "wrong"})
 	if len(r.NotRevoked) != 1 || !strings.Contains(r.Reason, "401") {
 		t.Fatalf("a refused revocation: %+v", r)
+	}
+}
+
+// TestUnreachableProviderIsWordedPlainly: a provider that cannot be reached
+// is named by host and reason, never by the raw dial error (which names the
+// resolver's address or the machine's own sockets).
+func TestUnreachableProviderIsWordedPlainly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	c := New(&http.Client{}, 2*time.Second)
+	_, perr := c.Discover(context.Background(), "http://"+closed+"/.well-known/openid-configuration")
+	if perr == nil || perr.Kind != Transient {
+		t.Fatalf("discovery of a closed port: %v", perr)
+	}
+	if perr.Msg != "discovery: cannot connect to "+closed {
+		t.Errorf("the message: %q", perr.Msg)
 	}
 }

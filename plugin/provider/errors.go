@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/oauth2"
+
+	"github.com/clankteam/credentials/plugin/egress"
 )
 
 // Kind is what a provider's failure means for the grant.
@@ -98,12 +100,38 @@ func classify(err error, what string, sent ...string) *Error {
 		e.Msg = what + ": the provider did not answer in time"
 	case errors.Is(err, context.Canceled):
 		e.Msg = what + ": cancelled"
+	case transportFailure(err) != nil:
+		// The egress package words these for every edge alike: the
+		// raw error names the resolver's address and the whole URL.
+		ue := transportFailure(err)
+		target, perr := url.Parse(ue.URL)
+		if perr != nil {
+			e.Msg = what + ": the provider could not be reached"
+			break
+		}
+		msg := egress.SendError(context.Background(), target, 0, err)
+		if msg.Permanent {
+			e.Kind = Refused
+		}
+		e.Msg = what + ": " + msg.Msg
 	default:
-		// x/oauth2's other errors (unreachable host, unparsable answer)
-		// name no secret; scrubbed all the same.
+		// x/oauth2's other errors (an unparsable answer) name no
+		// secret; scrubbed all the same.
 		e.Msg = fmt.Sprintf("%s: %s", what, Clip(Scrub(err.Error(), sent), 300))
 	}
 	return e
+}
+
+// transportFailure is the *url.Error of a request that got no answer
+// (nothing to resolve, nothing listening, a refused target), or nil.
+func transportFailure(err error) *url.Error {
+	var ue *url.Error
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	if errors.As(err, &ue) && (errors.As(err, &dnsErr) || errors.As(err, &opErr) || errors.Is(err, egress.ErrPrivateTarget)) {
+		return ue
+	}
+	return nil
 }
 
 // statusError classifies an answer with an HTTP status and an OAuth error

@@ -14,18 +14,22 @@ import (
 // with token, as a person following the README would.
 func vaultCLI(t *testing.T, token string, args ...string) (string, error) {
 	t.Helper()
-	bin := os.Getenv("VAULT_BIN")
-	if bin == "" {
-		root, err := filepath.Abs("../..")
-		if err != nil {
-			t.Fatal(err)
-		}
-		bin = filepath.Join(root, "bin", "vault")
-	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(vaultBin(t), args...)
 	cmd.Env = append(os.Environ(), "VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+token, "HOME="+t.TempDir())
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// vaultBin is the vault CLI the tests run: make test's, or bin/vault.
+func vaultBin(t *testing.T) string {
+	if bin := os.Getenv("VAULT_BIN"); bin != "" {
+		return bin
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "bin", "vault")
 }
 
 // TestCLIObjectAndHeaderFields: the README's CLI forms for a custom
