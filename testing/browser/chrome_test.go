@@ -76,7 +76,7 @@ func newBrowser(t *testing.T) *tab {
 		cancelCtx()
 		cancelAlloc()
 	})
-	return &tab{t: t, ctx: ctx, shots: artifactsDir(t), prefix: t.Name()}
+	return &tab{t: t, ctx: ctx, shots: artifactsDir(t), prefix: t.Name(), portalURL: st.portal.URL()}
 }
 
 // tab drives one browser tab and records each page it checks.
@@ -86,6 +86,8 @@ type tab struct {
 	shots  string
 	prefix string
 	step   int
+	// portalURL is the portal whose pages check runs axe on.
+	portalURL string
 }
 
 // timeout bounds one browser action; a stuck page fails the test rather
@@ -201,7 +203,7 @@ func (b *tab) check(name string) {
 	}
 	// Pages of other servers (the provider's consent page) are not the
 	// portal's to fix.
-	if !strings.HasPrefix(b.location(), st.portal.URL()) {
+	if !strings.HasPrefix(b.location(), b.portalURL) {
 		return
 	}
 	// The portal's pages work without JavaScript: they have none.
