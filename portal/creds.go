@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/gorilla/mux"
+
+	"github.com/clankteam/credentials/portal/provision"
 )
 
 // pageSize is how many credentials one page of the list shows.
@@ -230,6 +232,16 @@ func callersFrom(v any) []callerUse {
 	return out
 }
 
+// nameCallers shows an org's agents by the names people gave them
+// (first-agent), not by their Vault entity names
+// (orgs-acme-agent-first-agent).
+func (c *credDetail) nameCallers(org string) {
+	c.LastUsedBy = provision.AgentShortName(org, c.LastUsedBy)
+	for i := range c.Callers {
+		c.Callers[i].Name = provision.AgentShortName(org, c.Callers[i].Name)
+	}
+}
+
 func credDetailFrom(d map[string]any) credDetail {
 	num := func(v any) string {
 		if v == nil {
@@ -291,6 +303,7 @@ func (s *Server) handleCred(w http.ResponseWriter, r *http.Request, p *person) {
 		return
 	}
 	page := &credPage{layout: l, Cred: credDetailFrom(data)}
+	page.Cred.nameCallers(org)
 	page.Cred.ServiceName = page.Cred.Service
 	if svc, err := p.v.read(ctx, mountPath(org)+"/services/"+page.Cred.Service); err == nil && svc != nil {
 		if dn := str(svc["display_name"]); dn != "" {

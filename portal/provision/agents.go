@@ -43,6 +43,15 @@ func AgentsPolicy(org string) string { return "orgs-" + org + "-agents" }
 // AgentName is the AppRole role, policy and entity name of an org's agent.
 func AgentName(org, name string) string { return agentPrefix(org) + name }
 
+// AgentShortName is the name an agent was created with, given its entity
+// name; any other name is returned as it is.
+func AgentShortName(org, entity string) string {
+	if short, ok := strings.CutPrefix(entity, agentPrefix(org)); ok && short != "" {
+		return short
+	}
+	return entity
+}
+
 func agentPrefix(org string) string { return "orgs-" + org + "-agent-" }
 
 // agentNamePattern keeps agent names short and plain: they end up in role,

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -57,6 +58,29 @@ type Stack struct {
 
 // DemoAgent is the demo org's agent.
 const DemoAgent = "demo-agent"
+
+// Describe prints what make run shows: where everything is and the
+// commands to try first (the README's "first ten minutes" follow it).
+func (st *Stack) Describe(w io.Writer) {
+	fmt.Fprintf(w, `
+  Portal:  %s
+  Sign in: %s / %s   (org %q)
+  Vault:   %s
+`, st.PortalURL, st.Username, st.Password, st.Org, st.VaultAddr)
+	if st.VaultToken != "" {
+		fmt.Fprintf(w, "  CLI:     export VAULT_ADDR=%s VAULT_TOKEN=%s\n", st.VaultAddr, st.VaultToken)
+		fmt.Fprintf(w, "           vault list -detailed orgs/%s/creds\n", st.Org)
+		fmt.Fprintf(w, "  Broker:  vault write -f -field=body_text orgs/%s/proxy/demo-api/GET/v1/balance\n", st.Org)
+		fmt.Fprintf(w, "           curl -H \"X-Vault-Token: $VAULT_TOKEN\" %s/broker/%s/demo-api/v1/balance\n", st.PortalURL, st.Org)
+	}
+	fmt.Fprintf(w, `
+  Agent:   %[1]s may use demo-api, demo-oauth (connect it first) and mailer.
+           export AGENT_ROLE_ID=%[2]s AGENT_SECRET_ID=%[3]s
+           export AGENT_TOKEN=$(VAULT_ADDR=%[4]s bin/portal agent token -org %[5]s %[1]s)
+           curl -H "Authorization: Bearer $AGENT_TOKEN" %[6]s/broker/%[5]s/demo-api/v1/balance
+  MCP:     %[7]s  (Authorization: Bearer $AGENT_TOKEN)
+`, DemoAgent, st.Agent.RoleID, st.Agent.SecretID, st.VaultAddr, st.Org, st.PortalURL, st.MCPURL)
+}
 
 // Start brings the stack up. With VAULT_ADDR and VAULT_TOKEN set it uses that
 // Vault (the engine must already be registered there as "credentials")
@@ -225,12 +249,18 @@ func (st *Stack) Stop() error {
 	return errors.Join(errs...)
 }
 
-// addrOrFree returns want if set, else preferred when it is free, else a
+// addrOrFree returns want if set (a named free port for host:0), else
+// preferred when it is free, else a
 // free loopback port, chosen here: a ":0" would reach Vault as a port it
 // binds, while the stack would keep waiting on ":0".
 func addrOrFree(want, preferred string) string {
-	if want != "" {
+	if want != "" && !strings.HasSuffix(want, ":0") {
 		return want
+	}
+	if want != "" {
+		// Any free port, named: Vault would bind ":0" while the stack
+		// waited on it.
+		preferred = want
 	}
 	l, err := net.Listen("tcp", preferred)
 	if err != nil {

@@ -25,7 +25,10 @@ func TestAddrOrFreeWhenTaken(t *testing.T) {
 	} else {
 		again.Close()
 	}
-	if got := addrOrFree("127.0.0.1:0", taken); got != "127.0.0.1:0" {
+	if got := addrOrFree(taken, "127.0.0.1:8200"); got != taken {
 		t.Fatalf("an explicit address was replaced: %s", got)
+	}
+	if got := addrOrFree("127.0.0.1:0", "127.0.0.1:8200"); strings.HasSuffix(got, ":0") || !strings.HasPrefix(got, "127.0.0.1:") {
+		t.Fatalf("any free port gave %s", got)
 	}
 }
