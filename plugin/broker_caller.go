@@ -25,12 +25,28 @@ type callerNames struct {
 // one, the token's display name.
 func (b *backend) callerOf(req *logical.Request) string {
 	if req.EntityID == "" {
-		if req.DisplayName != "" {
-			return req.DisplayName
-		}
-		return "unknown"
+		return tokenLabel(req.DisplayName, req.ClientTokenAccessor)
 	}
 	return b.callers.name(b.System(), req.EntityID)
+}
+
+// tokenLabel names a token without an entity. Vault's default display
+// names ("token", "root") say nothing of which token called; the start of
+// its accessor (not a secret) lets an operator look it up.
+func tokenLabel(displayName, accessor string) string {
+	short := accessor
+	if len(short) > 8 {
+		short = short[:8]
+	}
+	switch {
+	case displayName == "root":
+		return "root token"
+	case (displayName == "" || displayName == "token") && short != "":
+		return "token " + short + "…"
+	case displayName == "":
+		return "unknown"
+	}
+	return displayName
 }
 
 func (cn *callerNames) name(sys logical.SystemView, entityID string) string {

@@ -65,3 +65,19 @@ func TestLastUseKeepsTheMostRecentCallers(t *testing.T) {
 		t.Errorf("last caller %s", u.By)
 	}
 }
+
+// TestTokenCallerLabels: a token without an entity is named so that an
+// operator can tell which one called, not "token".
+func TestTokenCallerLabels(t *testing.T) {
+	for _, c := range []struct{ display, accessor, want string }{
+		{"root", "hmac-acc", "root token"},
+		{"token", "Yc2Lq8pZ3xT7", "token Yc2Lq8pZ…"},
+		{"", "abc", "token abc…"},
+		{"", "", "unknown"},
+		{"token-second-agent", "Yc2Lq8pZ3xT7", "token-second-agent"},
+	} {
+		if got := tokenLabel(c.display, c.accessor); got != c.want {
+			t.Errorf("tokenLabel(%q, %q) = %q, want %q", c.display, c.accessor, got, c.want)
+		}
+	}
+}
