@@ -32,6 +32,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
+	b.startLastUseFlusher(conf.StorageView, lastUseFlushEvery)
 	return b, nil
 }
 
@@ -57,8 +58,10 @@ type backend struct {
 	// index is the inventory LIST creds/ answers from.
 	index credIndex
 
-	// lastUse holds uses not yet written to storage.
-	lastUse lastUseTracker
+	// lastUse holds uses not yet written to storage; lastUseFlusher
+	// writes them every few seconds and when the backend is cleaned up.
+	lastUse        lastUseTracker
+	lastUseFlusher *flusher
 
 	// egress holds the operator's dial guard and edge keys, and the
 	// connection pools every call to a service goes through.
@@ -116,6 +119,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathRefreshFailing(b),
 		),
 		Invalidate:     b.invalidate,
+		Clean:          b.cleanup,
 		PeriodicFunc:   b.periodic,
 		RunningVersion: Version,
 	}

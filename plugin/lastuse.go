@@ -145,3 +145,64 @@ func (b *backend) storeLastUse(ctx context.Context, s logical.Storage, name stri
 	c.LastUsedAt, c.LastUsedBy, c.LastUsedByCaller = stored.At, stored.By, stored.Callers
 	return b.saveCredential(ctx, s, c)
 }
+
+// lastUseFlushEvery bounds the uses a crash can lose: those of the last
+// few seconds. A flush writes only the credentials used since the last
+// one, so an idle mount writes nothing.
+const lastUseFlushEvery = 5 * time.Second
+
+// flusher writes pending last uses from a goroutine of its own, so that
+// they reach storage within a few seconds of the call instead of at the
+// next periodic tick (about a minute), and a last time when the backend
+// is cleaned up (unmount, reload, upgrade, seal, shutdown).
+type flusher struct {
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+func (b *backend) startLastUseFlusher(s logical.Storage, every time.Duration) {
+	if s == nil {
+		return
+	}
+	f := &flusher{stop: make(chan struct{}), done: make(chan struct{})}
+	b.lastUseFlusher = f
+	go func() {
+		defer close(f.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-f.stop:
+				// The final flush, bounded: a cleanup must not hang
+				// on a storage that is going away.
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				b.flushIfWriteSafe(ctx, s)
+				cancel()
+				return
+			case <-tick.C:
+				ctx, cancel := context.WithTimeout(context.Background(), every)
+				b.flushIfWriteSafe(ctx, s)
+				cancel()
+			}
+		}
+	}()
+}
+
+func (b *backend) flushIfWriteSafe(ctx context.Context, s logical.Storage) {
+	if !b.writeSafe() {
+		return
+	}
+	if err := b.flushLastUse(ctx, s); err != nil {
+		b.logger.Warn("storing last use", "error", err)
+	}
+}
+
+// cleanup is the framework's Clean: Vault calls it before it drops this
+// backend. Pending last uses are stored first.
+func (b *backend) cleanup(context.Context) {
+	if f := b.lastUseFlusher; f != nil {
+		f.stopOnce.Do(func() { close(f.stop) })
+		<-f.done
+	}
+}

@@ -81,3 +81,43 @@ func TestTokenCallerLabels(t *testing.T) {
 		}
 	}
 }
+
+// storedLastUse reads name's last use from storage, not memory.
+func storedLastUse(t *testing.T, s logical.Storage, name string) time.Time {
+	t.Helper()
+	c, err := getCredential(context.Background(), s, name)
+	if err != nil || c == nil {
+		t.Fatalf("reading %s: %v", name, err)
+	}
+	return c.LastUsedAt
+}
+
+// TestLastUseReachesStorageWithinSeconds: a use is stored by the flusher
+// without waiting for the periodic tick, and one still pending when the
+// backend is cleaned up (reload, upgrade, seal, shutdown) is stored then.
+func TestLastUseReachesStorageWithinSeconds(t *testing.T) {
+	b, s, clock := getTestBackend(t)
+	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/k", apiKeyCred("")))
+	b.startLastUseFlusher(s, 20*time.Millisecond)
+	used := clock.now().Truncate(time.Second)
+	b.lastUse.record("k", "agent-a", used)
+	deadline := time.Now().Add(5 * time.Second)
+	for !storedLastUse(t, s, "k").Equal(used) {
+		if time.Now().After(deadline) {
+			t.Fatal("the use was not stored by the flusher")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A long interval: only the cleanup can store the next use.
+	b2, s2, clock2 := getTestBackend(t)
+	mustOK(t, do(t, b2, s2, logical.CreateOperation, "creds/k", apiKeyCred("")))
+	b2.startLastUseFlusher(s2, time.Hour)
+	used = clock2.now().Truncate(time.Second)
+	b2.lastUse.record("k", "agent-a", used)
+	b2.Cleanup(context.Background())
+	if got := storedLastUse(t, s2, "k"); !got.Equal(used) {
+		t.Errorf("after cleanup the stored last use is %v, want %v", got, used)
+	}
+	b2.Cleanup(context.Background()) // a second cleanup is harmless
+}
