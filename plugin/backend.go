@@ -76,6 +76,10 @@ type backend struct {
 	// brokerInputs caches the configuration and services the broker reads.
 	brokerInputs brokerInputs
 
+	// nodeID tells this backend instance's refresh records from other
+	// nodes' (and from an earlier process's).
+	nodeID string
+
 	// oauth is the OAuth lifecycle's in-memory state: shared refreshes,
 	// grants awaiting storage, the refresh schedule's cache.
 	oauth *oauthRuntime
@@ -89,6 +93,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		egress:    eg,
 		oauth:     newOAuthRuntime(eg.guard),
 
+		nodeID:            newNodeID(),
 		vaultPathSlots:    make(chan struct{}, vaultPathConcurrent),
 		vaultPathSlotWait: vaultPathSlotWait,
 	}
@@ -146,6 +151,9 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	}
 	if err := b.flushLastUse(ctx, req.Storage); err != nil {
 		b.logger.Warn("storing last use", "error", err)
+	}
+	if err := b.recoverRefreshes(ctx, req.Storage); err != nil {
+		b.logger.Warn("recovering refreshes", "error", err)
 	}
 	if err := b.refreshDue(ctx, req.Storage); err != nil {
 		b.logger.Warn("refreshing due grants", "error", err)

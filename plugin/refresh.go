@@ -24,6 +24,9 @@ const (
 	refreshScheduled
 	// refreshForced: a person asked for it (creds/<name>/refresh).
 	refreshForced
+	// refreshRecovery: a refresh whose answer never reached storage is
+	// tried once more (refresh_fence.go).
+	refreshRecovery
 )
 
 func (m refreshMode) String() string {
@@ -32,6 +35,8 @@ func (m refreshMode) String() string {
 		return "on_use"
 	case refreshScheduled:
 		return "scheduled"
+	case refreshRecovery:
+		return "recovery"
 	}
 	return "forced"
 }
@@ -147,7 +152,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		return current
 	}
 	switch {
-	case mode == refreshForced:
+	case mode == refreshForced || mode == refreshRecovery:
 	case mode == refreshScheduled:
 		due := refreshDueAt(g, svc.OAuth, cfg, now)
 		if due.IsZero() || due.After(now) {
@@ -170,9 +175,34 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		return current
 	}
 
+	rec, err := getRefreshRecord(ctx, s, name)
+	if err != nil {
+		current.err = err
+		return current
+	}
+	if b.inFlightElsewhere(rec, g, now) {
+		if current.token == "" {
+			current.err = fmt.Errorf("credential %s: another Vault node started refreshing it at %s and may still store the answer; try again in a moment", name, formatTime(rec.StartedAt))
+		}
+		return current
+	}
+	if err := b.fenceRefresh(ctx, s, c, mode); err != nil {
+		// Not asking the provider is what keeps the grant: this node
+		// could not store a rotated refresh token.
+		b.logger.Warn("not refreshing: this node cannot write its storage", "name", name, "error", err)
+		if current.token == "" {
+			current.err = fmt.Errorf("credential %s was not refreshed: this Vault node cannot write its storage (%w), so the provider was not asked", name, err)
+		}
+		return current
+	}
+
 	tok, perr := b.requestRefresh(ctx, svc, app, g)
 	if perr != nil {
+		if mode == refreshRecovery {
+			perr = recoveryFailure(perr)
+		}
 		b.recordRefreshFailure(ctx, s, c, svc, cfg, perr, now)
+		b.clearRefreshRecord(ctx, s, name)
 		if perr.Kind == provider.GrantDead {
 			current.token = ""
 		}
@@ -194,6 +224,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		b.logger.Error("storing a refreshed grant failed; holding it in memory", "name", name, "error", err)
 		return refreshResult{err: fmt.Errorf("credential %s was refreshed at the provider, but storing the new grant failed (it is held in memory and stored on the next attempt): %w", name, err)}
 	}
+	b.clearRefreshRecord(ctx, s, name)
 	b.logger.Info("grant refreshed", "name", name, "service", c.Service, "mode", mode.String(), "expires_in", int64(ng.Expiry.Sub(now).Seconds()))
 	return refreshResult{token: ng.AccessToken, expiry: ng.Expiry}
 }
@@ -222,6 +253,7 @@ func (b *backend) storeHeldGrant(ctx context.Context, s logical.Storage, c *cred
 		return refreshResult{err: fmt.Errorf("credential %s holds a refreshed grant that storage still refuses: %w", c.Name, err)}, true
 	}
 	b.oauth.dropHeld(c.Name)
+	b.clearRefreshRecord(ctx, s, c.Name)
 	b.logger.Info("stored a held grant", "name", c.Name)
 	return refreshResult{}, false
 }
