@@ -207,43 +207,77 @@ func (h *brokerHandler) vaultCall(ctx context.Context, call *edgeCall, method, p
 // vaultDo sends one request to Vault with token (body nil: none) and
 // decodes a 200 answer into out; refusal maps any other status.
 func (h *brokerHandler) vaultDo(ctx context.Context, token, httpMethod string, u *url.URL, body any, out any, refusal func(status int, errs []string) *egress.Error) *egress.Error {
-	var reqBody io.Reader
+	var raw []byte
 	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
 			return &egress.Error{Status: http.StatusInternalServerError, Msg: "encoding the Vault request failed"}
 		}
-		reqBody = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequestWithContext(ctx, httpMethod, h.vaultAddr+u.EscapedPath(), reqBody)
-	if err != nil {
-		return &egress.Error{Status: http.StatusBadRequest, Permanent: true, Msg: "the path cannot be put into a Vault request"}
-	}
-	req.Header.Set("X-Vault-Token", token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := h.vault.Do(req)
-	if err != nil {
-		h.logger.Warn("broker: calling vault", "error", err)
-		return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "Vault cannot be reached; try again shortly"}
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "reading Vault's answer failed; try again shortly"}
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Errors []string `json:"errors"`
+	var status int
+	var data []byte
+	for attempt := 0; ; attempt++ {
+		var errs []string
+		var err error
+		status, data, errs, err = h.vaultOnce(ctx, token, httpMethod, u, raw)
+		if err == nil && status == http.StatusOK {
+			break
 		}
-		_ = json.Unmarshal(data, &e)
-		return refusal(resp.StatusCode, e.Errors)
+		if neverRan(status, errs, err) {
+			if attempt == 0 && sleepCtx(ctx, leaderRetryWait) {
+				continue
+			}
+			h.logger.Warn("broker: vault has no active node", "status", status)
+			return &egress.Error{Status: http.StatusServiceUnavailable, Msg: leaderChangeText}
+		}
+		if errors.Is(err, errUnsendable) {
+			return &egress.Error{Status: http.StatusBadRequest, Permanent: true, Msg: "the path cannot be put into a Vault request"}
+		}
+		if err != nil {
+			h.logger.Warn("broker: calling vault", "error", err)
+			return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "Vault cannot be reached; try again shortly"}
+		}
+		return refusal(status, errs)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return &egress.Error{Status: http.StatusBadGateway, Msg: "Vault's answer could not be read"}
 	}
 	return nil
+}
+
+var errUnsendable = errors.New("the path cannot be put into a Vault request")
+
+// vaultOnce sends one request; errs are Vault's messages of a non-200
+// answer, err a failure to get any answer.
+func (h *brokerHandler) vaultOnce(ctx context.Context, token, httpMethod string, u *url.URL, raw []byte) (int, []byte, []string, error) {
+	var reqBody io.Reader
+	if raw != nil {
+		reqBody = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, httpMethod, h.vaultAddr+u.EscapedPath(), reqBody)
+	if err != nil {
+		return 0, nil, nil, errUnsendable
+	}
+	req.Header.Set("X-Vault-Token", token)
+	if raw != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := h.vault.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	var e struct {
+		Errors []string `json:"errors"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		_ = json.Unmarshal(data, &e)
+	}
+	return resp.StatusCode, data, e.Errors, nil
 }
 
 func denied(call *edgeCall, method string) *egress.Error {

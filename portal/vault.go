@@ -25,9 +25,12 @@ func newVaultBase(addr string) (*api.Client, error) {
 		return nil, fmt.Errorf("portal: vault client: %w", cfg.Error)
 	}
 	cfg.Address = addr
-	// No retries: a person can retry, and a retried write could start a
-	// second OAuth connect.
-	cfg.MaxRetries = 0
+	// One retry, and only of a request Vault proves it never ran (a
+	// leader change, leader.go): a retried write that had run could start
+	// a second OAuth connect.
+	cfg.MaxRetries = 1
+	cfg.CheckRetry = retryNeverRan
+	cfg.MinRetryWait, cfg.MaxRetryWait = leaderRetryWait, leaderRetryWait
 	cfg.Timeout = 30 * time.Second
 	c, err := api.NewClient(cfg)
 	if err != nil {
@@ -58,6 +61,12 @@ func (s *Server) vaultFor(token string) (*vault, error) {
 // engine's checks and never hold a secret, so people see them as they are.
 func vaultError(err error) (int, string) {
 	var re *api.ResponseError
+	if errors.As(err, &re) && neverRan(re.StatusCode, re.Errors, nil) {
+		return http.StatusServiceUnavailable, leaderChangeText + "."
+	}
+	if !errors.As(err, &re) && neverRan(0, nil, err) {
+		return http.StatusServiceUnavailable, "Vault cannot be reached; try again shortly."
+	}
 	if errors.As(err, &re) {
 		msg := strings.Join(re.Errors, "; ")
 		switch re.StatusCode {
