@@ -228,6 +228,9 @@ func (h *brokerHandler) vaultDo(ctx context.Context, token, httpMethod string, u
 				continue
 			}
 			h.logger.Warn("broker: vault has no active node", "status", status)
+			if err != nil {
+				return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "Vault cannot be reached; try again shortly"}
+			}
 			return &egress.Error{Status: http.StatusServiceUnavailable, Msg: leaderChangeText}
 		}
 		if errors.Is(err, errUnsendable) {
