@@ -13,7 +13,7 @@ LDFLAGS := -s -w -X github.com/clankteam/credentials/plugin.Version=$(VERSION)
 RACE_PLUGIN := $(BIN)/race/$(PLUGIN)
 GOSRC := plugin portal cmd testing
 
-.PHONY: all run test vault plugin portal fmt lint vet unit bench bench-peer clean chromium npm-assets logos
+.PHONY: test-faults all run test vault plugin portal fmt lint vet unit bench bench-peer clean chromium npm-assets logos
 
 all: vault plugin portal
 
@@ -30,6 +30,14 @@ test: vault vet chromium npm-assets
 		$(GO) test -race -count=1 -timeout 20m ./...
 	@if [ "$$SKIP_BROWSER_TESTS" = "1" ]; then \
 		echo "!!! SKIP_BROWSER_TESTS=1: the browser tests (testing/browser) were SKIPPED: nothing checked the portal in a browser"; fi
+
+## test-faults: the fault suite (testing/faults) on a three-node Raft
+## cluster: leader killed and frozen, plugin killed, cluster restarted,
+## plugin upgraded, while agents call the broker; about 90 s
+test-faults: vault
+	$(GO) build -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
+	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) CREDENTIALS_FAULTS=1 \
+		$(GO) test -race -count=1 -timeout 15m -v -run TestFaults ./testing/faults
 
 ## vault: the real HashiCorp Vault, built from its Go module (testing/vault).
 ## Rebuilt only when that module changes; a cold build takes ~10 minutes.

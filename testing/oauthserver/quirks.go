@@ -152,6 +152,11 @@ func (s *Server) writeTokenSuccess(w http.ResponseWriter, r *http.Request, ar fo
 func (s *Server) writeTokenError(w http.ResponseWriter, r *http.Request, ar fosite.AccessRequester, grant string, q Quirks, err error) {
 	rfc := fosite.ErrorToRFC6749Error(err)
 	s.logf("oauthserver: token grant=%s error=%s", grant, rfc.ErrorField)
+	if grant == GrantRefreshToken && rfc.ErrorField == "invalid_grant" {
+		s.mu.Lock()
+		s.refreshRefusals++
+		s.mu.Unlock()
+	}
 	status := rfc.CodeField
 	if q.ErrorsWithHTTP200 {
 		status = http.StatusOK

@@ -105,17 +105,20 @@ type Server struct {
 	// provider's transactional store.
 	flowMu sync.Mutex
 
-	mu           sync.Mutex // guards everything below
-	quirks       Quirks
-	failLeft     int
-	autoApprove  bool
-	tokenCalls   int
-	grantCalls   map[string]int
-	revokeCalls  int
-	saKeys       map[string][]*rsa.PublicKey
-	jwtGrants    []JWTBearerGrant
-	closeOnce    sync.Once
-	serveStopped chan struct{}
+	mu          sync.Mutex // guards everything below
+	quirks      Quirks
+	failLeft    int
+	autoApprove bool
+	tokenCalls  int
+	grantCalls  map[string]int
+	revokeCalls int
+	// refreshRefusals counts refresh_token grants refused with
+	// invalid_grant: a spent (reused) or revoked refresh token.
+	refreshRefusals int
+	saKeys          map[string][]*rsa.PublicKey
+	jwtGrants       []JWTBearerGrant
+	closeOnce       sync.Once
+	serveStopped    chan struct{}
 }
 
 // New starts a server listening on opts.Addr (default 127.0.0.1, random port).
@@ -360,6 +363,15 @@ func (s *Server) TokenCallsFor(grantType string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.grantCalls[grantType]
+}
+
+// RefreshRefusals is the number of refresh_token grants refused with
+// invalid_grant: each is a refresh token used after it was spent or
+// revoked, which with rotation means a grant lost.
+func (s *Server) RefreshRefusals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshRefusals
 }
 
 // RevokeCalls is the number of requests to any revocation endpoint
