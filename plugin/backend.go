@@ -79,6 +79,8 @@ type backend struct {
 	// nodeID tells this backend instance's refresh records from other
 	// nodes' (and from an earlier process's).
 	nodeID string
+	// metrics are the mount's health series (path_metrics.go).
+	metrics *engineMetrics
 
 	// oauth is the OAuth lifecycle's in-memory state: shared refreshes,
 	// grants awaiting storage, the refresh schedule's cache.
@@ -122,6 +124,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathProxy(b),
 			pathMail(b),
 			pathRefreshFailing(b),
+			pathMetrics(b),
 		),
 		Invalidate:     b.invalidate,
 		Clean:          b.cleanup,
@@ -129,6 +132,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		RunningVersion: Version,
 	}
 	documentFields(b.Backend.Paths)
+	b.metrics = newEngineMetrics(b)
 	return b
 }
 

@@ -99,6 +99,12 @@ func (t *lastUseTracker) restore(name string, u lastUse) {
 	t.pending[name] = cur
 }
 
+func (t *lastUseTracker) pendingCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending)
+}
+
 func (t *lastUseTracker) forget(name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -118,8 +118,10 @@ func (b *backend) pathMailWrite(ctx context.Context, req *logical.Request, d *fr
 	defer cancel()
 	receipt, err := mailsubmit.Submit(callCtx, b.egress.guard.DialContext, b.smtpServerOf(c), smtpLoginOf(c), prepared)
 	if err != nil {
+		b.metrics.call("mail", 0)
 		return brokerResult(mailFailure(c, err, cfg.MailTimeout))
 	}
+	b.metrics.call("mail", http.StatusOK)
 	b.lastUse.record(name, b.callerOf(req), b.now().UTC())
 	b.logger.Info("mail sent", "name", name, "recipients", receipt.Recipients)
 	return &logical.Response{Data: map[string]interface{}{

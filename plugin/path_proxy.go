@@ -242,8 +242,10 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 		method: method, path: path, header: header, body: body, maxAnswer: vaultPathMaxAnswer,
 	})
 	if err != nil {
+		b.metrics.call("vault", 0)
 		return brokerResult(err)
 	}
+	b.metrics.call("vault", out.status)
 	b.lastUse.record(name, b.callerOf(req), b.now().UTC())
 
 	data := map[string]interface{}{
@@ -297,6 +299,7 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 		return nil, err
 	}
 	b.lastUse.record(c.Name, b.callerOf(req), b.now().UTC())
+	b.metrics.brokerCalls.WithLabelValues("edge", "issued").Inc()
 	return &logical.Response{Data: map[string]interface{}{
 		egress.FieldSealed:  sealed,
 		egress.FieldEdgeKey: keyID,

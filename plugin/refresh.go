@@ -181,6 +181,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		return current
 	}
 	if b.inFlightElsewhere(rec, g, now) {
+		b.metrics.refresh(mode, "deferred")
 		if current.token == "" {
 			current.err = fmt.Errorf("credential %s: another Vault node started refreshing it at %s and may still store the answer; try again in a moment", name, formatTime(rec.StartedAt))
 		}
@@ -190,6 +191,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		// Not asking the provider is what keeps the grant: this node
 		// could not store a rotated refresh token.
 		b.logger.Warn("not refreshing: this node cannot write its storage", "name", name, "error", err)
+		b.metrics.refresh(mode, "fenced")
 		if current.token == "" {
 			current.err = fmt.Errorf("credential %s was not refreshed: this Vault node cannot write its storage (%w), so the provider was not asked", name, err)
 		}
@@ -198,6 +200,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 
 	tok, perr := b.requestRefresh(ctx, svc, app, g)
 	if perr != nil {
+		b.metrics.refresh(mode, failureOutcome(perr.Kind))
 		if mode == refreshRecovery {
 			perr = recoveryFailure(perr)
 		}
@@ -225,8 +228,20 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 		return refreshResult{err: fmt.Errorf("credential %s was refreshed at the provider, but storing the new grant failed (it is held in memory and stored on the next attempt): %w", name, err)}
 	}
 	b.clearRefreshRecord(ctx, s, name)
+	b.metrics.refresh(mode, "ok")
 	b.logger.Info("grant refreshed", "name", name, "service", c.Service, "mode", mode.String(), "expires_in", int64(ng.Expiry.Sub(now).Seconds()))
 	return refreshResult{token: ng.AccessToken, expiry: ng.Expiry}
+}
+
+// failureOutcome is a failed refresh's metrics label.
+func failureOutcome(k provider.Kind) string {
+	switch k {
+	case provider.GrantDead:
+		return "grant_dead"
+	case provider.Refused:
+		return "refused"
+	}
+	return "transient"
 }
 
 // storeHeldGrant stores a grant held in memory after a failed save, if it

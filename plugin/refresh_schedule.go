@@ -253,6 +253,7 @@ func (b *backend) refreshDue(ctx context.Context, s logical.Storage) error {
 	}
 	now := b.now()
 	if next.IsZero() || next.After(now) {
+		b.metrics.tick(0, time.Time{}, now)
 		return nil
 	}
 
@@ -260,6 +261,7 @@ func (b *backend) refreshDue(ctx context.Context, s logical.Storage) error {
 	if err != nil {
 		return err
 	}
+	b.metrics.tick(len(jobs), next, now)
 	b.runDue(ctx, s, jobs)
 
 	// Recompute the bound from what is left. Filing takes mu only after

@@ -105,11 +105,13 @@ var docExamples = map[string]docExample{
 	"vault write orgs/acme/services/billing-v2 types=api_key base_urls=https://billing.internal.example verify=@verify.json":                                                                                {},
 	`vault write orgs/acme/services/keycloak types=oauth2 base_urls=https://id.example oauth='{"discovery_url": "https://id.example/realms/acme/.well-known/openid-configuration"}'`:                        {fails: true, want: []string{"discovery: cannot resolve id.example"}},
 	"vault write orgs/acme/creds/stripe-live type=api_key service=stripe api_key=sk_live_...":                                                                                                               {},
-	"vault delete orgs/acme/creds/stripe-live":                                              {},
-	"vault write orgs/acme/creds/gmail/callback code=... state=...":                         {fails: true, want: []string{"state"}},
-	"vault read orgs/acme/proxy/stripe-live":                                                {want: []string{"api.stripe.com"}, token: "agent", before: []string{stripeLive}},
-	"vault write orgs/acme/proxy/stripe-live method=GET path=/v1/balance":                   {fails: true, want: []string{"cannot resolve api.stripe.com"}},
-	"vault write -field=body_text orgs/acme/proxy/stripe-live/GET/v1/charges query=limit=3": {fails: true, want: []string{"cannot resolve api.stripe.com"}},
+	"vault delete orgs/acme/creds/stripe-live":                                                      {},
+	"vault write orgs/acme/creds/gmail/callback code=... state=...":                                 {fails: true, want: []string{"state"}},
+	"vault read orgs/acme/proxy/stripe-live":                                                        {want: []string{"api.stripe.com"}, token: "agent", before: []string{stripeLive}},
+	"vault write orgs/acme/proxy/stripe-live method=GET path=/v1/balance":                           {fails: true, want: []string{"cannot resolve api.stripe.com"}},
+	"vault write -field=body_text orgs/acme/proxy/stripe-live/GET/v1/charges query=limit=3":         {fails: true, want: []string{"cannot resolve api.stripe.com"}},
+	"vault read orgs/acme/metrics":                                                                  {want: []string{"credentials_broker_calls_total{outcome=failed,path=vault}"}},
+	`curl -s -H "X-Vault-Token: $VAULT_TOKEN" "$VAULT_ADDR/v1/orgs/acme/metrics?format=prometheus"`: {want: []string{"# TYPE credentials_refresh_due_backlog gauge"}},
 	"vault write orgs/acme/proxy/anthropic method=POST path=/v1/messages headers=Content-Type:application/json body=$(base64 -w0 request.json)": {
 		fails: true, want: []string{"api.anthropic.com"},
 		before: []string{"vault write orgs/acme/creds/anthropic type=api_key service=anthropic api_key=sk_live_…"},
@@ -209,7 +211,7 @@ func normalizeCommand(cmd string) string {
 func pathHelpCommands(t *testing.T, org, token string) []string {
 	paths := []string{"config", "services", "services/x", "apps/x", "creds", "creds/x", "creds/x/verify",
 		"creds/x/connect", "creds/x/callback", "creds/x/disconnect", "creds/x/refresh",
-		"proxy/x", "proxy/x/GET/v1", "mail/x", "refresh-failing"}
+		"proxy/x", "proxy/x/GET/v1", "mail/x", "refresh-failing", "metrics"}
 	var cmds []string
 	seen := map[string]bool{}
 	for _, p := range paths {

@@ -17,8 +17,8 @@ type engineCall struct {
 	data   map[string]interface{}
 }
 
-// enginePaths is every operation of every path the engine serves (DESIGN.md's
-// table), destructive ones last. The canary and isolation tests walk all of
+// enginePaths is every operation of every path the engine serves (the
+// README's), destructive ones last. The canary and isolation tests walk all of
 // it, so a new path belongs here.
 var enginePaths = []engineCall{
 	{"GET", "config", nil},
@@ -44,6 +44,7 @@ var enginePaths = []engineCall{
 	{"GET", "mail/{cred}", nil},
 	{"PUT", "mail/{cred}", map[string]interface{}{"from": "ops@acme.example", "to": "a@acme.example", "text": "t"}},
 	{"PUT", "refresh-failing", nil},
+	{"GET", "metrics", nil},
 	{"PUT", "creds/{cred}/disconnect", nil},
 	{"DELETE", "services/custom-api", nil},
 	{"DELETE", "creds/{cred}", nil},
