@@ -347,10 +347,16 @@ func (n *Node) PluginPids() []int {
 	if pid == 0 {
 		return nil
 	}
-	entries, _ := os.ReadDir("/proc")
+	return childrenOf(pid, PluginBinaryName)
+}
+
+// childrenOf lists the processes whose parent is ppid and whose command
+// name starts like name (the kernel keeps 15 characters).
+func childrenOf(ppid int, name string) []int {
 	var out []int
+	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
@@ -360,13 +366,17 @@ func (n *Node) PluginPids() []int {
 		}
 		// pid (comm) state ppid ...
 		s := string(stat)
-		end := strings.LastIndexByte(s, ')')
-		if end < 0 || !strings.Contains(s[:end], "vault-plugin") {
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open {
 			continue
 		}
-		fields := strings.Fields(s[end+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			out = append(out, child)
+		comm := s[open+1 : closing]
+		fields := strings.Fields(s[closing+1:])
+		if len(fields) < 2 {
+			continue
+		}
+		if parent, _ := strconv.Atoi(fields[1]); parent == ppid && strings.HasPrefix(name, comm) {
+			out = append(out, pid)
 		}
 	}
 	return out

@@ -124,38 +124,6 @@ func TestPluginExitsWhenVaultIsKilled(t *testing.T) {
 	}
 }
 
-// childrenOf lists the processes whose parent is ppid and whose command
-// name starts like name (the kernel keeps 15 characters).
-func childrenOf(ppid int, name string) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		s := string(stat)
-		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || closing < open {
-			continue
-		}
-		comm := s[open+1 : closing]
-		fields := strings.Fields(s[closing+1:])
-		if len(fields) < 2 {
-			continue
-		}
-		if parent, _ := strconv.Atoi(fields[1]); parent == ppid && strings.HasPrefix(name, comm) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // alive says whether pid runs (a zombie counts as gone).
 func alive(pid int) bool {
 	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
