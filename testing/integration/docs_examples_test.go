@@ -277,8 +277,10 @@ func TestDocumentedExamples(t *testing.T) {
 	// the README's made.
 	org := newOrg(t, "docs")
 	admin := tokenFor(t, org, provision.RoleAdmin)
-	runDocExamples(t, org, admin, "readme-agent", readmeCommands(t))
-	runDocExamples(t, org, admin, "help-agent", pathHelpCommands(t, org, admin))
+	readme, help := readmeCommands(t), pathHelpCommands(t, org, admin)
+	runDocExamples(t, org, admin, "readme-agent", readme)
+	runDocExamples(t, org, admin, "help-agent", help)
+	t.Logf("%d README examples and %d path-help examples checked", len(readme), len(help))
 }
 
 // runDocExamples runs cmds in order; an agent named agent is made, given
