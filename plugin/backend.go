@@ -8,6 +8,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -79,6 +80,9 @@ type backend struct {
 	// nodeID tells this backend instance's refresh records from other
 	// nodes' (and from an earlier process's).
 	nodeID string
+	// recoverPending says refresh records may need recovering
+	// (refresh_fence.go); true for a new backend.
+	recoverPending atomic.Bool
 	// metrics are the mount's health series (path_metrics.go).
 	metrics *engineMetrics
 
@@ -131,6 +135,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		PeriodicFunc:   b.periodic,
 		RunningVersion: Version,
 	}
+	b.recoverPending.Store(true)
 	documentFields(b.Backend.Paths)
 	b.metrics = newEngineMetrics(b)
 	return b

@@ -182,6 +182,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 	}
 	if b.inFlightElsewhere(rec, g, now) {
 		b.metrics.refresh(mode, "deferred")
+		b.recoverPending.Store(true)
 		if current.token == "" {
 			current.err = fmt.Errorf("credential %s: another Vault node started refreshing it at %s and may still store the answer; try again in a moment", name, formatTime(rec.StartedAt))
 		}

@@ -67,6 +67,7 @@ func (b *backend) fenceRefresh(ctx context.Context, s logical.Storage, c *creden
 // is no longer the stored one, and recovery just drops it.
 func (b *backend) clearRefreshRecord(ctx context.Context, s logical.Storage, name string) {
 	if err := s.Delete(ctx, refreshRecordPrefix+name); err != nil {
+		b.recoverPending.Store(true)
 		b.logger.Warn("dropping a refresh record", "name", name, "error", err)
 	}
 }
@@ -79,9 +80,18 @@ func (b *backend) inFlightElsewhere(rec *refreshRecord, g *oauthGrant, now time.
 
 // recoverRefreshes handles the refresh records left by refreshes that
 // never completed; the periodic function calls it before due refreshes.
+// Records are left only by an earlier process or another node (a new
+// active node starts the backend afresh), or by this one when a record
+// could not be dropped or was still young: so storage is listed at the
+// first tick and afterwards only when recoverPending says so, and a tick
+// with nothing to do reads nothing.
 func (b *backend) recoverRefreshes(ctx context.Context, s logical.Storage) error {
+	if !b.recoverPending.Swap(false) {
+		return nil
+	}
 	names, err := s.List(ctx, refreshRecordPrefix)
 	if err != nil {
+		b.recoverPending.Store(true)
 		return fmt.Errorf("listing refresh records: %w", err)
 	}
 	for _, name := range names {
@@ -102,11 +112,13 @@ func (b *backend) recoverRefreshes(ctx context.Context, s logical.Storage) error
 			b.clearRefreshRecord(ctx, s, name)
 			continue
 		case b.now().Sub(rec.StartedAt) < refreshFlightTimeout:
+			b.recoverPending.Store(true) // look again once it has aged
 			continue
 		}
 		if _, held := b.oauth.heldFor(name); held {
 			// This node has the answer in memory; storeHeldGrant
 			// stores it on the next attempt.
+			b.recoverPending.Store(true)
 			continue
 		}
 		b.logger.Warn("a refresh never stored its answer; retrying once with the stored refresh token",
