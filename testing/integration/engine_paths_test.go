@@ -17,9 +17,9 @@ type engineCall struct {
 	data   map[string]interface{}
 }
 
-// enginePaths is every operation of every path the engine serves (the
-// README's), destructive ones last. The canary and isolation tests walk all of
-// it, so a new path belongs here.
+// enginePaths is every operation of every path the engine serves,
+// destructive ones last. The canary and isolation tests walk all of it, so
+// a new path belongs here.
 var enginePaths = []engineCall{
 	{"GET", "config", nil},
 	{"PUT", "config", map[string]interface{}{"warn_before": "168h"}},
