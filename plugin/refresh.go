@@ -177,7 +177,11 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name str
 
 	rec, err := getRefreshRecord(ctx, s, name)
 	if err != nil {
-		current.err = err
+		// Not knowing whether another node is refreshing, do not; a
+		// token that still works is still handed out.
+		if current.token == "" {
+			current.err = err
+		}
 		return current
 	}
 	if b.inFlightElsewhere(rec, g, now) {
