@@ -33,7 +33,7 @@ test: vault vet chromium npm-assets
 
 ## test-faults: the fault suite (testing/faults) on a three-node Raft
 ## cluster: leader killed and frozen, plugin killed, cluster restarted,
-## plugin upgraded, while agents call the broker; about 90 s
+## plugin upgraded, while agents call the broker; under 2 minutes
 test-faults: vault
 	$(GO) build -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
 	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) CREDENTIALS_FAULTS=1 \
