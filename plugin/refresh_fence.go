@@ -96,14 +96,19 @@ func (b *backend) recoverRefreshes(ctx context.Context, s logical.Storage) error
 	}
 	for _, name := range names {
 		if ctx.Err() != nil {
+			b.recoverPending.Store(true) // the rest at the next tick
 			return ctx.Err()
 		}
 		rec, err := getRefreshRecord(ctx, s, name)
 		if err != nil || rec == nil {
+			if err != nil {
+				b.recoverPending.Store(true)
+			}
 			continue
 		}
 		c, err := getCredential(ctx, s, name)
 		if err != nil {
+			b.recoverPending.Store(true)
 			continue
 		}
 		switch {
