@@ -214,13 +214,11 @@ func (h *brokerHandler) vaultDo(ctx context.Context, token, httpMethod string, u
 			return &egress.Error{Status: http.StatusInternalServerError, Msg: "encoding the Vault request failed"}
 		}
 	}
-	var status int
 	var data []byte
 	for attempt := 0; ; attempt++ {
-		var errs []string
-		var err error
-		status, data, errs, err = h.vaultOnce(ctx, token, httpMethod, u, raw)
+		status, answer, errs, err := h.vaultOnce(ctx, token, httpMethod, u, raw)
 		if err == nil && status == http.StatusOK {
+			data = answer
 			break
 		}
 		if neverRan(status, errs, err) {
@@ -236,6 +234,9 @@ func (h *brokerHandler) vaultDo(ctx context.Context, token, httpMethod string, u
 		if errors.Is(err, errUnsendable) {
 			return &egress.Error{Status: http.StatusBadRequest, Permanent: true, Msg: "the path cannot be put into a Vault request"}
 		}
+		if errors.Is(err, errAnswerUnread) {
+			return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "reading Vault's answer failed; try again shortly"}
+		}
 		if err != nil {
 			h.logger.Warn("broker: calling vault", "error", err)
 			return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "Vault cannot be reached; try again shortly"}
@@ -248,7 +249,10 @@ func (h *brokerHandler) vaultDo(ctx context.Context, token, httpMethod string, u
 	return nil
 }
 
-var errUnsendable = errors.New("the path cannot be put into a Vault request")
+var (
+	errUnsendable   = errors.New("the path cannot be put into a Vault request")
+	errAnswerUnread = errors.New("reading Vault's answer failed")
+)
 
 // vaultOnce sends one request; errs are Vault's messages of a non-200
 // answer, err a failure to get any answer.
@@ -272,7 +276,7 @@ func (h *brokerHandler) vaultOnce(ctx context.Context, token, httpMethod string,
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, fmt.Errorf("%w: %v", errAnswerUnread, err)
 	}
 	var e struct {
 		Errors []string `json:"errors"`

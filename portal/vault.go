@@ -61,13 +61,14 @@ func (s *Server) vaultFor(token string) (*vault, error) {
 // engine's checks and never hold a secret, so people see them as they are.
 func vaultError(err error) (int, string) {
 	var re *api.ResponseError
-	if errors.As(err, &re) && neverRan(re.StatusCode, re.Errors, nil) {
+	answered := errors.As(err, &re)
+	switch {
+	case answered && neverRan(re.StatusCode, re.Errors, nil):
 		return http.StatusServiceUnavailable, leaderChangeText + "."
-	}
-	if !errors.As(err, &re) && neverRan(0, nil, err) {
+	case !answered && neverRan(0, nil, err):
 		return http.StatusServiceUnavailable, "Vault cannot be reached; try again shortly."
 	}
-	if errors.As(err, &re) {
+	if answered {
 		msg := strings.Join(re.Errors, "; ")
 		switch re.StatusCode {
 		case http.StatusBadRequest:
