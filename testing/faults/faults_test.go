@@ -197,10 +197,11 @@ func newSuite(t *testing.T) *suite {
 		t.Fatal(err)
 	}
 	mount := "orgs/" + org
-	writes := []struct {
+	type write struct {
 		path string
 		data map[string]any
-	}{
+	}
+	writes := []write{
 		{mount + "/config", map[string]any{"redirect_url": "https://portal.example/oauth/callback"}},
 		{mount + "/services/local", map[string]any{"types": "api_key,password,file", "base_urls": up.URL}},
 		{mount + "/services/idp", map[string]any{"types": "oauth2", "base_urls": up.URL, "oauth": map[string]any{
@@ -209,22 +210,13 @@ func newSuite(t *testing.T) *suite {
 		{mount + "/apps/idp-app", map[string]any{"service": "idp", "client_id": clientID, "client_secret": clientSec}},
 	}
 	for i := range apiKeys {
-		writes = append(writes, struct {
-			path string
-			data map[string]any
-		}{fmt.Sprintf("%s/creds/key-%02d", mount, i), map[string]any{"type": "api_key", "service": "local", "api_key": fmt.Sprintf("sk_test_faults_%04d", i)}})
+		writes = append(writes, write{fmt.Sprintf("%s/creds/key-%02d", mount, i), map[string]any{"type": "api_key", "service": "local", "api_key": fmt.Sprintf("sk_test_faults_%04d", i)}})
 	}
 	for i := range passwords {
-		writes = append(writes, struct {
-			path string
-			data map[string]any
-		}{fmt.Sprintf("%s/creds/login-%02d", mount, i), map[string]any{"type": "password", "service": "local", "username": "u", "password": fmt.Sprintf("pw-faults-%04d", i)}})
+		writes = append(writes, write{fmt.Sprintf("%s/creds/login-%02d", mount, i), map[string]any{"type": "password", "service": "local", "username": "u", "password": fmt.Sprintf("pw-faults-%04d", i)}})
 	}
 	for i := range files {
-		writes = append(writes, struct {
-			path string
-			data map[string]any
-		}{fmt.Sprintf("%s/creds/file-%02d", mount, i), map[string]any{"type": "file", "service": "local", "file": "ZmF1bHRzLWZpbGU=", "filename": "f.txt"}})
+		writes = append(writes, write{fmt.Sprintf("%s/creds/file-%02d", mount, i), map[string]any{"type": "file", "service": "local", "file": "ZmF1bHRzLWZpbGU=", "filename": "f.txt"}})
 	}
 	for _, w := range writes {
 		if _, err := root.Logical().WriteWithContext(ctx, w.path, w.data); err != nil {
