@@ -11,7 +11,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 )
 
 // brokerRequest is one call an agent (or verify) asks the broker to make.

@@ -5,7 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 	"net/http"
 	"time"
 

@@ -11,7 +11,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 	"github.com/clankteam/credentials/plugin/provider"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 	"github.com/clankteam/credentials/testing/smtpserver"
 	"github.com/clankteam/credentials/testing/tlsca"
 )

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 )
 
 // edgeReuse is how long the edge may hold a sealed injection (as

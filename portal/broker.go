@@ -18,7 +18,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 )
 
 // The edge: /broker/{org}/{cred}/{path...} takes any method and answers

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 )
 
 // Authorization at the edge. Vault decides every call with the agent's own

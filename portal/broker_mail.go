@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 )
 
 // Mail at the edge: POST /broker/<org>/<cred>/send with a JSON message

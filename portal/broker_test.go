@@ -3,7 +3,7 @@ package portal
 import (
 	"encoding/base64"
 	"encoding/json"
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 	"io"
 	"log/slog"
 	"net/http"

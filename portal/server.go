@@ -13,7 +13,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 	"github.com/clankteam/credentials/portal/provision"
 	"log/slog"
 	"net"

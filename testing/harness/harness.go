@@ -31,7 +31,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/clankteam/credentials/plugin/egress"
+	"github.com/clankteam/credentials/internal/egress"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/tlsca"
 )

@@ -11,7 +11,7 @@ import (
 )
 
 // The parsing of what callers send: path, query and headers, and the
-// scrubber. Run one with `go test ./plugin/egress -run '^$' -fuzz
+// scrubber. Run one with `go test ./internal/egress -run '^$' -fuzz
 // FuzzBrokerTarget`; the seed corpus is in testdata/fuzz.
 
 const (
