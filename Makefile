@@ -11,7 +11,11 @@ LDFLAGS := -s -w -X github.com/clankteam/credentials/plugin.Version=$(VERSION)
 # The race-enabled engine the integration tests register in Vault, so races
 # inside the plugin process fail the tests too.
 RACE_PLUGIN := $(BIN)/race/$(PLUGIN)
-GOSRC := plugin portal cmd testing
+GOSRC := internal plugin portal cmd testing
+
+# staticcheck, pinned: make lint installs this version into bin/ once.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(BIN)/staticcheck
 
 .PHONY: test-faults all run test vault plugin portal fmt lint vet unit bench bench-peer clean chromium npm-assets logos
 
@@ -24,7 +28,7 @@ run: vault plugin portal
 
 ## test: vet, unit and integration tests against the real Vault, and the
 ## browser tests in headless Chromium, with -race
-test: vault vet chromium npm-assets
+test: vault lint chromium npm-assets
 	$(GO) build -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
 	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) \
 		$(GO) test -race -count=1 -timeout 20m ./...
@@ -80,7 +84,12 @@ vet:
 fmt:
 	gofmt -w $(GOSRC)
 
-lint: vet
+## lint: gofmt, go vet and staticcheck (built from its Go module, cached in bin/)
+lint: vet $(STATICCHECK)
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 unit:
 	$(GO) test -race -short ./plugin/... ./portal/...

@@ -228,18 +228,6 @@ func (x *credIndex) change(ctx context.Context, s logical.Storage, name string, 
 	return x.writeShard(ctx, s, i)
 }
 
-// get returns name's line.
-func (x *credIndex) get(ctx context.Context, s logical.Storage, name string) (credSummary, bool, error) {
-	if err := x.ensureLoaded(ctx, s); err != nil {
-		return credSummary{}, false, err
-	}
-	sh := &x.shards[shardOf(name)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	sum, ok := sh.entries[name]
-	return sum, ok, nil
-}
-
 // lines returns every credential's line sorted by name. The slice is shared
 // between callers and must not be modified.
 func (x *credIndex) lines(ctx context.Context, s logical.Storage) ([]indexLine, error) {

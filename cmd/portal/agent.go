@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -94,7 +93,7 @@ prints a fresh one for clients that run a header helper.
 		}
 		return tw.Flush()
 	}
-	return errors.New("usage: portal agent create|delete|list -org <org> ...")
+	return usageError("usage: portal agent create|delete|list -org <org> ...")
 }
 
 func orAny(vs []string) string {

@@ -69,7 +69,7 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	hardening.DisableCoreDumps()
 	if len(args) == 0 {
-		return errors.New(usage)
+		return usageError(usage)
 	}
 	switch {
 	case args[0] == "serve":
@@ -244,3 +244,9 @@ func personCreate(ctx context.Context, args []string, stdin io.Reader, stdout io
 	fmt.Fprintf(stdout, "person %s can sign in to org %s as %s\n", fs.Arg(0), *org, *role)
 	return nil
 }
+
+// usageError is a command's usage text, which is printed as it is written
+// (several lines, ending in a newline) rather than as an error message.
+type usageError string
+
+func (u usageError) Error() string { return string(u) }

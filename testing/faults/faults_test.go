@@ -487,7 +487,7 @@ func (s *suite) upgrade(ctx context.Context) error {
 		return err
 	}
 	c := active.Client(s.c.RootToken)
-	if err := c.Sys().TuneMountWithContext(ctx, "orgs/"+org, api.MountConfigInput{PluginVersion: "v0.2.0"}); err != nil {
+	if err := c.Sys().TuneMountAllowNilWithContext(ctx, "orgs/"+org, api.TuneMountConfigInput{PluginVersion: new("v0.2.0")}); err != nil {
 		return fmt.Errorf("tuning the mount: %w", err)
 	}
 	if _, err := c.Sys().ReloadPluginWithContext(ctx, &api.ReloadPluginInput{Mounts: []string{"orgs/" + org}}); err != nil {
