@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // Agents and re-created credentials. An agent's Vault policy names the
@@ -17,12 +19,6 @@ import (
 // in its metadata, the ID each credential had when the agent was given it
 // (credential_ids: "name:id,..."; "-" for a name that did not exist then),
 // and the broker refuses a credential whose ID is not the recorded one.
-
-// Entity metadata keys written by the portal's agent provisioning.
-const (
-	agentMetadataKey    = "agent"
-	agentCredentialsKey = "credential_ids"
-)
 
 func newCredentialID() string {
 	b := make([]byte, 8)
@@ -44,10 +40,10 @@ func (b *backend) checkAgentGrant(req *logical.Request, c *credential) error {
 	if err != nil {
 		return fmt.Errorf("looking up the caller's entity: %w", err)
 	}
-	if ent == nil || ent.Metadata[agentMetadataKey] == "" {
+	if ent == nil || ent.Metadata[contract.MetaAgent] == "" {
 		return nil
 	}
-	grants, ok := ent.Metadata[agentCredentialsKey]
+	grants, ok := ent.Metadata[contract.MetaCredentialIDs]
 	if !ok {
 		return nil
 	}
@@ -63,7 +59,7 @@ func (b *backend) checkAgentGrant(req *logical.Request, c *credential) error {
 	}
 	return &brokerError{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf(
 		"credential %s was created after agent %s was given that name: an agent manager gives it to the agent again (delete and create the agent)",
-		c.Name, ent.Metadata[agentMetadataKey])}
+		c.Name, ent.Metadata[contract.MetaAgent])}
 }
 
 // usableCredential reads credential name for a caller about to use or

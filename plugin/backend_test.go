@@ -3,15 +3,16 @@ package credentials
 import (
 	"context"
 	"errors"
-	"github.com/clankteam/credentials/internal/egress"
-	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/consts"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/internal/egress"
 )
 
 // testClock is a settable clock for the backend.

@@ -5,18 +5,17 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/clankteam/credentials/internal/egress"
 	"net/http"
-	"time"
-
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/clankteam/credentials/internal/egress"
 	"github.com/clankteam/credentials/testing/upstream"
 )
 

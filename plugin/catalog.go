@@ -4,13 +4,14 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
 	"github.com/clankteam/credentials/plugin/provider"
 )
@@ -119,15 +120,13 @@ func mustLoadCatalog(raw []byte) map[string]*service {
 	return m
 }
 
-var serviceNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
-
 // takes says whether the service accepts credentials of type t.
 func (s *service) takes(t string) bool { return slices.Contains(s.Types, t) }
 
 // validate checks a service definition; the message names the bad field.
 func (s *service) validate() error {
-	if !serviceNamePattern.MatchString(s.Name) {
-		return fmt.Errorf("service name must be 1-64 lowercase letters, digits, '-', '_' or '.'")
+	if !contract.ValidServiceName(s.Name) {
+		return errors.New(contract.ServiceNameRule)
 	}
 	if len(s.Notes) > 2*maxServiceDescLen || hasControl(s.Notes) {
 		return fmt.Errorf("notes must be at most %d characters without control characters", 2*maxServiceDescLen)

@@ -2,12 +2,13 @@ package credentials
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // Statuses a credential can have; the first three are derived on read from
@@ -25,13 +26,11 @@ const credStoragePrefix = "creds/"
 
 func credStorageKey(name string) string { return credStoragePrefix + name }
 
-// credNamePattern allows names that are safe as one path segment anywhere:
+// validateCredName allows names that are safe as one path segment anywhere:
 // in Vault paths, portal URLs and storage keys.
-var credNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
-
 func validateCredName(name string) error {
-	if !credNamePattern.MatchString(name) || strings.Trim(name, ".") == "" {
-		return fmt.Errorf("credential name must be 1-128 lowercase letters, digits, '-', '_' or '.', and not only dots")
+	if !contract.ValidCredName(name) {
+		return errors.New(contract.CredNameRule)
 	}
 	return nil
 }

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/clankteam/credentials/internal/egress"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/internal/egress"
 )
 
 // injectionFor returns how the service wants credentials of type t; a

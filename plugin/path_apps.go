@@ -3,18 +3,16 @@ package credentials
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/plugin/provider"
 )
 
 const appStoragePrefix = "apps/"
-
-var appNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
 
 // oauthApp is an OAuth client registration with a provider.
 type oauthApp struct {
@@ -164,8 +162,8 @@ func (b *backend) pathAppsList(ctx context.Context, req *logical.Request, _ *fra
 
 func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if !appNamePattern.MatchString(name) || strings.Trim(name, ".") == "" {
-		return logical.ErrorResponse("app name must be 1-128 lowercase letters, digits, '-', '_' or '.'"), nil
+	if !contract.ValidCredName(name) {
+		return logical.ErrorResponse(contract.AppNameRule), nil
 	}
 	if msg := unknownFields(req, d); msg != "" {
 		return logical.ErrorResponse(msg), nil

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
 )
 
@@ -81,7 +82,7 @@ func pathProxy(b *backend) []*framework.Path {
 		}
 		return out
 	}
-	methods := strings.Join(egress.Methods, "|")
+	methods := strings.Join(contract.Methods, "|")
 	return []*framework.Path{
 		// Most specific first: the form with method and path in the Vault
 		// path, then the one with them in the body.
@@ -94,7 +95,7 @@ func pathProxy(b *backend) []*framework.Path {
 			},
 			Fields: withFields(map[string]*framework.FieldSchema{
 				"name":   {Type: framework.TypeString, Description: "The credential to call the service with. Example: vault write orgs/acme/proxy/stripe-live/GET/v1/balance (the name is in the path)", Required: true},
-				"method": {Type: framework.TypeString, Description: "HTTP method, in the path: " + strings.Join(egress.Methods, ", ") + ". Example: vault write orgs/acme/proxy/stripe-live/POST/v1/customers"},
+				"method": {Type: framework.TypeString, Description: "HTTP method, in the path: " + strings.Join(contract.Methods, ", ") + ". Example: vault write orgs/acme/proxy/stripe-live/POST/v1/customers"},
 				"path":   {Type: framework.TypeString, Description: "The service's path, in the Vault path after the method (/v1/balance), relative to the service's first base URL. Agents' rules are Vault ACL paths over it. Example: vault write orgs/acme/proxy/stripe-live/GET/v1/charges"},
 				"query":  {Type: framework.TypeString, Description: "The query string, without '?' (limit=3&starting_after=x). Never matched by agents' rules. Example: query='limit=3&starting_after=ch_1'"},
 			}),
@@ -123,7 +124,7 @@ func pathProxy(b *backend) []*framework.Path {
 					Type:          framework.TypeString,
 					Description:   "HTTP method, upper case. Example: method=POST",
 					Default:       http.MethodGet,
-					AllowedValues: []interface{}{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"},
+					AllowedValues: allowedMethods(),
 				},
 				"path": {
 					Type:        framework.TypeString,
@@ -154,8 +155,8 @@ func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *f
 		return logical.ErrorResponse(msg), nil
 	}
 	method := d.Get("method").(string)
-	if !egress.ValidMethod(method) {
-		return logical.ErrorResponse("method must be one of %s in upper case", strings.Join(egress.Methods, ", ")), nil
+	if !contract.ValidMethod(method) {
+		return logical.ErrorResponse("method must be one of %s in upper case", strings.Join(contract.Methods, ", ")), nil
 	}
 	return b.proxy(ctx, req, d, method, d.Get("path").(string))
 }
@@ -408,3 +409,12 @@ and the caller (Vault entity).
   vault write orgs/acme/proxy/anthropic method=POST path=/v1/messages \
       headers=Content-Type:application/json body=$(base64 -w0 request.json)
 `
+
+// allowedMethods is contract.Methods as a schema's allowed values.
+func allowedMethods() []interface{} {
+	out := make([]interface{}, len(contract.Methods))
+	for i, m := range contract.Methods {
+		out[i] = m
+	}
+	return out
+}

@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/clankteam/credentials/internal/egress"
 	"strings"
 	"testing"
+
+	"github.com/clankteam/credentials/internal/egress"
 
 	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/logical"

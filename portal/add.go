@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 const (
@@ -52,7 +54,7 @@ type serviceDetail struct {
 }
 
 func (v *vault) service(ctx context.Context, org, name string) (*serviceDetail, error) {
-	d, err := v.read(ctx, mountPath(org)+"/services/"+name)
+	d, err := v.read(ctx, contract.Mount(org)+"/services/"+name)
 	if err != nil || d == nil {
 		return nil, err
 	}
@@ -165,7 +167,7 @@ func (s *Server) handleAdd(w http.ResponseWriter, r *http.Request, p *person) {
 	name := strings.TrimSpace(r.PostForm.Get("name"))
 	form.Values = formValues(r)
 	data, msg := credFormData(r, form.Type, false)
-	if msg == "" && !validName(name) {
+	if msg == "" && !contract.ValidCredName(name) {
 		msg = "The name must be 1-128 lowercase letters, digits, '-', '_' or '.'."
 	}
 	if msg == "" {

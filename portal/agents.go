@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 )
 
@@ -111,7 +112,7 @@ func agentSpecFrom(r *http.Request) (provision.AgentSpec, string) {
 		return spec, "Choose at least one credential the agent may use."
 	}
 	for _, c := range spec.Creds {
-		if !validName(c) {
+		if !contract.ValidCredName(c) {
 			return spec, "A chosen credential name is not valid."
 		}
 	}

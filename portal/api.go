@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // maxAPIBody bounds a JSON request body (a 1 MiB file, base64-encoded).
@@ -125,7 +127,7 @@ func (s *Server) apiCreateCred(w http.ResponseWriter, r *http.Request, p *person
 	}
 	defer clear(body)
 	name, _ := body["name"].(string)
-	if !validName(name) {
+	if !contract.ValidCredName(name) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "name must be 1-128 lowercase letters, digits, '-', '_' or '.'"})
 		return
 	}
@@ -241,7 +243,7 @@ func (s *Server) apiServices(w http.ResponseWriter, r *http.Request, p *person) 
 
 func (s *Server) apiService(w http.ResponseWriter, r *http.Request, p *person) {
 	org, _ := orgOf(r)
-	data, err := p.v.read(r.Context(), mountPath(org)+"/services/"+mux.Vars(r)["service"])
+	data, err := p.v.read(r.Context(), contract.Mount(org)+"/services/"+mux.Vars(r)["service"])
 	if err != nil {
 		s.apiFail(w, err)
 		return
@@ -265,7 +267,7 @@ func (s *Server) apiApps(w http.ResponseWriter, r *http.Request, p *person) {
 
 func (s *Server) apiReadApp(w http.ResponseWriter, r *http.Request, p *person) {
 	org, _ := orgOf(r)
-	data, err := p.v.read(r.Context(), mountPath(org)+"/apps/"+mux.Vars(r)["name"])
+	data, err := p.v.read(r.Context(), contract.Mount(org)+"/apps/"+mux.Vars(r)["name"])
 	if err != nil {
 		s.apiFail(w, err)
 		return
@@ -285,7 +287,7 @@ func (s *Server) apiWriteApp(w http.ResponseWriter, r *http.Request, p *person) 
 	}
 	defer clear(body)
 	delete(body, "name")
-	data, err := p.v.write(r.Context(), mountPath(org)+"/apps/"+mux.Vars(r)["name"], body)
+	data, err := p.v.write(r.Context(), contract.Mount(org)+"/apps/"+mux.Vars(r)["name"], body)
 	if err != nil {
 		s.apiFail(w, err)
 		return
@@ -296,7 +298,7 @@ func (s *Server) apiWriteApp(w http.ResponseWriter, r *http.Request, p *person) 
 func (s *Server) apiDeleteApp(w http.ResponseWriter, r *http.Request, p *person) {
 	org, _ := orgOf(r)
 	name := mux.Vars(r)["name"]
-	if _, err := p.v.delete(r.Context(), mountPath(org)+"/apps/"+name); err != nil {
+	if _, err := p.v.delete(r.Context(), contract.Mount(org)+"/apps/"+name); err != nil {
 		s.apiFail(w, err)
 		return
 	}

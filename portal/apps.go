@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // appsPage lists the org's OAuth client registrations and registers new
@@ -45,10 +47,10 @@ func (s *Server) appsPageFor(r *http.Request, p *person) (*appsPage, error) {
 	}
 	page.Values["service"] = r.URL.Query().Get("service")
 	page.RedirectURL = s.callbackURL(r)
-	if cfg, err := p.v.read(ctx, mountPath(org)+"/config"); err == nil && str(cfg["redirect_url"]) != "" {
+	if cfg, err := p.v.read(ctx, contract.Mount(org)+"/config"); err == nil && str(cfg["redirect_url"]) != "" {
 		page.RedirectURL = str(cfg["redirect_url"])
 	}
-	probe := mountPath(org) + "/apps/new-app"
+	probe := contract.Mount(org) + "/apps/new-app"
 	if caps, err := p.v.capabilities(ctx, probe); err == nil {
 		page.CanWrite = can(caps[probe], "create")
 	}
@@ -83,9 +85,9 @@ func (s *Server) handleAddApp(w http.ResponseWriter, r *http.Request, p *person)
 		data["client_secret"] = sec
 	}
 	msg := ""
-	if !validName(name) {
+	if !contract.ValidCredName(name) {
 		msg = "The name must be 1-128 lowercase letters, digits, '-', '_' or '.'."
-	} else if _, err := p.v.write(r.Context(), mountPath(org)+"/apps/"+name, data); err != nil {
+	} else if _, err := p.v.write(r.Context(), contract.Mount(org)+"/apps/"+name, data); err != nil {
 		status, vmsg := vaultError(err)
 		if status != http.StatusBadRequest {
 			clear(data)
@@ -133,7 +135,7 @@ func (s *Server) handleAppConfirmDelete(w http.ResponseWriter, r *http.Request, 
 func (s *Server) handleDeleteApp(w http.ResponseWriter, r *http.Request, p *person) {
 	org, _ := orgOf(r)
 	name := mux.Vars(r)["name"]
-	if _, err := p.v.delete(r.Context(), mountPath(org)+"/apps/"+name); err != nil {
+	if _, err := p.v.delete(r.Context(), contract.Mount(org)+"/apps/"+name); err != nil {
 		if status, msg := vaultError(err); status == http.StatusBadRequest {
 			s.setFlash(w, r, "error", msg)
 			http.Redirect(w, r, "/orgs/"+org+"/apps", http.StatusSeeOther)

@@ -57,14 +57,6 @@ func orgOf(r *http.Request) (string, bool) {
 	return org, provision.ValidateOrgName(org) == nil
 }
 
-// credNamePattern is the engine's rule for credential (and app) names,
-// checked here too so that a name can never bend a Vault path.
-var credNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
-
-func validName(name string) bool {
-	return credNamePattern.MatchString(name) && strings.Trim(name, ".") != ""
-}
-
 // frameFor builds the page frame for org: the person's name and the orgs
 // they can reach (for the switcher). An org they cannot reach is a 404.
 func (s *Server) frameFor(ctx context.Context, p *person, org, title, nav string) (layout, error) {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
 )
 
@@ -34,11 +34,6 @@ import (
 // edgeVaultTimeout bounds one call to Vault for an authorization or an
 // injection; the service call itself is bounded by broker_timeout.
 const edgeVaultTimeout = 30 * time.Second
-
-var (
-	brokerOrgPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	brokerCredPattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
-)
 
 // brokerTokenHeaders are the headers SDKs put their API key in, besides
 // Authorization: an agent's SDK sends its Vault token there.
@@ -111,7 +106,7 @@ type edgeCall struct {
 	tokenHeader   string
 }
 
-func (c *edgeCall) mount() string { return "orgs/" + c.org + "/" }
+func (c *edgeCall) mount() string { return contract.Mount(c.org) + "/" }
 
 // serve handles one call and returns the status sent, for the log.
 func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
@@ -138,8 +133,8 @@ func (h *brokerHandler) parse(r *http.Request) (*edgeCall, *egress.Error) {
 	if !ok {
 		return nil, &egress.Error{Status: http.StatusNotFound, Permanent: true, Msg: "use /broker/<org>/<credential>/<path of the service>"}
 	}
-	if !egress.ValidMethod(r.Method) {
-		return nil, &egress.Error{Status: http.StatusMethodNotAllowed, Permanent: true, Msg: "method must be one of " + strings.Join(egress.Methods, ", ")}
+	if !contract.ValidMethod(r.Method) {
+		return nil, &egress.Error{Status: http.StatusMethodNotAllowed, Permanent: true, Msg: contract.MethodRule()}
 	}
 	if r.Header.Get("Upgrade") != "" {
 		return nil, &egress.Error{Status: http.StatusNotImplemented, Permanent: true,
@@ -371,7 +366,7 @@ func splitBrokerPath(escaped string) (org, cred, rest string, ok bool) {
 	if len(parts) == 3 {
 		rest = "/" + parts[2]
 	}
-	if !brokerOrgPattern.MatchString(org) || !brokerCredPattern.MatchString(cred) || strings.Trim(cred, ".") == "" {
+	if !contract.ValidOrgName(org) || !contract.ValidCredName(cred) {
 		return "", "", "", false
 	}
 	return org, cred, rest, true

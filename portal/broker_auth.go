@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
 )
 
@@ -124,7 +125,7 @@ func (c *sealedCache) drop(key string) {
 func (h *brokerHandler) authorize(ctx context.Context, call *edgeCall, method string) (*egress.EdgeInjection, *egress.Error) {
 	ctx, cancel := context.WithTimeout(ctx, edgeVaultTimeout)
 	defer cancel()
-	path := egress.CallPath(call.mount(), call.cred, method, call.decoded)
+	path := contract.CallPath(call.org, call.cred, method, call.decoded)
 	key := tokenKey(call.token, call.org, call.cred)
 
 	local, cached := h.sealed.get(key, time.Now())

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
 )
 
@@ -24,7 +25,7 @@ const (
 )
 
 // mailPath is the credential's mail path under the org's mount.
-func (c *edgeCall) mailPath() string { return c.mount() + "mail/" + c.cred }
+func (c *edgeCall) mailPath() string { return contract.UsePath(c.org, contract.UseMail, c.cred) }
 
 // isMailCall says whether the call is a message for an SMTP credential:
 // POST /send by a token that may update the credential's mail path (only

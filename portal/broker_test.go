@@ -3,13 +3,14 @@ package portal
 import (
 	"encoding/base64"
 	"encoding/json"
-	"github.com/clankteam/credentials/internal/egress"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/clankteam/credentials/internal/egress"
 )
 
 func TestBrokerTokenFromEachPlace(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 )
 
@@ -305,7 +306,7 @@ func (s *Server) handleCred(w http.ResponseWriter, r *http.Request, p *person) {
 	page := &credPage{layout: l, Cred: credDetailFrom(data)}
 	page.Cred.nameCallers(org)
 	page.Cred.ServiceName = page.Cred.Service
-	if svc, err := p.v.read(ctx, mountPath(org)+"/services/"+page.Cred.Service); err == nil && svc != nil {
+	if svc, err := p.v.read(ctx, contract.Mount(org)+"/services/"+page.Cred.Service); err == nil && svc != nil {
 		if dn := str(svc["display_name"]); dn != "" {
 			page.Cred.ServiceName = dn
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
 )
 
@@ -75,7 +76,7 @@ func newMCPServer(broker *brokerHandler, publicURL func() string, logger *slog.L
 
 func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	org, ok := strings.CutPrefix(r.URL.Path, "/mcp/")
-	if !ok || !brokerOrgPattern.MatchString(org) {
+	if !ok || !contract.ValidOrgName(org) {
 		brokerFail(w, &egress.Error{Status: http.StatusNotFound, Permanent: true, Msg: "use /mcp/<org>"})
 		return
 	}
@@ -215,7 +216,7 @@ func mailToolDescription(c *agentCred) string {
 var httpToolSchema = json.RawMessage(`{
   "type": "object",
   "properties": {
-    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], "default": "GET"},
+    "method": {"type": "string", "enum": ` + methodsJSON() + `, "default": "GET"},
     "path": {"type": "string", "description": "The service's path, relative to its base URL, e.g. /v1/balance; may include ?query."},
     "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Query parameters, added to any in path."},
     "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Request headers; authorization headers are set by the broker and dropped here."},
@@ -300,8 +301,8 @@ func (m *mcpServer) callService(ctx context.Context, call *mcpCall, c *agentCred
 	if in.Method == "" {
 		in.Method = http.MethodGet
 	}
-	if !egress.ValidMethod(in.Method) {
-		return toolError("method must be one of " + strings.Join(egress.Methods, ", "))
+	if !contract.ValidMethod(in.Method) {
+		return toolError(contract.MethodRule())
 	}
 	path, rawQuery, _ := strings.Cut(in.Path, "?")
 	if !strings.HasPrefix(path, "/") {
@@ -464,4 +465,10 @@ func (r *toolRecorder) serve(h http.Handler, req *http.Request) (aborted bool) {
 	}()
 	h.ServeHTTP(r, req)
 	return false
+}
+
+// methodsJSON is contract.Methods as a JSON array, for the tool schema.
+func methodsJSON() string {
+	raw, _ := json.Marshal(contract.Methods)
+	return string(raw)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
 )
 
@@ -175,7 +176,7 @@ func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList,
 // describe reads the credential's description with the agent's token.
 func (m *mcpServer) describe(ctx context.Context, org, token string, c *agentCred) {
 	use, rules := c.Use, c.Rules
-	path := "orgs/" + org + "/" + use + "/" + c.Name
+	path := contract.UsePath(org, use, c.Name)
 	var out struct {
 		Data agentCred `json:"data"`
 	}
@@ -206,13 +207,13 @@ func grantedCreds(org string, exact, glob map[string]aclPermissions) map[string]
 		if !slices.Contains(perms.Capabilities, "update") && !slices.Contains(perms.Capabilities, "root") {
 			return
 		}
-		for _, use := range []string{"proxy", "mail"} {
-			rest, ok := strings.CutPrefix(p, "orgs/"+org+"/"+use+"/")
+		for _, use := range []string{contract.UseProxy, contract.UseMail} {
+			rest, ok := strings.CutPrefix(p, contract.UsePath(org, use, ""))
 			if !ok {
 				continue
 			}
 			cred, rule, _ := strings.Cut(rest, "/")
-			if !brokerCredPattern.MatchString(cred) || strings.Trim(cred, ".") == "" {
+			if !contract.ValidCredName(cred) {
 				return
 			}
 			g := out[cred]
@@ -220,8 +221,8 @@ func grantedCreds(org string, exact, glob map[string]aclPermissions) map[string]
 				g = &grant{use: use}
 				out[cred] = g
 			}
-			if use == "mail" {
-				g.use = "mail"
+			if use == contract.UseMail {
+				g.use = contract.UseMail
 				return
 			}
 			if r := describeRule(rule, isGlob); r != "" {

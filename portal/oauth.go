@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // pendingLife bounds how long a started connect waits for its callback
@@ -26,7 +28,7 @@ type connectPage struct {
 // authOrigin is the OAuth authorization endpoint of a credential's
 // service, so that the page that starts a connect may lead there.
 func (s *Server) authURL(ctx context.Context, p *person, org, service string) string {
-	svc, err := p.v.read(ctx, mountPath(org)+"/services/"+service)
+	svc, err := p.v.read(ctx, contract.Mount(org)+"/services/"+service)
 	if err != nil || svc == nil {
 		return ""
 	}
@@ -122,14 +124,14 @@ func (s *Server) startConnect(w http.ResponseWriter, r *http.Request, p *person,
 // (which needs an admin's token). A URL already set is left alone: it may
 // name the public address of a load balancer in front of this instance.
 func (s *Server) ensureRedirectURL(ctx context.Context, p *person, org string, r *http.Request) error {
-	cfg, err := p.v.read(ctx, mountPath(org)+"/config")
+	cfg, err := p.v.read(ctx, contract.Mount(org)+"/config")
 	if err != nil {
 		return err
 	}
 	if str(cfg["redirect_url"]) != "" {
 		return nil
 	}
-	_, err = p.v.write(ctx, mountPath(org)+"/config", map[string]any{"redirect_url": s.callbackURL(r)})
+	_, err = p.v.write(ctx, contract.Mount(org)+"/config", map[string]any{"redirect_url": s.callbackURL(r)})
 	return err
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/cipher"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/clankteam/credentials/portal/provision"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/clankteam/credentials/portal/provision"
 )
 
 // testServer is a portal whose Vault is a stand-in that only counts the

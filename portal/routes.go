@@ -6,13 +6,16 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // Route patterns for the names in URLs: the same rules as the engine's,
 // so a name can never bend a Vault path.
-const (
-	orgVar  = "{org:[a-z0-9][a-z0-9-]{0,62}}"
-	nameVar = "{name:[a-z0-9_.-]{1,128}}"
+var (
+	orgVar     = contract.OrgVar()
+	nameVar    = contract.CredVar("name")
+	serviceVar = contract.ServiceVar("service")
 )
 
 // routes lists every route the portal serves, so its whole surface is
@@ -46,8 +49,8 @@ func (s *Server) routes() (http.Handler, error) {
 	cred := org + "/creds/" + nameVar
 	app.Handle(org+"/creds", s.signedIn(s.handleCreds)).Methods(http.MethodGet)
 	app.Handle(org+"/add", s.signedIn(s.handleAddPick)).Methods(http.MethodGet)
-	app.Handle(org+"/add/{service:[a-z0-9][a-z0-9_.-]{0,63}}", s.signedIn(s.handleAddForm)).Methods(http.MethodGet)
-	app.Handle(org+"/add/{service:[a-z0-9][a-z0-9_.-]{0,63}}", s.signedIn(s.handleAdd)).Methods(http.MethodPost)
+	app.Handle(org+"/add/"+serviceVar+"", s.signedIn(s.handleAddForm)).Methods(http.MethodGet)
+	app.Handle(org+"/add/"+serviceVar+"", s.signedIn(s.handleAdd)).Methods(http.MethodPost)
 	app.Handle(cred, s.signedIn(s.handleCred)).Methods(http.MethodGet)
 	app.Handle(cred+"/edit", s.signedIn(s.handleEditForm)).Methods(http.MethodGet)
 	app.Handle(cred+"/edit", s.signedIn(s.handleEdit)).Methods(http.MethodPost)
@@ -82,7 +85,7 @@ func (s *Server) routes() (http.Handler, error) {
 	app.Handle(acred, s.apiAuth(s.apiDeleteCred)).Methods(http.MethodDelete)
 	app.Handle(acred+"/{action:connect|disconnect|refresh|verify}", s.apiAuth(s.apiCredAction)).Methods(http.MethodPost)
 	app.Handle(aorg+"/services", s.apiAuth(s.apiServices)).Methods(http.MethodGet)
-	app.Handle(aorg+"/services/{service:[a-z0-9][a-z0-9_.-]{0,63}}", s.apiAuth(s.apiService)).Methods(http.MethodGet)
+	app.Handle(aorg+"/services/"+serviceVar+"", s.apiAuth(s.apiService)).Methods(http.MethodGet)
 	app.Handle(aorg+"/apps", s.apiAuth(s.apiApps)).Methods(http.MethodGet)
 	app.Handle(aorg+"/apps/"+nameVar, s.apiAuth(s.apiReadApp)).Methods(http.MethodGet)
 	app.Handle(aorg+"/apps/"+nameVar, s.apiAuth(s.apiWriteApp)).Methods(http.MethodPut)

@@ -13,8 +13,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/clankteam/credentials/internal/egress"
-	"github.com/clankteam/credentials/portal/provision"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +20,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/clankteam/credentials/internal/egress"
+	"github.com/clankteam/credentials/portal/provision"
 
 	"github.com/gorilla/mux"
 	"github.com/hashicorp/vault/api"

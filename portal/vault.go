@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // pluginType is the engine's type name, as Vault reports it for a mount.
@@ -104,8 +106,7 @@ func (v *vault) orgs(ctx context.Context) ([]string, error) {
 		if typ, _ := info["type"].(string); typ != pluginType {
 			continue
 		}
-		org, ok := strings.CutPrefix(strings.TrimSuffix(path, "/"), "orgs/")
-		if ok && org != "" && !strings.Contains(org, "/") {
+		if org, ok := contract.OrgOfMount(path); ok {
 			out = append(out, org)
 		}
 	}
@@ -141,7 +142,7 @@ func (v *vault) listCreds(ctx context.Context, org string, f credFilter) ([]cred
 	if f.Limit > 0 {
 		q.Set("limit", fmt.Sprint(f.Limit))
 	}
-	sec, err := v.c.Logical().ReadWithDataWithContext(ctx, mountPath(org)+"/creds", q)
+	sec, err := v.c.Logical().ReadWithDataWithContext(ctx, contract.Mount(org)+"/creds", q)
 	if err != nil {
 		return nil, fmt.Errorf("listing credentials of %s: %w", org, err)
 	}
@@ -220,7 +221,7 @@ type serviceInfo struct {
 }
 
 func (v *vault) services(ctx context.Context, org string) ([]serviceInfo, error) {
-	sec, err := v.c.Logical().ListWithContext(ctx, mountPath(org)+"/services")
+	sec, err := v.c.Logical().ListWithContext(ctx, contract.Mount(org)+"/services")
 	if err != nil {
 		return nil, fmt.Errorf("listing services of %s: %w", org, err)
 	}
@@ -250,7 +251,7 @@ type appInfo struct {
 }
 
 func (v *vault) apps(ctx context.Context, org string) ([]appInfo, error) {
-	sec, err := v.c.Logical().ListWithContext(ctx, mountPath(org)+"/apps")
+	sec, err := v.c.Logical().ListWithContext(ctx, contract.Mount(org)+"/apps")
 	if err != nil {
 		return nil, fmt.Errorf("listing apps of %s: %w", org, err)
 	}
@@ -290,9 +291,7 @@ func can(caps []string, op string) bool {
 	return false
 }
 
-func mountPath(org string) string { return "orgs/" + org }
-
-func credPath(org, name string) string { return mountPath(org) + "/creds/" + name }
+func credPath(org, name string) string { return contract.Mount(org) + "/creds/" + name }
 
 func str(v any) string {
 	s, _ := v.(string)

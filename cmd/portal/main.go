@@ -35,6 +35,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/clankteam/credentials/cmd/internal/hardening"
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
@@ -215,7 +216,7 @@ func orgCreate(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "org %s ready: mount %s/, policies %s, %s and %s (agent managers: trusted people only)\n",
-		org, provision.MountPath(org), provision.AdminPolicy(org), provision.MemberPolicy(org), provision.AgentsPolicy(org))
+		org, contract.Mount(org), provision.AdminPolicy(org), provision.MemberPolicy(org), provision.AgentsPolicy(org))
 	return nil
 }
 

@@ -30,23 +30,6 @@ func BadRequest(format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Msg: fmt.Sprintf(format, args...), Permanent: true}
 }
 
-// Methods are the methods a broker sends. TRACE (which echoes the
-// request, credential included) and CONNECT (a tunnel) are left out.
-var Methods = []string{
-	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-	http.MethodPatch, http.MethodDelete, http.MethodOptions,
-}
-
-// ValidMethod says whether m is one of Methods.
-func ValidMethod(m string) bool {
-	for _, x := range Methods {
-		if m == x {
-			return true
-		}
-	}
-	return false
-}
-
 // Service is what the egress needs of a catalog entry: where a credential
 // may be sent.
 type Service struct {

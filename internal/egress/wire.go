@@ -7,21 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
-
-// The Vault path of a call: orgs/<org>/proxy/<cred>/<METHOD><path>. Method
-// and path are in the path itself so that Vault's own ACL decides an
-// agent's rules, segment by segment (an agent allowed GET /v1/balance holds
-// update on orgs/<org>/proxy/<cred>/GET/v1/balance), for the engine's
-// buffered calls and the edge's streamed ones alike.
-
-// CallPath is the Vault path (without /v1/) that authorizes method on the
-// decoded path of cred in mount ("orgs/acme/").
-func CallPath(mount, cred, method, decodedPath string) string {
-	return strings.TrimSuffix(mount, "/") + "/proxy/" + cred + "/" + method + decodedPath
-}
 
 // Fields of a sealed-mode call and its answer.
 const (

@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/vault/api"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // An agent of an org is an AppRole role, orgs-<org>-agent-<name>, whose
@@ -58,14 +60,11 @@ func agentPrefix(org string) string { return "orgs-" + org + "-agent-" }
 // policy and entity names and in URLs.
 var agentNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,47}$`)
 
-// credNamePattern is the engine's rule for credential names.
-var credNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
-
 // pathSegmentPattern is one literal segment of a rule: the characters of
 // a decoded URL path segment that need no quoting in a Vault policy.
 var pathSegmentPattern = regexp.MustCompile(`^[A-Za-z0-9_.~:@!&'(),;=$-]+$`)
 
-var agentMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+var agentMethods = contract.Methods
 
 // AgentSpec says what an agent may do.
 type AgentSpec struct {
@@ -117,7 +116,7 @@ func (s *AgentSpec) validate(org string) error {
 		return fmt.Errorf("%w: name at least one credential the agent may use", ErrBadAgentSpec)
 	}
 	for _, c := range s.Creds {
-		if !credNamePattern.MatchString(c) || strings.Trim(c, ".") == "" {
+		if !contract.ValidCredName(c) {
 			return fmt.Errorf("%w: %q is not a credential name", ErrBadAgentSpec, c)
 		}
 	}
@@ -185,10 +184,10 @@ func agentPolicyHCL(org string, s AgentSpec, current map[string]credInfo) string
 	}
 	for _, c := range slices.Compact(creds) {
 		if current[c].mail() {
-			writePath(MountPath(org)+"/mail/"+c, "read", "update")
+			writePath(contract.UsePath(org, contract.UseMail, c), "read", "update")
 			continue
 		}
-		base := MountPath(org) + "/proxy/" + c
+		base := contract.UsePath(org, contract.UseProxy, c)
 		paths := agentCredPaths(base, s)
 		if !slices.Contains(paths, base) {
 			writePath(base, "read")
@@ -300,7 +299,7 @@ path "sys/auth" {
 path "%[4]s/creds/" {
   capabilities = ["list"]
 }
-`, org, p, approleAccessor, MountPath(org))
+`, org, p, approleAccessor, contract.Mount(org))
 }
 
 // writeAgentsPolicy writes the org's agent-managers policy; approle must be
@@ -394,7 +393,7 @@ func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc 
 	ids := credentialIDs(current, spec.Creds)
 	entPath := "identity/entity/name/" + name
 	if _, err := c.Logical().WriteWithContext(ctx, entPath, map[string]interface{}{
-		"metadata": map[string]string{"org": org, "agent": spec.Name, "credential_ids": ids},
+		"metadata": map[string]string{contract.MetaOrg: org, contract.MetaAgent: spec.Name, contract.MetaCredentialIDs: ids},
 	}); err != nil {
 		return nil, fmt.Errorf("creating entity %s: %w", name, err)
 	}
@@ -451,7 +450,7 @@ func (c credInfo) mail() bool { return c.Type == "password" && c.Service == "smt
 // currentCredentials lists the org's credentials (LIST creds/ key_info,
 // which agent managers may read: names and metadata, no secret).
 func currentCredentials(ctx context.Context, c *api.Client, org string) (map[string]credInfo, error) {
-	s, err := c.Logical().ListWithContext(ctx, MountPath(org)+"/creds")
+	s, err := c.Logical().ListWithContext(ctx, contract.Mount(org)+"/creds")
 	if err != nil {
 		return nil, fmt.Errorf("listing credentials: %w", err)
 	}
@@ -599,7 +598,7 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string, current ma
 		// details rather than fail the list.
 		return a, nil
 	}
-	proxyPrefix, mailPrefix := MountPath(org)+"/proxy/", MountPath(org)+"/mail/"
+	proxyPrefix, mailPrefix := contract.UsePath(org, contract.UseProxy, ""), contract.UsePath(org, contract.UseMail, "")
 	var methods, paths []string
 	for p, r := range rules.Path {
 		if r == nil || !slices.Contains(r.Capabilities, "update") {
@@ -643,7 +642,7 @@ func staleCredentials(ctx context.Context, c *api.Client, entity string, creds [
 		return nil, err
 	}
 	md, _ := ent.Data["metadata"].(map[string]interface{})
-	recorded, _ := md["credential_ids"].(string)
+	recorded, _ := md[contract.MetaCredentialIDs].(string)
 	if recorded == "" {
 		return nil, nil
 	}

@@ -7,36 +7,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // PluginName is the name the engine is registered under in Vault's catalog.
 const PluginName = "credentials"
 
-// orgNamePattern keeps org names usable in mount paths, policy names and
-// URLs alike.
-var orgNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-
 // ErrBadOrgName is returned for an org name that cannot be a mount path.
-var ErrBadOrgName = errors.New("org name must be 1-63 lowercase letters, digits or '-', starting with a letter or digit, without \"-agent-\" or a \"-agent\" ending")
+var ErrBadOrgName = errors.New(contract.OrgNameRule)
 
-// ValidateOrgName says whether name can name an org. Names containing
-// "-agent-" or ending in "-agent" are refused: org x's agent names
-// (orgs-x-agent-*) would otherwise cover the policies of an org named
-// "x-agent..." and let x's agent managers rewrite them.
+// ValidateOrgName says whether name can name an org (contract.ValidOrgName).
 func ValidateOrgName(name string) error {
-	if !orgNamePattern.MatchString(name) || strings.Contains(name, "-agent-") || strings.HasSuffix(name, "-agent") {
+	if !contract.ValidOrgName(name) {
 		return fmt.Errorf("%w: %q", ErrBadOrgName, name)
 	}
 	return nil
 }
-
-// MountPath is where an org's credentials live, without a trailing slash.
-func MountPath(org string) string { return "orgs/" + org }
 
 // AdminPolicy and MemberPolicy name an org's two people policies.
 func AdminPolicy(org string) string  { return "orgs-" + org + "-admin" }
@@ -46,7 +37,7 @@ func MemberPolicy(org string) string { return "orgs-" + org + "-member" }
 // (AppRoles and their policies) is an operator action and is not included:
 // whoever can write policies can grant themselves anything.
 func adminPolicyHCL(org string) string {
-	m := MountPath(org)
+	m := contract.Mount(org)
 	return fmt.Sprintf(`# Administrators of org %[1]s: everything under its mount.
 path "%[2]s/*" {
   capabilities = ["create", "read", "update", "delete", "list"]
@@ -57,7 +48,7 @@ path "%[2]s/*" {
 // memberPolicyHCL lets members see metadata and connect OAuth credentials,
 // but not create, change or delete them.
 func memberPolicyHCL(org string) string {
-	m := MountPath(org)
+	m := contract.Mount(org)
 	return fmt.Sprintf(`# Members of org %[1]s: read metadata, connect OAuth credentials, no delete.
 path "%[2]s/config" {
   capabilities = ["read"]
@@ -153,7 +144,7 @@ func setUserLockout(ctx context.Context, c *api.Client) error {
 }
 
 func ensureMount(ctx context.Context, c *api.Client, org string) error {
-	path := MountPath(org)
+	path := contract.Mount(org)
 	mounts, err := c.Sys().ListMountsWithContext(ctx)
 	if err != nil {
 		return fmt.Errorf("listing mounts: %w", err)

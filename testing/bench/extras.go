@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/testing/harness"
 )
 
@@ -160,7 +160,7 @@ func (st *stack) extras(ctx context.Context, w io.Writer, rounds, downloads int)
 	if err := row("1 MiB answer",
 		mib(st.up.URL+"/bytes?n=1048576", "Authorization", "Bearer "+apiKey, nil),
 		mib(edge+"/bytes?n=1048576", "Authorization", "Bearer "+st.agentToken, nil),
-		mib(st.vault.Addr+"/v1/"+provision.MountPath(org)+"/proxy/"+cred+"/GET/bytes", "X-Vault-Token", st.agentToken, []byte(`{"query":"n=1048576"}`)),
+		mib(st.vault.Addr+"/v1/"+contract.Mount(org)+"/proxy/"+cred+"/GET/bytes", "X-Vault-Token", st.agentToken, []byte(`{"query":"n=1048576"}`)),
 		peerMiB,
 	); err != nil {
 		return err

@@ -40,6 +40,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/harness"
@@ -215,7 +216,7 @@ func (st *stack) provision(ctx context.Context) error {
 	if err := provision.CreateOrg(ctx, root, org); err != nil {
 		return err
 	}
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	writes := []struct {
 		path string
 		data map[string]interface{}
@@ -302,16 +303,16 @@ func (st *stack) scenarios() []scenario {
 			return st.get(ctx, st.up.URL+"/v1/ping", "Authorization", "Bearer "+apiKey, nil)
 		}},
 		{"floor", "Vault read of orgs/<org>/config (floor)", func(ctx context.Context) error {
-			return st.get(ctx, st.vault.Addr+"/v1/"+provision.MountPath(org)+"/config", "X-Vault-Token", st.adminToken, nil)
+			return st.get(ctx, st.vault.Addr+"/v1/"+contract.Mount(org)+"/config", "X-Vault-Token", st.adminToken, nil)
 		}},
 		{"floor-approle", "the same read with an AppRole token (entity)", func(ctx context.Context) error {
-			return st.get(ctx, st.vault.Addr+"/v1/"+provision.MountPath(org)+"/config", "X-Vault-Token", st.roleToken, nil)
+			return st.get(ctx, st.vault.Addr+"/v1/"+contract.Mount(org)+"/config", "X-Vault-Token", st.roleToken, nil)
 		}},
 		{"edge", "brokered through the portal's edge", func(ctx context.Context) error {
 			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+cred+"/v1/ping", "Authorization", "Bearer "+st.agentToken, nil)
 		}},
 		{"vault", "brokered through Vault proxy/<name>/GET/v1/ping", func(ctx context.Context) error {
-			return st.get(ctx, st.vault.Addr+"/v1/"+provision.MountPath(org)+"/proxy/"+cred+"/GET/v1/ping", "X-Vault-Token", st.agentToken, proxyBody)
+			return st.get(ctx, st.vault.Addr+"/v1/"+contract.Mount(org)+"/proxy/"+cred+"/GET/v1/ping", "X-Vault-Token", st.agentToken, proxyBody)
 		}},
 	}
 	all = append(all, st.agentScenarios()...)

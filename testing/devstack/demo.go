@@ -19,7 +19,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/testing/oauthserver"
 	"github.com/clankteam/credentials/testing/smtpserver"
 	"github.com/clankteam/credentials/testing/tlsca"
@@ -88,7 +88,7 @@ func startDemo(ctx context.Context, c *api.Client, org, callbackURL string, ca *
 		d.close()
 		return nil, err
 	}
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	in3days := time.Now().Add(3 * 24 * time.Hour).UTC().Format(time.RFC3339)
 	mailer := map[string]interface{}{"type": "password", "service": "smtp", "username": "mailer@acme.example", "password": randomHex(12),
 		"host": "smtp.acme.example", "port": 587, "description": "Sample SMTP login"}

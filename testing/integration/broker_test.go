@@ -19,6 +19,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/upstream"
@@ -39,7 +40,7 @@ func brokerOrg(t *testing.T, name string, up *upstream.Server) string {
 	t.Helper()
 	org := newOrg(t, name)
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	write(t, admin, mount+"/services/local", map[string]interface{}{
 		"types": "api_key", "base_urls": up.URL,
 		"verify": map[string]interface{}{"method": "GET", "url": up.URL + "/v1/balance", "expect_status": 200},
@@ -132,7 +133,7 @@ func servePortal(t *testing.T, cfg portal.Config) *portal.Server {
 
 // viaVault calls the engine's proxy path with token.
 func viaVault(token, org, cred string, data map[string]interface{}) (*api.Secret, error) {
-	return vault.ClientWithToken(token).Logical().WriteWithContext(context.Background(), provision.MountPath(org)+"/proxy/"+cred, data)
+	return vault.ClientWithToken(token).Logical().WriteWithContext(context.Background(), contract.Mount(org)+"/proxy/"+cred, data)
 }
 
 // viaVaultCall is the Vault path with method and path in the Vault path
@@ -143,7 +144,7 @@ func viaVaultCall(token, org, cred, method, pathAndQuery string) (*api.Secret, e
 	if q != "" {
 		data["query"] = q
 	}
-	return vault.ClientWithToken(token).Logical().WriteWithContext(context.Background(), provision.MountPath(org)+"/proxy/"+cred+"/"+method+p, data)
+	return vault.ClientWithToken(token).Logical().WriteWithContext(context.Background(), contract.Mount(org)+"/proxy/"+cred+"/"+method+p, data)
 }
 
 // viaPortal calls the portal's broker route with token as a bearer token.
@@ -209,7 +210,7 @@ func TestOpenAISDKThroughTheBroker(t *testing.T) {
 
 	// The agent's use is recorded under its name.
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	s, err := admin.Logical().ReadWithContext(context.Background(), provision.MountPath(org)+"/creds/key-a")
+	s, err := admin.Logical().ReadWithContext(context.Background(), contract.Mount(org)+"/creds/key-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func TestBrokerThroughVaultAPI(t *testing.T) {
 	}
 	// verify uses the same injection.
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	v := write(t, admin, provision.MountPath(org)+"/creds/key-a/verify", nil)
+	v := write(t, admin, contract.Mount(org)+"/creds/key-a/verify", nil)
 	if v.Data["verified"] != true || v.Data["status"] != "active" {
 		t.Errorf("verify = %v", v.Data)
 	}
@@ -384,7 +385,7 @@ func TestDeletingAnAgentEndsItsTokens(t *testing.T) {
 		t.Errorf("deleting an unknown agent: %v", err)
 	}
 	// Agent managers cannot reach the org's credentials themselves.
-	_, err = mgr.Logical().ReadWithContext(ctx, provision.MountPath(org)+"/creds/key-a")
+	_, err = mgr.Logical().ReadWithContext(ctx, contract.Mount(org)+"/creds/key-a")
 	assertStatus(t, err, http.StatusForbidden, "permission denied")
 }
 
@@ -438,7 +439,7 @@ func TestBrokerGuardsThroughThePortal(t *testing.T) {
 	})
 	t.Run("oversize bodies are cut with a clear error", func(t *testing.T) {
 		admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-		write(t, admin, provision.MountPath(org)+"/config", map[string]interface{}{"broker_max_body": 4096})
+		write(t, admin, contract.Mount(org)+"/config", map[string]interface{}{"broker_max_body": 4096})
 		// The edge holds a token's injection (with the limits) for a few
 		// seconds; a fresh token sees the new limit at once.
 		token := newAgent(t, org, provision.AgentSpec{Name: "guarded-small", Creds: []string{"key-a"}})
@@ -494,7 +495,7 @@ func TestRecreatedCredentialIsNotTheAgents(t *testing.T) {
 		t.Fatalf("before: %v", err)
 	}
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	if _, err := admin.Logical().DeleteWithContext(ctx, mount+"/creds/key-a"); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 )
 
@@ -39,7 +40,7 @@ func TestCLIObjectAndHeaderFields(t *testing.T) {
 	up := startFake(t)
 	org := newOrg(t, "cli-fields")
 	admin := tokenFor(t, org, provision.RoleAdmin)
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 
 	out, err := vaultCLI(t, admin, "write", mount+"/services/billing-api", "types=api_key", "base_urls="+up.URL,
 		`injection={"api_key":{"style":"header","header":"X-Api-Key","format":"{secret}"}}`)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/harness"
 )
@@ -354,7 +355,7 @@ func runDocExamples(t *testing.T, org, admin, agent string, cmds []string) {
 // docAgentCreds: the agent is given every credential the org has when it
 // is first needed.
 func docAgentCreds(t *testing.T, org, admin string) []string {
-	s, err := vault.ClientWithToken(admin).Logical().List(provision.MountPath(org) + "/creds")
+	s, err := vault.ClientWithToken(admin).Logical().List(contract.Mount(org) + "/creds")
 	if err != nil || s == nil {
 		t.Fatalf("listing creds: %v", err)
 	}

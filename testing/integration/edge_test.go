@@ -27,6 +27,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/harness"
@@ -50,7 +51,7 @@ func newEdgeFixture(t *testing.T, name string, config map[string]interface{}) *e
 	org := brokerOrg(t, name, up)
 	if config != nil {
 		admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-		write(t, admin, provision.MountPath(org)+"/config", config)
+		write(t, admin, contract.Mount(org)+"/config", config)
 	}
 	token := newAgent(t, org, provision.AgentSpec{Name: "edge", Creds: []string{"key-a"}})
 	up.SetForbidden(token)
@@ -228,7 +229,7 @@ func TestEdgeOutlastsVaultRequestLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := v.Client()
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	write(t, root, mount+"/services/local", map[string]interface{}{"types": "api_key", "base_urls": up.URL})
 	write(t, root, mount+"/creds/key-a", map[string]interface{}{"type": "api_key", "service": "local", "api_key": brokerKeyA})
 	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "slow", Creds: []string{"key-a"}})
@@ -363,7 +364,7 @@ func TestEdgeAuthorizesBeforeReadingTheBody(t *testing.T) {
 func TestSealedModeGivesAgentsOnlyCiphertext(t *testing.T) {
 	f := newEdgeFixture(t, "edge-sealed", nil)
 	c := vault.ClientWithToken(f.token)
-	s, err := c.Logical().Write(provision.MountPath(f.org)+"/proxy/key-a/GET/v1/balance", map[string]interface{}{"edge_key": vault.PortalEdgeKey().ID})
+	s, err := c.Logical().Write(contract.Mount(f.org)+"/proxy/key-a/GET/v1/balance", map[string]interface{}{"edge_key": vault.PortalEdgeKey().ID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,10 +379,10 @@ func TestSealedModeGivesAgentsOnlyCiphertext(t *testing.T) {
 		t.Errorf("sealed mode reached the service")
 	}
 	// A key the operator did not configure gets nothing.
-	_, err = c.Logical().Write(provision.MountPath(f.org)+"/proxy/key-a/GET/v1/balance", map[string]interface{}{"edge_key": "0123456789ab"})
+	_, err = c.Logical().Write(contract.Mount(f.org)+"/proxy/key-a/GET/v1/balance", map[string]interface{}{"edge_key": "0123456789ab"})
 	assertStatus(t, err, http.StatusBadRequest, "not one the operator configured")
 	// The Vault path answers text bodies as text for the CLI.
-	s, err = c.Logical().Write(provision.MountPath(f.org)+"/proxy/key-a/GET/v1/balance", nil)
+	s, err = c.Logical().Write(contract.Mount(f.org)+"/proxy/key-a/GET/v1/balance", nil)
 	if err != nil || !strings.Contains(fmt.Sprint(s.Data["body_text"]), `"amount":4242`) {
 		t.Errorf("body_text = %v (%v)", s.Data["body_text"], err)
 	}
@@ -458,7 +459,7 @@ func TestEdgeCanary(t *testing.T) {
 	t.Cleanup(up.Close)
 	org := newOrg(t, "edge-canary")
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	write(t, admin, mount+"/services/local", map[string]interface{}{"types": "api_key", "base_urls": up.URL})
 	write(t, admin, mount+"/creds/key", map[string]interface{}{"type": "api_key", "service": "local", "api_key": canary})
 	token := newAgent(t, org, provision.AgentSpec{Name: "canary", Creds: []string{"key"}})

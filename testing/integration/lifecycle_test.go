@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // TestLastUseSurvivesReload: a use made just before the plugin is reloaded
@@ -14,7 +14,7 @@ func TestLastUseSurvivesReload(t *testing.T) {
 	ctx := context.Background()
 	up := startFake(t)
 	org := brokerOrg(t, "lastuse-reload", up)
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	if _, err := viaVaultCall(vault.RootToken, org, "key-a", "GET", "/v1/balance"); err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/smtpserver"
@@ -109,7 +110,7 @@ func newMCPOrg(t *testing.T, name string) *mcpOrg {
 	up := startFake(t)
 	org := brokerOrg(t, name, up)
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 
 	serverTLS, err := vault.CA.ServerTLS()
 	if err != nil {
@@ -242,7 +243,7 @@ func TestMCPAgentUsesItsCredentials(t *testing.T) {
 	// Each tool call was authorized by Vault and recorded as a use.
 	admin := vault.ClientWithToken(tokenFor(t, f.org, provision.RoleAdmin))
 	for _, cred := range []string{"key-a", "mailer"} {
-		sec, err := admin.Logical().Read(provision.MountPath(f.org) + "/creds/" + cred)
+		sec, err := admin.Logical().Read(contract.Mount(f.org) + "/creds/" + cred)
 		if err != nil || sec == nil || sec.Data["last_used_at"] == nil || sec.Data["last_used_at"] == "" {
 			t.Errorf("%s: no last use recorded: %v %v", cred, err, sec)
 		}
@@ -329,7 +330,7 @@ func TestEdgeSendsMail(t *testing.T) {
 func TestMailCanary(t *testing.T) {
 	ctx := context.Background()
 	f := newMCPOrg(t, "mail-canary")
-	mount := provision.MountPath(f.org)
+	mount := contract.Mount(f.org)
 	admin := vault.ClientWithToken(tokenFor(t, f.org, provision.RoleAdmin))
 
 	auditLog := filepath.Join(t.TempDir(), "audit.log")

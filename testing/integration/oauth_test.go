@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/oauthserver"
 )
@@ -96,7 +97,7 @@ func (r *tokenRecorder) last(t *testing.T) recordedGrant {
 func TestOAuthLifecycleThroughVault(t *testing.T) {
 	ctx := context.Background()
 	org := newOrg(t, "oauth-life")
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin)).Logical()
 	member := vault.ClientWithToken(tokenFor(t, org, provision.RoleMember)).Logical()
 
@@ -231,7 +232,7 @@ func TestOAuthLifecycleThroughVault(t *testing.T) {
 func TestReconnectRulesAndRevocation(t *testing.T) {
 	ctx := context.Background()
 	org := newOrg(t, "oauth-replace")
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin)).Logical()
 	member := vault.ClientWithToken(tokenFor(t, org, provision.RoleMember)).Logical()
 	idp, err := oauthserver.Start(oauthserver.Options{AutoApprove: true})

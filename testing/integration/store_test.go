@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"golang.org/x/oauth2"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/oauthserver"
 )
@@ -29,7 +30,7 @@ import (
 func TestNoPathRevealsASecret(t *testing.T) {
 	ctx := context.Background()
 	org := newOrg(t, "canary")
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	root := vault.Client()
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
 
@@ -189,7 +190,7 @@ func TestOtherOrgIsDeniedEverywhere(t *testing.T) {
 	a, b := newOrg(t, "deny-a"), newOrg(t, "deny-b")
 	ctx := context.Background()
 	adminA := vault.ClientWithToken(tokenFor(t, a, provision.RoleAdmin))
-	if _, err := adminA.Logical().WriteWithContext(ctx, provision.MountPath(a)+"/creds/k", map[string]interface{}{
+	if _, err := adminA.Logical().WriteWithContext(ctx, contract.Mount(a)+"/creds/k", map[string]interface{}{
 		"type": "api_key", "service": "stripe", "api_key": "sk_test_isolation_0123456789",
 	}); err != nil {
 		t.Fatal(err)
@@ -197,14 +198,14 @@ func TestOtherOrgIsDeniedEverywhere(t *testing.T) {
 	for _, role := range []provision.Role{provision.RoleAdmin, provision.RoleMember} {
 		other := vault.ClientWithToken(tokenFor(t, b, role))
 		for _, call := range enginePaths {
-			status, body := rawCall(t, other, provision.MountPath(a), call, "k", "app")
+			status, body := rawCall(t, other, contract.Mount(a), call, "k", "app")
 			if status != http.StatusForbidden {
 				t.Errorf("org %s %s: %s %s = %d, want 403: %s", b, role, call.method, call.path, status, body)
 			}
 		}
 	}
 	// Nothing changed in A.
-	s, err := adminA.Logical().ReadWithContext(ctx, provision.MountPath(a)+"/creds/k")
+	s, err := adminA.Logical().ReadWithContext(ctx, contract.Mount(a)+"/creds/k")
 	if err != nil || s == nil {
 		t.Fatalf("org A's credential: %v", err)
 	}
@@ -218,7 +219,7 @@ func TestOtherOrgIsDeniedEverywhere(t *testing.T) {
 // them) and the inventory agrees with the stored credential.
 func TestConcurrentUpdatesThroughVault(t *testing.T) {
 	org := newOrg(t, "concurrent")
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	c := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
 	ctx := context.Background()
 	if _, err := c.Logical().WriteWithContext(ctx, mount+"/creds/shared", map[string]interface{}{

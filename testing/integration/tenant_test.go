@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 )
 
@@ -22,7 +23,7 @@ func TestAdminCannotReachPrivateAddresses(t *testing.T) {
 	ctx := context.Background()
 	org := newOrg(t, "tenant-private")
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	mount := provision.MountPath(org)
+	mount := contract.Mount(org)
 	_, err := admin.Logical().WriteWithContext(ctx, mount+"/services/inside", map[string]interface{}{
 		"types": "api_key", "base_urls": "http://169.254.169.254", "allow_private_targets": true,
 	})
@@ -45,11 +46,11 @@ func TestAdminCannotRepointAServiceInUse(t *testing.T) {
 	attacker.SetForbidden(brokerKeyA)
 	org := brokerOrg(t, "tenant-repoint", up)
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	_, err := admin.Logical().WriteWithContext(context.Background(), provision.MountPath(org)+"/services/local", map[string]interface{}{
+	_, err := admin.Logical().WriteWithContext(context.Background(), contract.Mount(org)+"/services/local", map[string]interface{}{
 		"types": "api_key", "base_urls": attacker.URL,
 	})
 	assertStatus(t, err, http.StatusBadRequest, "cannot change")
-	v := write(t, admin, provision.MountPath(org)+"/creds/key-a/verify", nil)
+	v := write(t, admin, contract.Mount(org)+"/creds/key-a/verify", nil)
 	if v.Data["verified"] != true || len(attacker.Requests()) != 0 || attacker.Violations() != 0 {
 		t.Errorf("after the refused change: verified %v, the attacker's host saw %d request(s)", v.Data["verified"], len(attacker.Requests()))
 	}

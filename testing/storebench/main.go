@@ -23,7 +23,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/testing/harness"
 )
 
@@ -51,7 +51,7 @@ func run() error {
 		return err
 	}
 	c := v.Client()
-	mount := provision.MountPath("bench")
+	mount := contract.Mount("bench")
 	if _, err := c.Logical().WriteWithContext(ctx, mount+"/apps/google", map[string]interface{}{
 		"service": "google", "client_id": "bench", "client_secret": "bench-secret",
 	}); err != nil {
