@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -41,90 +41,72 @@ func egressService(svc *service) egress.Service {
 	return egress.Service{Name: svc.Name, BaseURLs: svc.BaseURLs}
 }
 
+// grantFor is what a call with c may use, as the egress pipeline's steps
+// take it; material is nil until the secret is needed (Prepare).
+func (b *backend) grantFor(cfg *mountConfig, svc *service, c *credential) *egress.Grant {
+	return &egress.Grant{
+		Cred:           c.Name,
+		Service:        egressService(svc),
+		Injection:      injectionFor(svc, c.Type),
+		PrivateTargets: b.egress.guard.String(),
+		TimeoutSeconds: int64(cfg.BrokerTimeout / time.Second),
+		MaxBody:        cfg.BrokerMaxBody,
+	}
+}
+
 // brokerCall sends r to the service with c's credential injected and returns
 // the answer, bounded by the mount's broker_timeout and broker_max_body.
-// This is the buffered Vault path; the edge streams the same steps.
+// This is the buffered Vault path; the edge streams the same steps
+// (egress.Check, Prepare, Send), differing only in how it reads the answer.
 // Errors are *brokerError (caller-facing, secret-free) or wrapped failures.
 func (b *backend) brokerCall(ctx context.Context, s logical.Storage, cfg *mountConfig, svc *service, c *credential, r brokerRequest) (*brokerResponse, error) {
-	esvc := egressService(svc)
-	target, err := egress.ResolveTarget(esvc, r.path)
+	grant := b.grantFor(cfg, svc, c)
+	var body io.Reader
+	if len(r.body) > 0 {
+		body = bytes.NewReader(r.body)
+	}
+	checked, err := egress.Check(grant, egress.Request{
+		Method: r.method, Target: r.path, Header: r.header, Body: body, ContentLength: int64(len(r.body)),
+	})
 	if err != nil {
 		return nil, err
-	}
-	inj := injectionFor(svc, c.Type)
-	header, err := egress.OutboundHeaders(r.header, inj, "")
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(r.body)) > cfg.BrokerMaxBody {
-		return nil, tooLarge(cfg.BrokerMaxBody)
 	}
 	material, err := b.credentialMaterial(ctx, s, svc, c)
 	if err != nil {
 		return nil, err
 	}
 	defer material.Zero()
-	scrubber := egress.ScrubberFor(inj, material)
-	defer scrubber.Zero()
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.BrokerTimeout)
 	defer cancel()
-	var body io.Reader
-	if len(r.body) > 0 {
-		body = bytes.NewReader(r.body)
-	}
-	req, err := http.NewRequestWithContext(ctx, r.method, target.String(), body)
+	out, err := checked.Prepare(ctx, material)
 	if err != nil {
-		return nil, badRequest("cannot build the request: %s", r.method)
-	}
-	req.Header = header
-	req.Header.Set("Accept-Encoding", egress.AcceptEncoding)
-	if err := egress.Inject(req, inj, material); err != nil {
 		return nil, err
 	}
-	resp, err := b.egress.brokerClient().Do(req)
+	answer, err := out.Send(b.egress.brokerClient(), cfg.BrokerTimeout)
 	if err != nil {
-		return nil, egress.SendError(ctx, target, cfg.BrokerTimeout, err)
+		out.Scrubber.Zero()
+		return nil, err
 	}
-	defer resp.Body.Close()
+	defer answer.Close()
 
-	decoded, err := egress.DecodeBody(resp)
-	if err != nil {
-		return nil, err
-	}
 	maxAnswer := cfg.BrokerMaxBody
 	if r.maxAnswer > 0 && r.maxAnswer < maxAnswer {
 		maxAnswer = r.maxAnswer
 	}
-	var out bytes.Buffer
-	sw := scrubber.NewWriter(&out)
-	n, err := io.Copy(sw, io.LimitReader(decoded, maxAnswer+1))
-	_ = sw.Close()
-	if err != nil {
-		clear(out.Bytes())
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, &brokerError{Status: http.StatusGatewayTimeout, Permanent: true, Msg: target.Host + " did not finish its answer within broker_timeout (" + cfg.BrokerTimeout.String() + ")"}
-		}
-		return nil, &brokerError{Status: http.StatusBadGateway, Msg: "reading the answer of " + target.Host + " failed"}
-	}
-	if n > maxAnswer {
-		clear(out.Bytes())
+	whole, err := answer.ReadAll(maxAnswer)
+	switch {
+	case errors.Is(err, egress.ErrAnswerOver):
+		clear(whole)
 		if maxAnswer < cfg.BrokerMaxBody {
 			return nil, &brokerError{Status: http.StatusBadGateway, Permanent: true, Msg: fmt.Sprintf(
 				"the answer is larger than the Vault path carries (%d bytes): call through the portal's edge (/broker/...), which streams it", maxAnswer)}
 		}
 		return nil, egress.TooLarge("answer", cfg.BrokerMaxBody)
+	case err != nil:
+		return nil, answer.ReadError(err, cfg.BrokerTimeout)
 	}
-
-	br := &brokerResponse{status: resp.StatusCode, header: egress.AnswerHeaders(resp.Header, scrubber), body: out.Bytes()}
-	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		if loc := br.header.Get("Location"); loc != "" {
-			if ref, err := url.Parse(loc); err == nil {
-				br.redirectPath = egress.BrokerPath(esvc, target.ResolveReference(ref))
-			}
-		}
-	}
-	return br, nil
+	return &brokerResponse{status: answer.Status, header: answer.Header, body: whole, redirectPath: answer.RedirectPath()}, nil
 }
 
 // zeroCredentialFile zeroes what of c can be zeroed: the file's bytes.

@@ -272,27 +272,19 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 	if len(b.egress.edgeKeys) == 0 {
 		return nil, logical.CodedError(http.StatusNotImplemented, errNoEdgeKeys.Error())
 	}
-	esvc := egressService(svc)
-	if _, err := egress.ResolveTarget(esvc, path); err != nil {
+	grant := b.grantFor(cfg, svc, c)
+	if _, err := egress.ResolveTarget(grant.Service, path); err != nil {
 		return brokerResult(err)
 	}
-	inj := injectionFor(svc, c.Type)
 	material, err := b.credentialMaterial(ctx, req.Storage, svc, c)
 	if err != nil {
 		return brokerResult(err)
 	}
 	defer material.Zero()
-	useUntil := b.now().Add(edgeReuse).UTC()
-	sealed, err := egress.SealInjection(b.egress.edgeKeys, keyID, req.MountPoint, &egress.EdgeInjection{
-		Cred:           c.Name,
-		Service:        esvc,
-		Injection:      inj,
-		Material:       material,
-		PrivateTargets: b.egress.guard.String(),
-		TimeoutSeconds: int64(cfg.BrokerTimeout / time.Second),
-		MaxBody:        cfg.BrokerMaxBody,
-		UseUntil:       useUntil,
-	})
+	grant.Material = material
+	grant.UseUntil = b.now().Add(edgeReuse).UTC()
+	useUntil := grant.UseUntil
+	sealed, err := egress.SealInjection(b.egress.edgeKeys, keyID, req.MountPoint, grant)
 	if errors.Is(err, egress.ErrUnknownEdgeKey) {
 		return logical.ErrorResponse("edge key %q is not one the operator configured", truncate(keyID, 32)), nil
 	}

@@ -117,12 +117,29 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
 	if h.isMailCall(r.Context(), call, r.Method) {
 		return h.sendMail(w, r, call)
 	}
-	inj, fail := h.authorize(r.Context(), call, r.Method)
+	grant, fail := h.authorize(r.Context(), call, r.Method)
 	if fail != nil {
 		return brokerFail(w, fail)
 	}
-	defer inj.Material.Zero()
-	return h.forward(w, r, call, inj)
+	defer grant.Material.Zero()
+	// The server's own read deadline is for pages; a brokered upload may
+	// take as long as broker_timeout allows. Full duplex: the transport may
+	// still be reading the request body (if only to see its end) when the
+	// answer starts, and HTTP/1 would otherwise close the body once the
+	// answer's headers are out, failing the upload and the answer with it.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(grantTimeout(grant)))
+	_ = rc.EnableFullDuplex()
+
+	answer, fail := h.send(r.Context(), grant, edgeRequest{
+		call: call, method: r.Method, rawQuery: r.URL.RawQuery,
+		header: r.Header, body: r.Body, contentLength: r.ContentLength,
+	})
+	if fail != nil {
+		return brokerFail(w, fail)
+	}
+	defer answer.Close()
+	return h.respond(w, r.Method, answer)
 }
 
 // parse checks what can be checked before Vault is asked: the route, the
@@ -144,6 +161,12 @@ func (h *brokerHandler) parse(r *http.Request) (*edgeCall, *egress.Error) {
 	if token == "" {
 		return nil, unauthorized("send your Vault token as Authorization: Bearer <token>, X-Vault-Token, or the header your service's SDK puts its key in")
 	}
+	return h.newCall(org, cred, rest, token, from)
+}
+
+// newCall is one call's parts once its path is known to be in normal form
+// and this edge can open the engine's answers.
+func (h *brokerHandler) newCall(org, cred, rest, token, tokenHeader string) (*edgeCall, *egress.Error) {
 	decoded, err := egress.CleanPath(rest)
 	if err != nil {
 		return nil, asEgressError(err)
@@ -152,99 +175,98 @@ func (h *brokerHandler) parse(r *http.Request) (*edgeCall, *egress.Error) {
 		return nil, &egress.Error{Status: http.StatusServiceUnavailable, Permanent: true,
 			Msg: "this portal has no edge key: the operator sets " + egress.EdgeKeyEnv + " (portal edge-key prints a pair)"}
 	}
-	return &edgeCall{org: org, cred: cred, rest: rest, decoded: decoded, token: token, tokenHeader: from}, nil
+	return &edgeCall{org: org, cred: cred, rest: rest, decoded: decoded, token: token, tokenHeader: tokenHeader}, nil
 }
 
-// forward makes the call to the service and streams the answer back.
-func (h *brokerHandler) forward(w http.ResponseWriter, r *http.Request, call *edgeCall, inj *egress.EdgeInjection) int {
-	target := call.rest
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
-	u, err := egress.ResolveTarget(inj.Service, target)
-	if err != nil {
-		return brokerFail(w, asEgressError(err))
-	}
-	if r.ContentLength > inj.MaxBody {
-		return brokerFail(w, egress.TooLarge("request", inj.MaxBody))
-	}
-	header, err := egress.OutboundHeaders(r.Header, inj.Injection, call.token)
-	if err != nil {
-		return brokerFail(w, asEgressError(err))
-	}
-	timeout := time.Duration(inj.TimeoutSeconds) * time.Second
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	// The server's own read deadline is for pages; a brokered upload may
-	// take as long as broker_timeout allows. Full duplex: the transport may
-	// still be reading the request body (if only to see its end) when the
-	// answer starts, and HTTP/1 would otherwise close the body once the
-	// answer's headers are out, failing the upload and the answer with it.
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(timeout))
-	_ = rc.EnableFullDuplex()
+// edgeRequest is one call to a service through the edge, typed: the HTTP
+// handler makes one from the agent's request, MCP's tools from a tool
+// call's arguments.
+type edgeRequest struct {
+	call          *edgeCall
+	method        string
+	rawQuery      string
+	header        http.Header
+	body          io.Reader
+	contentLength int64
+}
 
-	body := &limitedBody{r: r.Body, left: inj.MaxBody}
-	var reqBody io.Reader = body
-	if r.ContentLength == 0 && r.Body == http.NoBody {
-		reqBody = nil
-	}
-	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), reqBody)
-	if err != nil {
-		return brokerFail(w, egress.BadRequest("cannot build the request"))
-	}
-	out.ContentLength = r.ContentLength
-	out.Header = header
-	out.Header.Set("Accept-Encoding", egress.AcceptEncoding)
-	if err := egress.Inject(out, inj.Injection, inj.Material); err != nil {
-		return brokerFail(w, asEgressError(err))
-	}
-	scrubber := egress.ScrubberFor(inj.Injection, inj.Material)
-	defer scrubber.Zero()
+// edgeAnswer is a service's answer on its way to the agent; the reader
+// takes its body through the scrubber and closes it.
+type edgeAnswer struct {
+	*egress.Answer
+	cancel context.CancelFunc
+}
 
-	resp, err := h.upstream(inj.PrivateTargets).Do(out)
-	if err != nil {
-		if body.over {
-			return brokerFail(w, egress.TooLarge("request", inj.MaxBody))
-		}
-		return brokerFail(w, egress.SendError(ctx, u, timeout, err))
-	}
-	defer resp.Body.Close()
-	if resp.ContentLength > inj.MaxBody {
-		return brokerFail(w, egress.TooLarge("answer", inj.MaxBody))
-	}
-	decoded, err := egress.DecodeBody(resp)
-	if err != nil {
-		return brokerFail(w, asEgressError(err))
-	}
+func (a *edgeAnswer) Close() {
+	a.Answer.Close()
+	a.cancel()
+}
 
-	base := strings.TrimSuffix(h.publicURL(), "/") + "/broker/" + call.org + "/" + call.cred
-	answer := egress.AnswerHeaders(resp.Header, scrubber)
-	if loc := answer.Get("Location"); loc != "" {
-		answer.Set("Location", egress.RewriteLocation(inj.Service, u, loc, base))
+// grantTimeout is the call's broker_timeout.
+func grantTimeout(g *egress.Grant) time.Duration {
+	return time.Duration(g.TimeoutSeconds) * time.Second
+}
+
+// do has Vault authorize r and sends it: the edge's call for those that
+// are not an HTTP request to /broker/ (MCP's tools).
+func (h *brokerHandler) do(ctx context.Context, r edgeRequest) (*edgeAnswer, *egress.Error) {
+	grant, fail := h.authorize(ctx, r.call, r.method)
+	if fail != nil {
+		return nil, fail
 	}
-	if links := answer.Values("Link"); len(links) > 0 {
-		answer.Del("Link")
-		for _, l := range links {
-			if l = egress.RewriteLink(inj.Service, u, l, base); l != "" {
-				answer.Add("Link", l)
-			}
-		}
+	defer grant.Material.Zero()
+	return h.send(ctx, grant, r)
+}
+
+// send takes an authorized call through the egress pipeline's steps:
+// check, prepare (inject), send; the answer's headers are scrubbed and
+// point at the broker. grant's material is no longer needed once it
+// returns.
+func (h *brokerHandler) send(ctx context.Context, grant *egress.Grant, r edgeRequest) (*edgeAnswer, *egress.Error) {
+	target := r.call.rest
+	if r.rawQuery != "" {
+		target += "?" + r.rawQuery
 	}
-	for k, vs := range answer {
+	checked, err := egress.Check(grant, egress.Request{
+		Method: r.method, Target: target, Header: r.header,
+		Body: r.body, ContentLength: r.contentLength, CallerToken: r.call.token,
+	})
+	if err != nil {
+		return nil, asEgressError(err)
+	}
+	timeout := grantTimeout(grant)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	out, err := checked.Prepare(ctx, grant.Material)
+	if err != nil {
+		cancel()
+		return nil, asEgressError(err)
+	}
+	answer, err := out.Send(h.upstream(grant.PrivateTargets), timeout)
+	if err != nil {
+		out.Scrubber.Zero()
+		cancel()
+		return nil, asEgressError(err)
+	}
+	answer.PointAtBroker(egress.BrokerBase(h.publicURL(), r.call.org, r.call.cred))
+	return &edgeAnswer{Answer: answer, cancel: cancel}, nil
+}
+
+// respond streams the answer to the agent.
+func (h *brokerHandler) respond(w http.ResponseWriter, method string, a *edgeAnswer) int {
+	for k, vs := range a.Header {
 		w.Header()[k] = vs
 	}
-	if r.Method == http.MethodHead {
-		w.WriteHeader(resp.StatusCode)
-		return resp.StatusCode
+	if method == http.MethodHead {
+		w.WriteHeader(a.Status)
+		return a.Status
 	}
-	if resp.ContentLength >= 0 && resp.ContentLength <= smallAnswer && len(resp.Header.Values("Content-Encoding")) == 0 {
-		h.writeWhole(w, resp, decoded, scrubber)
-		return resp.StatusCode
+	if a.Length >= 0 && a.Length <= smallAnswer && !a.Encoded {
+		h.writeWhole(w, a)
+		return a.Status
 	}
-	w.WriteHeader(resp.StatusCode)
-	h.stream(w, decoded, scrubber, inj.MaxBody)
-	return resp.StatusCode
+	w.WriteHeader(a.Status)
+	h.stream(w, a.Body, a.Scrubber(), a.MaxBody())
+	return a.Status
 }
 
 // smallAnswer is the largest answer of known length that is read whole
@@ -253,17 +275,17 @@ const smallAnswer = 64 << 10
 
 // writeWhole sends a small answer of known length in one piece, with its
 // (scrubbed) length, which SDKs and proxies on the way like to see.
-func (h *brokerHandler) writeWhole(w http.ResponseWriter, resp *http.Response, body io.Reader, scrubber *egress.Scrubber) {
-	buf := make([]byte, resp.ContentLength)
-	if _, err := io.ReadFull(body, buf); err != nil {
+func (h *brokerHandler) writeWhole(w http.ResponseWriter, a *edgeAnswer) {
+	buf := make([]byte, a.Length)
+	if _, err := io.ReadFull(a.Body, buf); err != nil {
 		clear(buf)
 		// Cut short by the service: end the connection rather than pass
 		// a truncated body off as whole.
 		panic(http.ErrAbortHandler)
 	}
-	out, changed := scrubber.Bytes(buf)
+	out, changed := a.Scrubber().Bytes(buf)
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
-	w.WriteHeader(resp.StatusCode)
+	w.WriteHeader(a.Status)
 	_, _ = w.Write(out)
 	clear(buf)
 	if changed {
@@ -328,27 +350,6 @@ func (h *brokerHandler) upstream(privateTargets string) *http.Client {
 	}
 	h.clients[privateTargets] = c
 	return c
-}
-
-// limitedBody passes a request body on up to a limit, then fails the read
-// (and the call) instead of sending a truncated body.
-type limitedBody struct {
-	r    io.Reader
-	left int64
-	over bool
-}
-
-func (l *limitedBody) Read(p []byte) (int, error) {
-	if l.r == nil {
-		return 0, io.EOF
-	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	if l.left < 0 {
-		l.over = true
-		return 0, errors.New("request body over broker_max_body")
-	}
-	return n, err
 }
 
 // splitBrokerPath takes /broker/<org>/<cred>/<rest> apart; rest keeps its

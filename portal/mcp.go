@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -287,22 +288,67 @@ type httpToolInput struct {
 	Text    *string           `json:"text"`
 }
 
-// callService makes one call through the edge's own handler, so every
-// guard rail of the edge (authorization by Vault, path rules, dial guard,
-// header policy, scrubbing, limits) applies to it unchanged.
+// callService makes one call through the edge's own pipeline (h.do), so
+// every guard rail of the edge (authorization by Vault, path rules, dial
+// guard, header policy, scrubbing, limits) applies to it unchanged.
 func (m *mcpServer) callService(ctx context.Context, call *mcpCall, c *agentCred, req *mcp.CallToolRequest) *mcp.CallToolResult {
 	if why := c.blocked(); why != "" {
 		return m.needsPerson(call, c, why)
 	}
-	var in httpToolInput
-	if err := json.Unmarshal(req.Params.Arguments, &in); err != nil {
-		return toolError("the arguments do not match the tool's input schema: " + err.Error())
+	in, msg := parseHTTPToolInput(req.Params.Arguments)
+	if msg != "" {
+		return toolError(msg)
+	}
+	start := time.Now()
+	answer, status := m.callEdge(ctx, call, c, in)
+	m.broker.logger.Info("broker", "method", in.Method, "path", "/broker/"+call.org+"/"+c.Name+"/…", "status", status,
+		"via", "mcp", "duration_ms", time.Since(start).Milliseconds())
+	return answer
+}
+
+// callEdge sends the tool call's request and turns the answer into the
+// tool's result; status is the one for the log.
+func (m *mcpServer) callEdge(ctx context.Context, call *mcpCall, c *agentCred, in *httpTool) (*mcp.CallToolResult, int) {
+	edgeCall, fail := m.broker.newCall(call.org, c.Name, in.path, call.token, "Authorization")
+	var answer *edgeAnswer
+	if fail == nil {
+		answer, fail = m.broker.do(ctx, edgeRequest{
+			call: edgeCall, method: in.Method, rawQuery: in.query, header: in.header,
+			body: in.body, contentLength: in.length,
+		})
+	}
+	if fail != nil {
+		msg := fmt.Sprintf("the broker refused the call (%d): %s", fail.Status, fail.Msg)
+		if c.Status != "" && c.Status != "active" {
+			return m.needsPerson(call, c, fmt.Sprintf("%s; credential %s needs attention (%s)", msg, c.Name, c.Reason)), fail.Status
+		}
+		return toolError(msg), fail.Status
+	}
+	defer answer.Close()
+	return m.toolAnswer(answer, in.Method), answer.Status
+}
+
+// httpTool is a tool call's request, checked and in the edge's terms.
+type httpTool struct {
+	httpToolInput
+	path, query string
+	header      http.Header
+	body        io.Reader
+	length      int64
+}
+
+// parseHTTPToolInput reads a tool call's arguments; msg says what is
+// wrong with them.
+func parseHTTPToolInput(args json.RawMessage) (*httpTool, string) {
+	var in httpTool
+	if err := json.Unmarshal(args, &in.httpToolInput); err != nil {
+		return nil, "the arguments do not match the tool's input schema: " + err.Error()
 	}
 	if in.Method == "" {
 		in.Method = http.MethodGet
 	}
 	if !contract.ValidMethod(in.Method) {
-		return toolError(contract.MethodRule())
+		return nil, contract.MethodRule()
 	}
 	path, rawQuery, _ := strings.Cut(in.Path, "?")
 	if !strings.HasPrefix(path, "/") {
@@ -310,81 +356,76 @@ func (m *mcpServer) callService(ctx context.Context, call *mcpCall, c *agentCred
 	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
-		return toolError("the query in path does not parse: " + err.Error())
+		return nil, "the query in path does not parse: " + err.Error()
 	}
 	for k, v := range in.Query {
 		q.Add(k, v)
 	}
-	var body io.Reader = http.NoBody
+	// The path as the edge takes it from an agent's request line: as
+	// escaped, so an encoded slash or dot segment is refused as there.
+	u, err := url.Parse("http://edge" + path)
+	if err != nil {
+		return nil, "the path cannot be sent: " + err.Error()
+	}
+	in.path = u.EscapedPath()
+	in.query = q.Encode()
+	in.header = http.Header{}
+	for k, v := range in.Headers {
+		in.header.Set(k, v)
+	}
 	contentType := ""
 	switch {
 	case len(in.JSON) > 0 && in.Text != nil:
-		return toolError("give json or text as the body, not both")
+		return nil, "give json or text as the body, not both"
 	case len(in.JSON) > 0:
-		body, contentType = bytes.NewReader(in.JSON), "application/json"
+		in.body, in.length, contentType = bytes.NewReader(in.JSON), int64(len(in.JSON)), "application/json"
 	case in.Text != nil:
-		body, contentType = strings.NewReader(*in.Text), "text/plain; charset=utf-8"
+		in.body, in.length, contentType = strings.NewReader(*in.Text), int64(len(*in.Text)), "text/plain; charset=utf-8"
 	}
-	target := "/broker/" + call.org + "/" + c.Name + path
-	edgeReq, err := http.NewRequestWithContext(ctx, in.Method, "http://edge"+target, body)
-	if err != nil {
-		return toolError("the path cannot be sent: " + err.Error())
+	if in.header.Get("Upgrade") != "" {
+		return nil, "protocol upgrades (WebSocket) are not brokered: use the service's HTTP API"
 	}
-	edgeReq.URL.RawQuery = q.Encode()
-	for k, v := range in.Headers {
-		edgeReq.Header.Set(k, v)
+	if contentType != "" && in.header.Get("Content-Type") == "" {
+		in.header.Set("Content-Type", contentType)
 	}
-	if contentType != "" && edgeReq.Header.Get("Content-Type") == "" {
-		edgeReq.Header.Set("Content-Type", contentType)
-	}
-	edgeReq.Header.Set("Authorization", "Bearer "+call.token)
-
-	rec := &toolRecorder{header: http.Header{}, max: maxToolAnswer}
-	aborted := rec.serve(m.broker, edgeReq)
-	return m.toolAnswer(call, c, rec, aborted)
+	return &in, ""
 }
 
-// toolAnswer turns the edge's answer into the tool's result.
-func (m *mcpServer) toolAnswer(call *mcpCall, c *agentCred, rec *toolRecorder, aborted bool) *mcp.CallToolResult {
-	if rec.header.Get("X-Broker-Error") == "true" {
-		var e struct {
-			Error struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		_ = json.Unmarshal(rec.body.Bytes(), &e)
-		msg := fmt.Sprintf("the broker refused the call (%d): %s", rec.status, e.Error.Message)
-		if c.Status != "" && c.Status != "active" {
-			return m.needsPerson(call, c, fmt.Sprintf("%s; credential %s needs attention (%s)", msg, c.Name, c.Reason))
-		}
-		return toolError(msg)
-	}
+// toolAnswer turns the service's answer into the tool's result, its body
+// read through the scrubber up to maxToolAnswer.
+func (m *mcpServer) toolAnswer(a *edgeAnswer, method string) *mcp.CallToolResult {
 	headers := map[string]string{}
 	for _, h := range toolAnswerHeaders {
-		if v := rec.header.Values(h); len(v) > 0 {
+		if v := a.Header.Values(h); len(v) > 0 {
 			headers[strings.ToLower(h)] = strings.Join(v, ", ")
 		}
 	}
-	out := map[string]any{"status": rec.status, "headers": headers}
-	raw := rec.body.Bytes()
-	var asJSON json.RawMessage
+	out := map[string]any{"status": a.Status, "headers": headers}
+	var raw []byte
+	var err error
+	if method != http.MethodHead {
+		raw, err = a.ReadAll(min(maxToolAnswer, a.MaxBody()))
+	}
+	truncated := errors.Is(err, egress.ErrAnswerOver)
 	switch {
-	case !rec.truncated && json.Valid(raw) && len(raw) > 0:
-		asJSON = raw
-		out["body"] = asJSON
+	case !truncated && err == nil && json.Valid(raw) && len(raw) > 0:
+		out["body"] = json.RawMessage(raw)
 	default:
 		out["body"] = strings.ToValidUTF8(string(raw), "\uFFFD")
 	}
-	if rec.truncated {
+	switch {
+	case truncated && a.MaxBody() <= maxToolAnswer:
 		out["truncated"] = true
-		out["note"] = fmt.Sprintf("the body is cut at %d bytes of %d or more: ask for less (paging, fields, a range)", maxToolAnswer, rec.total)
-	}
-	if aborted {
+		out["note"] = "the service's answer broke off, or exceeded broker_max_body"
+	case truncated:
+		out["truncated"] = true
+		out["note"] = fmt.Sprintf("the body is cut at %d bytes of %d or more: ask for less (paging, fields, a range)", maxToolAnswer, maxToolAnswer+1)
+	case err != nil:
 		out["truncated"] = true
 		out["note"] = "the service's answer broke off, or exceeded broker_max_body"
 	}
 	res := toolJSON(out)
-	res.IsError = rec.status >= 400
+	res.IsError = a.Status >= 400
 	return res
 }
 
@@ -414,57 +455,6 @@ func toolJSON(v any) *mcp.CallToolResult {
 		return toolError("encoding the answer failed")
 	}
 	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(raw)}}}
-}
-
-// toolRecorder is the edge's ResponseWriter for a tool call: it keeps the
-// status, the headers and the first max bytes of the body, and refuses
-// the rest, which stops the edge reading the service's answer.
-type toolRecorder struct {
-	status    int
-	header    http.Header
-	body      bytes.Buffer
-	max       int
-	total     int
-	truncated bool
-}
-
-func (r *toolRecorder) Header() http.Header { return r.header }
-
-func (r *toolRecorder) WriteHeader(status int) {
-	if r.status == 0 {
-		r.status = status
-	}
-}
-
-var errToolAnswerFull = errors.New("tool answer bound reached")
-
-func (r *toolRecorder) Write(p []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	r.total += len(p)
-	room := r.max - r.body.Len()
-	if len(p) > room {
-		r.body.Write(p[:max(room, 0)])
-		r.truncated = true
-		return 0, errToolAnswerFull
-	}
-	return r.body.Write(p)
-}
-
-// serve runs the edge on req; it reports whether the edge aborted the
-// answer (a service that broke off, or an answer over the limit).
-func (r *toolRecorder) serve(h http.Handler, req *http.Request) (aborted bool) {
-	defer func() {
-		if v := recover(); v != nil {
-			if v != http.ErrAbortHandler {
-				panic(v)
-			}
-			aborted = !r.truncated
-		}
-	}()
-	h.ServeHTTP(r, req)
-	return false
 }
 
 // methodsJSON is contract.Methods as a JSON array, for the tool schema.
