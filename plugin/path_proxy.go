@@ -283,7 +283,6 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 	defer material.Zero()
 	grant.Material = material
 	grant.UseUntil = b.now().Add(edgeReuse).UTC()
-	useUntil := grant.UseUntil
 	sealed, err := egress.SealInjection(b.egress.edgeKeys, keyID, req.MountPoint, grant)
 	if errors.Is(err, egress.ErrUnknownEdgeKey) {
 		return logical.ErrorResponse("edge key %q is not one the operator configured", truncate(keyID, 32)), nil
@@ -296,7 +295,7 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 	return &logical.Response{Data: map[string]interface{}{
 		egress.FieldSealed:  sealed,
 		egress.FieldEdgeKey: keyID,
-		"use_until":         useUntil.Format(time.RFC3339Nano),
+		"use_until":         grant.UseUntil.Format(time.RFC3339Nano),
 	}}, nil
 }
 

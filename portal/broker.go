@@ -128,7 +128,7 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
 	// answer starts, and HTTP/1 would otherwise close the body once the
 	// answer's headers are out, failing the upload and the answer with it.
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(grantTimeout(grant)))
+	_ = rc.SetReadDeadline(time.Now().Add(grant.Timeout()))
 	_ = rc.EnableFullDuplex()
 
 	answer, fail := h.send(r.Context(), grant, edgeRequest{
@@ -202,11 +202,6 @@ func (a *edgeAnswer) Close() {
 	a.cancel()
 }
 
-// grantTimeout is the call's broker_timeout.
-func grantTimeout(g *egress.Grant) time.Duration {
-	return time.Duration(g.TimeoutSeconds) * time.Second
-}
-
 // do has Vault authorize r and sends it: the edge's call for those that
 // are not an HTTP request to /broker/ (MCP's tools).
 func (h *brokerHandler) do(ctx context.Context, r edgeRequest) (*edgeAnswer, *egress.Error) {
@@ -234,7 +229,7 @@ func (h *brokerHandler) send(ctx context.Context, grant *egress.Grant, r edgeReq
 	if err != nil {
 		return nil, asEgressError(err)
 	}
-	timeout := grantTimeout(grant)
+	timeout := grant.Timeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	out, err := checked.Prepare(ctx, grant.Material)
 	if err != nil {

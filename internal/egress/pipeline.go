@@ -34,6 +34,9 @@ import (
 // material. The engine sends the edge one, sealed (EdgeInjection).
 type Grant = EdgeInjection
 
+// Timeout is the call's broker_timeout.
+func (g *Grant) Timeout() time.Duration { return time.Duration(g.TimeoutSeconds) * time.Second }
+
 // Request is the caller's call as either path has it.
 type Request struct {
 	Method string
@@ -74,9 +77,6 @@ func Check(g *Grant, r Request) (*Checked, error) {
 	}
 	return &Checked{grant: g, req: r, target: target, header: header}, nil
 }
-
-// Target is the URL the call goes to.
-func (c *Checked) Target() *url.URL { return c.target }
 
 // Outgoing is a request ready to send and the scrubber for its answer.
 type Outgoing struct {
