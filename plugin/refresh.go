@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -101,140 +100,154 @@ func (b *backend) refreshShared(ctx context.Context, s logical.Storage, name str
 // scheduler found the credential in ("" for other callers); that entry is
 // removed unless the credential is still filed there.
 //
-// The order of effects keeps the grant: a rotated refresh token is stored
-// before the new access token is returned; when storing fails the grant is
-// held in memory, stored by the next attempt, and the caller gets an error.
-func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name string, mode refreshMode, dueBucket string) (res refreshResult) {
+// It runs four steps: load what the refresh needs, decide (a pure function
+// of the grant, the mode and the time) whether to ask the provider, fence
+// and ask, then apply the answer. The order of effects keeps the grant: a
+// rotated refresh token is stored before the new access token is returned;
+// when storing fails the grant is held in memory, stored by the next
+// attempt, and the caller gets an error. No index lock is held while the
+// provider is asked: the index is only locked inside refile's writes.
+func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, name string, mode refreshMode, dueBucket string) refreshResult {
 	lock := b.credLock(name)
 	lock.Lock()
 	defer lock.Unlock()
 
-	c, err := getCredential(ctx, s, name)
-	if err != nil {
-		return refreshResult{err: err}
+	st, res, ok := b.loadRefresh(ctx, s, name)
+	if dueBucket != "" && st.read {
+		// Unless storage could not be read: then the entry stays, and the
+		// next tick tries again.
+		defer func() { b.dropDueEntry(ctx, s, name, st.c, dueBucket) }()
 	}
-	if dueBucket != "" {
-		defer func() { b.dropDueEntry(ctx, s, name, c, dueBucket) }()
-	}
-	if c == nil {
-		b.oauth.dropHeld(name)
-		return refreshResult{err: fmt.Errorf("credential %q %w", name, errCredentialGone)}
-	}
-	if c.Type != typeOAuth2 {
-		return refreshResult{err: fmt.Errorf("credential %q: %w", name, errNotOAuth)}
-	}
-	if r, done := b.storeHeldGrant(ctx, s, c); done {
-		return r
-	}
-	g := c.OAuth
-	switch {
-	case c.State == statusDisconnected:
-		return refreshResult{err: fmt.Errorf("credential %q is disconnected: connect it again", name)}
-	case !g.connected():
-		return refreshResult{err: fmt.Errorf("credential %q is not connected yet: connect it first", name)}
-	}
-
-	svc, app, cfg, err := b.oauthContext(ctx, s, c)
-	if err != nil {
-		return refreshResult{err: err}
+	if !ok {
+		return res
 	}
 	now := b.now()
-	current := refreshResult{token: g.AccessToken, expiry: g.Expiry}
-	if g.ReconnectRequired {
-		current.token = ""
+	d := decideRefresh(mode, st.c, st.svc.OAuth, st.cfg, now)
+	switch d.action {
+	case refreshRefile:
+		b.refileAndSave(ctx, s, st.c, d.due)
+		return d.current
+	case refreshKeep:
+		return d.current
 	}
-	if !tokenUsable(g, now) {
-		current.token = ""
+	tok, res, ok := b.fenceAndAsk(ctx, s, st, mode, d.current, now)
+	if !ok {
+		return res
 	}
+	return b.applyRefresh(ctx, s, st, mode, tok, now)
+}
 
-	if mode == refreshOnUse && g.ReconnectRequired {
-		current.err = fmt.Errorf("credential %q: reconnect required: %s", name, g.RefreshError)
-		return current
+// refreshState is what loadRefresh reads for one refresh.
+type refreshState struct {
+	read bool // the credential was read (it may not exist)
+	c    *credential
+	svc  *service
+	app  *oauthApp
+	cfg  *mountConfig
+}
+
+// loadRefresh reads credential name and what refreshing it needs. ok false
+// means the refresh ends with res (st.read and st.c still say what was read,
+// for the due index).
+func (b *backend) loadRefresh(ctx context.Context, s logical.Storage, name string) (st refreshState, res refreshResult, ok bool) {
+	c, err := getCredential(ctx, s, name)
+	if err != nil {
+		return st, refreshResult{err: err}, false
+	}
+	st.read, st.c = true, c
+	if c == nil {
+		b.oauth.dropHeld(name)
+		return st, refreshResult{err: fmt.Errorf("credential %q %w", name, errCredentialGone)}, false
+	}
+	if c.Type != typeOAuth2 {
+		return st, refreshResult{err: fmt.Errorf("credential %q: %w", name, errNotOAuth)}, false
+	}
+	if r, done := b.storeHeldGrant(ctx, s, c); done {
+		return st, r, false
 	}
 	switch {
-	case mode == refreshForced || mode == refreshRecovery:
-	case mode == refreshScheduled:
-		due := refreshDueAt(g, svc.OAuth, cfg, now)
-		if due.IsZero() || due.After(now) {
-			b.refileAndSave(ctx, s, c, due)
-			return current
-		}
-	case !needsRefresh(g, cfg, now):
-		return current
+	case c.State == statusDisconnected:
+		return st, refreshResult{err: fmt.Errorf("credential %q is disconnected: connect it again", name)}, false
+	case !c.OAuth.connected():
+		return st, refreshResult{err: fmt.Errorf("credential %q is not connected yet: connect it first", name)}, false
 	}
-	if g.RefreshToken == "" {
-		current.err = fmt.Errorf("credential %q has no refresh token (the provider issued none): reconnect it when its access token expires", name)
-		return current
+	st.svc, st.app, st.cfg, err = b.oauthContext(ctx, s, c)
+	if err != nil {
+		return st, refreshResult{err: err}, false
 	}
-	if mode == refreshOnUse && current.token != "" && now.Before(g.RetryAt) {
-		// Backing off after a failure while the old token still works.
-		return current
-	}
-	if mode == refreshOnUse && current.token == "" && g.RefreshFailures > 0 && now.Before(g.FailedAt.Add(onUseRetry)) {
-		current.err = fmt.Errorf("credential %s: refresh failing (%s); the provider is asked again from %s", name, g.RefreshError, g.FailedAt.Add(onUseRetry).UTC().Format(time.RFC3339))
-		return current
-	}
+	return st, refreshResult{}, true
+}
 
-	rec, err := getRefreshRecord(ctx, s, name)
+// fenceAndAsk asks the provider for a refresh of st's grant, once no other
+// node may be refreshing it and the refresh record is written. ok false
+// means the refresh ends with res; current is what the caller gets then.
+func (b *backend) fenceAndAsk(ctx context.Context, s logical.Storage, st refreshState, mode refreshMode, current refreshResult, now time.Time) (tok *provider.Token, res refreshResult, ok bool) {
+	c, g := st.c, st.c.OAuth
+	rec, err := getRefreshRecord(ctx, s, c.Name)
 	if err != nil {
 		// Not knowing whether another node is refreshing, do not; a
 		// token that still works is still handed out.
 		if current.token == "" {
 			current.err = err
 		}
-		return current
+		return nil, current, false
 	}
 	if b.inFlightElsewhere(rec, g, now) {
 		b.metrics.refresh(mode, "deferred")
 		b.recoverPending.Store(true)
 		if current.token == "" {
-			current.err = fmt.Errorf("credential %s: another Vault node started refreshing it at %s and may still store the answer; try again in a moment", name, formatTime(rec.StartedAt))
+			current.err = fmt.Errorf("credential %s: another Vault node started refreshing it at %s and may still store the answer; try again in a moment", c.Name, formatTime(rec.StartedAt))
 		}
-		return current
+		return nil, current, false
 	}
 	if err := b.fenceRefresh(ctx, s, c, mode); err != nil {
 		// Not asking the provider is what keeps the grant: this node
 		// could not store a rotated refresh token.
-		b.logger.Warn("not refreshing: this node cannot write its storage", "name", name, "error", err)
+		b.logger.Warn("not refreshing: this node cannot write its storage", "name", c.Name, "error", err)
 		b.metrics.refresh(mode, "fenced")
 		if current.token == "" {
-			current.err = fmt.Errorf("credential %s was not refreshed: this Vault node cannot write its storage (%w), so the provider was not asked", name, err)
+			current.err = fmt.Errorf("credential %s was not refreshed: this Vault node cannot write its storage (%w), so the provider was not asked", c.Name, err)
 		}
-		return current
+		return nil, current, false
 	}
-
-	tok, perr := b.requestRefresh(ctx, svc, app, g)
+	tok, perr := b.requestRefresh(ctx, st.svc, st.app, g)
 	if perr != nil {
 		b.metrics.refresh(mode, failureOutcome(perr.Kind))
 		if mode == refreshRecovery {
 			perr = recoveryFailure(perr)
 		}
-		b.recordRefreshFailure(ctx, s, c, svc, cfg, perr, now)
-		b.clearRefreshRecord(ctx, s, name)
+		b.recordRefreshFailure(ctx, s, c, st.svc, st.cfg, perr, now)
+		b.clearRefreshRecord(ctx, s, c.Name)
 		if perr.Kind == provider.GrantDead {
 			current.token = ""
 		}
-		current.err = fmt.Errorf("refreshing %s: %w", name, perr)
-		return current
+		current.err = fmt.Errorf("refreshing %s: %w", c.Name, perr)
+		return nil, current, false
 	}
+	return tok, refreshResult{}, true
+}
 
+// applyRefresh stores the grant the provider's answer tok gives, before
+// its access token is handed out.
+func (b *backend) applyRefresh(ctx context.Context, s logical.Storage, st refreshState, mode refreshMode, tok *provider.Token, now time.Time) refreshResult {
+	c, g := st.c, st.c.OAuth
 	fromRT := g.RefreshToken
 	wasFailing := g.RefreshFailures > 0 || g.ReconnectRequired
-	ng := grantFromToken(g, tok, now, cfg.MaxTokenLifetime)
+	ng := grantFromToken(g, tok, now, st.cfg.MaxTokenLifetime)
 	c.OAuth = ng
 	if wasFailing && c.State == statusNeedsAttention {
 		c.State, c.StateReason = statusActive, ""
 	}
 	c.UpdatedAt = now.UTC()
-	b.refile(ctx, s, c, refreshDueAt(ng, svc.OAuth, cfg, now), false)
+	b.refile(ctx, s, c, refreshDueAt(ng, st.svc.OAuth, st.cfg, now), false)
 	if err := b.saveCredential(ctx, s, c); err != nil {
-		b.oauth.hold(name, ng, fromRT)
-		b.logger.Error("storing a refreshed grant failed; holding it in memory", "name", name, "error", err)
-		return refreshResult{err: fmt.Errorf("credential %s was refreshed at the provider, but storing the new grant failed (it is held in memory and stored on the next attempt): %w", name, err)}
+		b.oauth.hold(c.Name, ng, fromRT)
+		b.logger.Error("storing a refreshed grant failed; holding it in memory", "name", c.Name, "error", err)
+		return refreshResult{err: fmt.Errorf("credential %s was refreshed at the provider, but storing the new grant failed (it is held in memory and stored on the next attempt): %w", c.Name, err)}
 	}
-	b.clearRefreshRecord(ctx, s, name)
+	b.clearRefreshRecord(ctx, s, c.Name)
 	b.metrics.refresh(mode, "ok")
-	b.logger.Info("grant refreshed", "name", name, "service", c.Service, "mode", mode.String(), "expires_in", int64(ng.Expiry.Sub(now).Seconds()))
+	b.logger.Info("grant refreshed", "name", c.Name, "service", c.Service, "mode", mode.String(), "expires_in", int64(ng.Expiry.Sub(now).Seconds()))
 	return refreshResult{token: ng.AccessToken, expiry: ng.Expiry}
 }
 
@@ -334,84 +347,6 @@ func (b *backend) recordRefreshFailure(ctx context.Context, s logical.Storage, c
 	if err := b.saveCredential(ctx, s, c); err != nil {
 		b.logger.Error("storing a refresh failure failed", "name", c.Name, "error", err)
 	}
-}
-
-// retryTime is when to retry after g's failures: an exponential backoff
-// with jitter, pulled in so that a retry still comes before the access
-// token expires.
-func retryTime(g *oauthGrant, now time.Time) time.Time {
-	d := retryBase << min(g.RefreshFailures-1, 10)
-	if d > retryMax {
-		d = retryMax
-	}
-	d += time.Duration(rand.Int64N(int64(d/10) + 1))
-	at := now.Add(d)
-	if !g.Expiry.IsZero() && g.Expiry.After(now.Add(time.Minute)) && at.After(g.Expiry.Add(-30*time.Second)) {
-		at = g.Expiry.Add(-30 * time.Second)
-	}
-	return at
-}
-
-// tokenUsable says whether g's access token may be handed out at now.
-func tokenUsable(g *oauthGrant, now time.Time) bool {
-	return g != nil && g.AccessToken != "" && !g.ReconnectRequired && (g.Expiry.IsZero() || now.Before(g.Expiry))
-}
-
-// needsRefresh says whether a user of g should refresh it first: its access
-// token is missing or expires within refreshAhead.
-func needsRefresh(g *oauthGrant, cfg *mountConfig, now time.Time) bool {
-	if g.AccessToken == "" {
-		return true
-	}
-	return !g.Expiry.IsZero() && !now.Before(g.Expiry.Add(-refreshAhead(g, cfg)))
-}
-
-// refreshAhead is how long before its expiry g is refreshed: refresh_ahead,
-// but never more than half the token's lifetime, so that a token shorter
-// than refresh_ahead (Keycloak's 5 minutes against the default 10) is
-// refreshed once per half-life rather than on every use and every tick.
-func refreshAhead(g *oauthGrant, cfg *mountConfig) time.Duration {
-	ahead := cfg.RefreshAhead
-	issued := g.RefreshedAt
-	if g.ConnectedAt.After(issued) {
-		issued = g.ConnectedAt
-	}
-	if !issued.IsZero() && !g.Expiry.IsZero() {
-		if half := g.Expiry.Sub(issued) / 2; half > 0 && half < ahead {
-			ahead = half
-		}
-	}
-	return ahead
-}
-
-// refreshDueAt is when the scheduler should refresh g: refreshAhead before
-// its access token expires, or earlier when the provider drops refresh
-// tokens left unused for spec's keep_alive, or at the retry time after a
-// failure. Zero: never (nothing to refresh with, or the grant is dead).
-func refreshDueAt(g *oauthGrant, spec *oauthSpec, cfg *mountConfig, now time.Time) time.Time {
-	if g == nil || g.RefreshToken == "" || g.ReconnectRequired {
-		return time.Time{}
-	}
-	if !g.RetryAt.IsZero() {
-		return g.RetryAt
-	}
-	var due time.Time
-	switch {
-	case g.AccessToken == "":
-		due = now
-	case !g.Expiry.IsZero():
-		due = g.Expiry.Add(-refreshAhead(g, cfg))
-	}
-	if spec != nil && spec.KeepAlive > 0 {
-		last := g.RefreshedAt
-		if g.ConnectedAt.After(last) {
-			last = g.ConnectedAt
-		}
-		if ka := last.Add(time.Duration(spec.KeepAlive)); due.IsZero() || ka.Before(due) {
-			due = ka
-		}
-	}
-	return due
 }
 
 // validateImportedRefreshToken proves an imported refresh token works by
