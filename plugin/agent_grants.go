@@ -57,7 +57,7 @@ func (b *backend) checkAgentGrant(req *logical.Request, c *credential) error {
 		}
 		break
 	}
-	return &brokerError{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf(
+	return &userError{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf(
 		"credential %s was created after agent %s was given that name: an agent manager gives it to the agent again (delete and create the agent)",
 		c.Name, ent.Metadata[contract.MetaAgent])}
 }

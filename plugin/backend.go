@@ -118,7 +118,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		},
 		// Most specific patterns first: creds/<name>/connect before
 		// creds/<name>.
-		Paths: framework.PathAppend(
+		Paths: answerErrors(framework.PathAppend(
 			b.changesBrokerInputs(pathConfig(b)),
 			b.changesBrokerInputs(pathServices(b)),
 			pathApps(b),
@@ -129,7 +129,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathMail(b),
 			pathRefreshFailing(b),
 			pathMetrics(b),
-		),
+		)),
 		Invalidate:     b.invalidate,
 		Clean:          b.cleanup,
 		PeriodicFunc:   b.periodic,

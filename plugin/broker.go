@@ -3,25 +3,13 @@ package credentials
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"sync"
 
-	"github.com/hashicorp/vault/sdk/logical"
-
 	"github.com/clankteam/credentials/internal/egress"
 )
-
-// brokerError is a refusal or failure with the status the caller gets and
-// a message that names no secret; the egress package defines it, since the
-// portal's edge answers with the same errors.
-type brokerError = egress.Error
-
-func badRequest(format string, args ...any) *brokerError {
-	return egress.BadRequest(format, args...)
-}
 
 // egressRuntime is what this mount's calls to services share: the
 // operator's dial guard, the connection pools built on it, and the edge
@@ -70,20 +58,6 @@ func (e *egressRuntime) brokerClient() *http.Client {
 
 // truncate shortens s for a message.
 func truncate(s string, n int) string { return egress.Truncate(s, n) }
-
-// brokerResult turns a broker error into the response Vault sends: the
-// caller's mistakes as 400 with a message, other refusals and upstream
-// failures with their own status (413, 502, 504), other errors as they are.
-func brokerResult(err error) (*logical.Response, error) {
-	var be *brokerError
-	if !errors.As(err, &be) {
-		return nil, err
-	}
-	if be.Status == http.StatusBadRequest {
-		return logical.ErrorResponse(be.Msg), nil
-	}
-	return nil, logical.CodedError(be.Status, be.Msg)
-}
 
 func tooLarge(max int64) error { return egress.TooLarge("request", max) }
 

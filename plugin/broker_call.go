@@ -58,7 +58,7 @@ func (b *backend) grantFor(cfg *mountConfig, svc *service, c *credential) *egres
 // the answer, bounded by the mount's broker_timeout and broker_max_body.
 // This is the buffered Vault path; the edge streams the same steps
 // (egress.Check, Prepare, Send), differing only in how it reads the answer.
-// Errors are *brokerError (caller-facing, secret-free) or wrapped failures.
+// Errors are *userError (caller-facing, secret-free) or wrapped failures.
 func (b *backend) brokerCall(ctx context.Context, s logical.Storage, cfg *mountConfig, svc *service, c *credential, r brokerRequest) (*brokerResponse, error) {
 	grant := b.grantFor(cfg, svc, c)
 	var body io.Reader
@@ -99,7 +99,7 @@ func (b *backend) brokerCall(ctx context.Context, s logical.Storage, cfg *mountC
 	case errors.Is(err, egress.ErrAnswerOver):
 		clear(whole)
 		if maxAnswer < cfg.BrokerMaxBody {
-			return nil, &brokerError{Status: http.StatusBadGateway, Permanent: true, Msg: fmt.Sprintf(
+			return nil, &userError{Status: http.StatusBadGateway, Permanent: true, Msg: fmt.Sprintf(
 				"the answer is larger than the Vault path carries (%d bytes): call through the portal's edge (/broker/...), which streams it", maxAnswer)}
 		}
 		return nil, egress.TooLarge("answer", cfg.BrokerMaxBody)

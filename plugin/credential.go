@@ -2,7 +2,6 @@ package credentials
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -30,7 +29,7 @@ func credStorageKey(name string) string { return credStoragePrefix + name }
 // in Vault paths, portal URLs and storage keys.
 func validateCredName(name string) error {
 	if !contract.ValidCredName(name) {
-		return errors.New(contract.CredNameRule)
+		return userErrorMsg(contract.CredNameRule)
 	}
 	return nil
 }

@@ -15,11 +15,11 @@ import (
 
 const maxFileSize = 1 << 20
 
-func applyFileFields(d *framework.FieldData, svc *service, c *credential, creating bool) string {
+func applyFileFields(d *framework.FieldData, svc *service, c *credential, creating bool) error {
 	if v, ok := d.GetOk("filename"); ok {
 		fn := v.(string)
 		if fn == "" || len(fn) > 255 || strings.ContainsAny(fn, `/\`) || hasControl(fn) {
-			return "filename must be 1-255 characters without slashes or control characters"
+			return userErrorf("filename must be 1-255 characters without slashes or control characters")
 		}
 		c.Filename = fn
 	}
@@ -28,25 +28,25 @@ func applyFileFields(d *framework.FieldData, svc *service, c *credential, creati
 		// 4 base64 characters carry 3 bytes: refuse oversize input before
 		// decoding it.
 		if len(raw) > base64.StdEncoding.EncodedLen(maxFileSize)+4 {
-			return fmt.Sprintf("file is larger than %d bytes", maxFileSize)
+			return userErrorf("file is larger than %d bytes", maxFileSize)
 		}
 		content, err := base64.StdEncoding.DecodeString(strings.TrimSpace(raw))
 		if err != nil {
-			return "file must be base64 (standard encoding)"
+			return userErrorf("file must be base64 (standard encoding)")
 		}
 		if len(content) == 0 {
-			return "file is empty"
+			return userErrorf("file is empty")
 		}
 		if len(content) > maxFileSize {
-			return fmt.Sprintf("file is larger than %d bytes", maxFileSize)
+			return userErrorf("file is larger than %d bytes", maxFileSize)
 		}
-		sa, msg := inspectServiceAccount(content, svc.ServiceAccountJSON)
-		if msg != "" {
-			return msg
+		sa, err := inspectServiceAccount(content, svc.ServiceAccountJSON)
+		if err != nil {
+			return err
 		}
 		c.File, c.ServiceAccount = content, sa
 	} else if creating {
-		return "file is required for file credentials"
+		return userErrorf("file is required for file credentials")
 	}
 	if c.Filename == "" {
 		switch {
@@ -55,10 +55,10 @@ func applyFileFields(d *framework.FieldData, svc *service, c *credential, creati
 		case creating && svc.GitHubApp:
 			c.Filename = "github-app.pem"
 		case creating:
-			return "filename is required for file credentials"
+			return userErrorf("filename is required for file credentials")
 		}
 	}
-	return ""
+	return nil
 }
 
 // serviceAccountKey is the part of a GCP service-account key file the
@@ -75,30 +75,30 @@ type serviceAccountKey struct {
 // inspectServiceAccount recognises a GCP service-account key and checks it.
 // A file that is not one is accepted as is unless the service requires one.
 // Messages never quote the file.
-func inspectServiceAccount(content []byte, required bool) (*serviceAccountInfo, string) {
+func inspectServiceAccount(content []byte, required bool) (*serviceAccountInfo, error) {
 	var k serviceAccountKey
 	if err := json.Unmarshal(content, &k); err != nil || k.Type != "service_account" {
 		if required {
-			return nil, `file must be a GCP service-account key (JSON with "type": "service_account")`
+			return nil, userErrorf(`file must be a GCP service-account key (JSON with "type": "service_account")`)
 		}
-		return nil, ""
+		return nil, nil
 	}
 	if k.ClientEmail == "" || !strings.Contains(k.ClientEmail, "@") {
-		return nil, "service-account key has no valid client_email"
+		return nil, userErrorf("service-account key has no valid client_email")
 	}
 	if _, err := parsePrivateKey(k.PrivateKey); err != nil {
-		return nil, "service-account key's private_key is not a PEM RSA private key"
+		return nil, userErrorf("service-account key's private_key is not a PEM RSA private key")
 	}
 	u, err := url.Parse(k.TokenURI)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) {
-		return nil, "service-account key's token_uri must be an https URL"
+		return nil, userErrorf("service-account key's token_uri must be an https URL")
 	}
 	return &serviceAccountInfo{
 		ClientEmail:  k.ClientEmail,
 		ProjectID:    k.ProjectID,
 		PrivateKeyID: k.PrivateKeyID,
 		TokenURI:     k.TokenURI,
-	}, ""
+	}, nil
 }
 
 // parsePrivateKey accepts the PKCS #8 keys Google issues and PKCS #1 keys.

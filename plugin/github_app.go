@@ -29,15 +29,15 @@ const maxGitHubRepositories = 500
 
 // applyGitHubAppFields checks a GitHub App key credential's fields; other
 // file credentials have none.
-func applyGitHubAppFields(d *framework.FieldData, svc *service, c *credential) string {
+func applyGitHubAppFields(d *framework.FieldData, svc *service, c *credential) error {
 	fields := []string{"app_id", "installation_id", "repositories", "permissions"}
 	if !svc.GitHubApp {
 		for _, f := range fields {
 			if _, ok := d.GetOk(f); ok {
-				return fmt.Sprintf("%s is a field of GitHub App credentials only (a service with github_app)", f)
+				return userErrorf("%s is a field of GitHub App credentials only (a service with github_app)", f)
 			}
 		}
-		return ""
+		return nil
 	}
 	gh := &githubAppSettings{}
 	if c.GitHubApp != nil {
@@ -46,13 +46,13 @@ func applyGitHubAppFields(d *framework.FieldData, svc *service, c *credential) s
 	if v, ok := d.GetOk("app_id"); ok {
 		gh.AppID = strings.TrimSpace(v.(string))
 		if !githubAppIDPattern.MatchString(gh.AppID) {
-			return "app_id must be the GitHub App's numeric ID or its client ID (Iv…)"
+			return userErrorf("app_id must be the GitHub App's numeric ID or its client ID (Iv…)")
 		}
 	}
 	if v, ok := d.GetOk("installation_id"); ok {
 		gh.InstallationID = int64(v.(int))
 		if gh.InstallationID <= 0 {
-			return "installation_id must be a positive number"
+			return userErrorf("installation_id must be a positive number")
 		}
 	}
 	if v, ok := d.GetOk("repositories"); ok {
@@ -62,12 +62,12 @@ func applyGitHubAppFields(d *framework.FieldData, svc *service, c *credential) s
 				continue
 			}
 			if !githubRepoPattern.MatchString(r) {
-				return fmt.Sprintf("repositories: %q is not a repository name (without the owner)", r)
+				return userErrorf("repositories: %q is not a repository name (without the owner)", r)
 			}
 			repos = append(repos, r)
 		}
 		if len(repos) > maxGitHubRepositories {
-			return fmt.Sprintf("repositories names at most %d", maxGitHubRepositories)
+			return userErrorf("repositories names at most %d", maxGitHubRepositories)
 		}
 		sort.Strings(repos)
 		gh.Repositories = repos
@@ -76,20 +76,20 @@ func applyGitHubAppFields(d *framework.FieldData, svc *service, c *credential) s
 		perms := map[string]string{}
 		for k, level := range v.(map[string]string) {
 			if !githubPermPattern.MatchString(k) || !githubPermissionSet[level] {
-				return fmt.Sprintf("permissions: %q=%q is not a permission name with read, write or admin", k, level)
+				return userErrorf("permissions: %q=%q is not a permission name with read, write or admin", k, level)
 			}
 			perms[k] = level
 		}
 		gh.Permissions = perms
 	}
 	if gh.AppID == "" || gh.InstallationID == 0 {
-		return "app_id and installation_id are required for GitHub App credentials"
+		return userErrorf("app_id and installation_id are required for GitHub App credentials")
 	}
 	if _, err := githubAppKey(c.File); err != nil {
-		return "file must be the GitHub App's private key (PEM, RSA), as GitHub issues it"
+		return userErrorf("file must be the GitHub App's private key (PEM, RSA), as GitHub issues it")
 	}
 	c.GitHubApp = gh
-	return ""
+	return nil
 }
 
 func githubAppKey(file []byte) (*rsa.PrivateKey, error) {
@@ -108,7 +108,7 @@ func githubAppKey(file []byte) (*rsa.PrivateKey, error) {
 func (b *backend) githubAppToken(ctx context.Context, svc *service, c *credential) (string, error) {
 	gh := c.GitHubApp
 	if gh == nil || len(svc.BaseURLs) == 0 {
-		return "", badRequest("credential %s has no GitHub App installation: write its app_id and installation_id", c.Name)
+		return "", userErrorf("credential %s has no GitHub App installation: write its app_id and installation_id", c.Name)
 	}
 	perms := make([]string, 0, len(gh.Permissions))
 	for k, v := range gh.Permissions {

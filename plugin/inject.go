@@ -35,7 +35,7 @@ func (b *backend) credentialMaterial(ctx context.Context, s logical.Storage, svc
 		return egress.Material{User: []byte(c.Username), Secret: []byte(c.Password)}, nil
 	case typeOAuth2:
 		if c.State == statusDisconnected {
-			return egress.Material{}, badRequest("credential %s is disconnected: connect it again", c.Name)
+			return egress.Material{}, userErrorf("credential %s is disconnected: connect it again", c.Name)
 		}
 		tok, err := b.accessTokenOf(ctx, s, c)
 		if err != nil {
@@ -51,7 +51,7 @@ func (b *backend) credentialMaterial(ctx context.Context, s logical.Storage, svc
 			return egress.Material{Secret: []byte(tok)}, nil
 		}
 		if c.ServiceAccount == nil {
-			return egress.Material{}, badRequest("credential %s is a plain file; only GCP service-account keys can be used through the broker", c.Name)
+			return egress.Material{}, userErrorf("credential %s is a plain file; only GCP service-account keys can be used through the broker", c.Name)
 		}
 		var scopes []string
 		if svc.OAuth != nil {
@@ -66,7 +66,7 @@ func (b *backend) credentialMaterial(ctx context.Context, s logical.Storage, svc
 		}
 		return egress.Material{Secret: []byte(tok)}, nil
 	}
-	return egress.Material{}, badRequest("credential %s has unknown type %q", c.Name, c.Type)
+	return egress.Material{}, userErrorf("credential %s has unknown type %q", c.Name, c.Type)
 }
 
 // tokenError reports a failure to obtain an access token. The underlying
@@ -76,12 +76,12 @@ func tokenError(name string, err error) error {
 		// Vault forwards the request to the node that can refresh.
 		return logical.ErrReadOnly
 	}
-	var be *brokerError
+	var be *userError
 	if errors.As(err, &be) {
 		return be
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &brokerError{Status: http.StatusGatewayTimeout, Msg: fmt.Sprintf("getting an access token for %s timed out", name)}
+		return &userError{Status: http.StatusGatewayTimeout, Msg: fmt.Sprintf("getting an access token for %s timed out", name)}
 	}
-	return &brokerError{Status: http.StatusBadGateway, Msg: fmt.Sprintf("no access token for %s: %v", name, err)}
+	return &userError{Status: http.StatusBadGateway, Msg: fmt.Sprintf("no access token for %s: %v", name, err)}
 }

@@ -163,10 +163,10 @@ func (b *backend) pathAppsList(ctx context.Context, req *logical.Request, _ *fra
 func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if !contract.ValidCredName(name) {
-		return logical.ErrorResponse(contract.AppNameRule), nil
+		return nil, userErrorMsg(contract.AppNameRule)
 	}
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	b.refsMu.Lock()
 	defer b.refsMu.Unlock()
@@ -181,69 +181,25 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 	}
 	if v, ok := d.GetOk("service"); ok {
 		if !creating && v.(string) != a.Service {
-			return logical.ErrorResponse("service cannot change (app %q is for %s)", name, a.Service), nil
+			return nil, userErrorf("service cannot change (app %q is for %s)", name, a.Service)
 		}
 		a.Service = v.(string)
 	}
 	if a.Service == "" {
-		return logical.ErrorResponse("service is required"), nil
+		return nil, userErrorf("service is required")
 	}
 	svc, err := b.getService(ctx, req.Storage, a.Service)
 	if err != nil {
 		return nil, err
 	}
 	if svc == nil {
-		return logical.ErrorResponse("unknown service %q: see services/ for the catalog", a.Service), nil
+		return nil, userErrorf("unknown service %q: see services/ for the catalog", a.Service)
 	}
 	if !svc.takes(typeOAuth2) {
-		return logical.ErrorResponse("service %s does not take oauth2 credentials", a.Service), nil
+		return nil, userErrorf("service %s does not take oauth2 credentials", a.Service)
 	}
-	if v, ok := d.GetOk("grant"); ok {
-		g := v.(string)
-		if g == grantAuthorizationCode {
-			g = ""
-		}
-		switch {
-		case g != "" && g != grantClientCredentials:
-			return logical.ErrorResponse("grant must be authorization_code or client_credentials"), nil
-		case !creating && g != a.Grant:
-			return logical.ErrorResponse("grant cannot change (app %q's credentials were made for it): register another app", name), nil
-		}
-		a.Grant = g
-	}
-	if v, ok := d.GetOk("client_id"); ok {
-		a.ClientID = v.(string)
-	}
-	if a.ClientID == "" || len(a.ClientID) > 512 || hasControl(a.ClientID) {
-		return logical.ErrorResponse("client_id is required: 1-512 characters without control characters"), nil
-	}
-	if v, ok := d.GetOk("client_secret"); ok {
-		sec := v.(string)
-		if len(sec) > 4096 || hasControl(sec) {
-			return logical.ErrorResponse("client_secret must be at most 4096 characters without control characters"), nil
-		}
-		a.ClientSecret = sec
-	}
-	switch {
-	case a.Grant == grantClientCredentials && svc.OAuth != nil && svc.OAuth.Public():
-		return logical.ErrorResponse("the client credentials grant needs a confidential client, and service %s's clients are public", a.Service), nil
-	case svc.OAuth != nil && svc.OAuth.Public() && a.ClientSecret != "":
-		return logical.ErrorResponse("service %s's clients are public (token_auth_method none, with PKCE): an app of it has no client_secret", a.Service), nil
-	case creating && a.ClientSecret == "" && (svc.OAuth == nil || !svc.OAuth.Public()):
-		return logical.ErrorResponse("client_secret is required (a public client, without one, needs a service with token_auth_method none and pkce)"), nil
-	}
-	if v, ok := d.GetOk("scopes"); ok {
-		scopes, msg := expandScopes(svc, v.([]string))
-		if msg != "" {
-			return logical.ErrorResponse(msg), nil
-		}
-		a.Scopes = scopes
-	}
-	if v, ok := d.GetOk("description"); ok {
-		if len(v.(string)) > maxDescLen || hasControl(v.(string)) {
-			return logical.ErrorResponse("description must be at most %d characters without control characters", maxDescLen), nil
-		}
-		a.Description = v.(string)
+	if err := applyAppFields(d, svc, a, creating); err != nil {
+		return nil, err
 	}
 	entry, err := logical.StorageEntryJSON(appStoragePrefix+name, a)
 	if err != nil {
@@ -255,9 +211,62 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 	return appResponse(a), nil
 }
 
+// applyAppFields checks the request's fields of app a of service svc and
+// copies them into a.
+func applyAppFields(d *framework.FieldData, svc *service, a *oauthApp, creating bool) error {
+	if v, ok := d.GetOk("grant"); ok {
+		g := v.(string)
+		if g == grantAuthorizationCode {
+			g = ""
+		}
+		switch {
+		case g != "" && g != grantClientCredentials:
+			return userErrorf("grant must be authorization_code or client_credentials")
+		case !creating && g != a.Grant:
+			return userErrorf("grant cannot change (app %q's credentials were made for it): register another app", a.Name)
+		}
+		a.Grant = g
+	}
+	if v, ok := d.GetOk("client_id"); ok {
+		a.ClientID = v.(string)
+	}
+	if a.ClientID == "" || len(a.ClientID) > 512 || hasControl(a.ClientID) {
+		return userErrorf("client_id is required: 1-512 characters without control characters")
+	}
+	if v, ok := d.GetOk("client_secret"); ok {
+		sec := v.(string)
+		if len(sec) > 4096 || hasControl(sec) {
+			return userErrorf("client_secret must be at most 4096 characters without control characters")
+		}
+		a.ClientSecret = sec
+	}
+	switch {
+	case a.Grant == grantClientCredentials && svc.OAuth != nil && svc.OAuth.Public():
+		return userErrorf("the client credentials grant needs a confidential client, and service %s's clients are public", a.Service)
+	case svc.OAuth != nil && svc.OAuth.Public() && a.ClientSecret != "":
+		return userErrorf("service %s's clients are public (token_auth_method none, with PKCE): an app of it has no client_secret", a.Service)
+	case creating && a.ClientSecret == "" && (svc.OAuth == nil || !svc.OAuth.Public()):
+		return userErrorf("client_secret is required (a public client, without one, needs a service with token_auth_method none and pkce)")
+	}
+	if v, ok := d.GetOk("scopes"); ok {
+		scopes, err := expandScopes(svc, v.([]string))
+		if err != nil {
+			return err
+		}
+		a.Scopes = scopes
+	}
+	if v, ok := d.GetOk("description"); ok {
+		if len(v.(string)) > maxDescLen || hasControl(v.(string)) {
+			return userErrorf("description must be at most %d characters without control characters", maxDescLen)
+		}
+		a.Description = v.(string)
+	}
+	return nil
+}
+
 // expandScopes replaces names of the service's scope sets by their scopes
 // and drops duplicates.
-func expandScopes(svc *service, in []string) ([]string, string) {
+func expandScopes(svc *service, in []string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	for _, s := range in {
@@ -266,7 +275,7 @@ func expandScopes(svc *service, in []string) ([]string, string) {
 			continue
 		}
 		if strings.ContainsAny(s, " \t\r\n") {
-			return nil, "scopes must not contain spaces: separate them with commas"
+			return nil, userErrorf("scopes must not contain spaces: separate them with commas")
 		}
 		expanded := []string{s}
 		if svc.OAuth != nil {
@@ -281,7 +290,7 @@ func expandScopes(svc *service, in []string) ([]string, string) {
 			}
 		}
 	}
-	return out, ""
+	return out, nil
 }
 
 func appResponse(a *oauthApp) *logical.Response {
@@ -319,7 +328,7 @@ func (b *backend) pathAppDelete(ctx context.Context, req *logical.Request, d *fr
 		}
 	}
 	if len(users) > 0 {
-		return logical.ErrorResponse("app %q is used by %d credential(s) (%s): delete them first", name, len(users), strings.Join(firstN(users, 5), ", ")), nil
+		return nil, userErrorf("app %q is used by %d credential(s) (%s): delete them first", name, len(users), strings.Join(firstN(users, 5), ", "))
 	}
 	if err := req.Storage.Delete(ctx, appStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting app: %w", err)

@@ -171,8 +171,8 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	cfg, err := b.getConfig(ctx, req.Storage)
 	if err != nil {
@@ -184,10 +184,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		if raw != "" {
 			u, err := url.Parse(raw)
 			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				return logical.ErrorResponse("redirect_url must be an absolute http or https URL"), nil
+				return nil, userErrorf("redirect_url must be an absolute http or https URL")
 			}
 			if u.Fragment != "" {
-				return logical.ErrorResponse("redirect_url must not have a fragment"), nil
+				return nil, userErrorf("redirect_url must not have a fragment")
 			}
 		}
 		cfg.RedirectURL = raw
@@ -206,7 +206,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		if v, ok := d.GetOk(f.field); ok {
 			secs := v.(int)
 			if secs <= 0 {
-				return logical.ErrorResponse("%s must be a positive duration", f.field), nil
+				return nil, userErrorf("%s must be a positive duration", f.field)
 			}
 			*f.dst = time.Duration(secs) * time.Second
 		}
@@ -214,21 +214,21 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if v, ok := d.GetOk("broker_max_body"); ok {
 		n := int64(v.(int))
 		if n <= 0 || n > maxBrokerMaxBody {
-			return logical.ErrorResponse("broker_max_body must be between 1 and %d bytes", maxBrokerMaxBody), nil
+			return nil, userErrorf("broker_max_body must be between 1 and %d bytes", maxBrokerMaxBody)
 		}
 		cfg.BrokerMaxBody = n
 	}
 	if v, ok := d.GetOk("mail_max_bytes"); ok {
 		n := int64(v.(int))
 		if n <= 0 || n > maxMailMaxBytes {
-			return logical.ErrorResponse("mail_max_bytes must be between 1 and %d bytes", maxMailMaxBytes), nil
+			return nil, userErrorf("mail_max_bytes must be between 1 and %d bytes", maxMailMaxBytes)
 		}
 		cfg.MailMaxBytes = n
 	}
 	if v, ok := d.GetOk("mail_max_recipients"); ok {
 		n := v.(int)
 		if n <= 0 || n > maxMailMaxRecipients {
-			return logical.ErrorResponse("mail_max_recipients must be between 1 and %d", maxMailMaxRecipients), nil
+			return nil, userErrorf("mail_max_recipients must be between 1 and %d", maxMailMaxRecipients)
 		}
 		cfg.MailMaxRecipients = n
 	}
@@ -245,7 +245,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 
 // unknownFields names the request fields the path does not declare, so a
 // typo is refused instead of silently ignored.
-func unknownFields(req *logical.Request, d *framework.FieldData) string {
+func unknownFields(req *logical.Request, d *framework.FieldData) error {
 	var unknown []string
 	for k := range req.Data {
 		if _, ok := d.Schema[k]; !ok {
@@ -253,10 +253,10 @@ func unknownFields(req *logical.Request, d *framework.FieldData) string {
 		}
 	}
 	if len(unknown) == 0 {
-		return ""
+		return nil
 	}
 	sort.Strings(unknown)
-	return "unknown field(s): " + strings.Join(unknown, ", ")
+	return userErrorf("unknown field(s): %s", strings.Join(unknown, ", "))
 }
 
 const pathConfigHelpSyn = `Configure the organization's credentials mount.`

@@ -215,10 +215,10 @@ func (b *backend) credLock(name string) *locksutil.LockEntry {
 func (b *backend) pathCredCreate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, err
 	}
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	// Shared hold on references: the app or custom service this
 	// credential names cannot be deleted until it is stored.
@@ -232,26 +232,26 @@ func (b *backend) pathCredCreate(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	} else if existing != nil {
 		// Another writer created it between the existence check and the lock.
-		return logical.ErrorResponse("credential %q already exists", name), nil
+		return nil, userErrorf("credential %q already exists", name)
 	}
 
 	typ, _ := d.Get("type").(string)
 	svcName, _ := d.Get("service").(string)
 	if typ == "" || svcName == "" {
-		return logical.ErrorResponse("type and service are required"), nil
+		return nil, userErrorf("type and service are required")
 	}
 	if !slices.Contains(credTypes, typ) {
-		return logical.ErrorResponse("type must be one of %s, not %q", strings.Join(credTypes, ", "), typ), nil
+		return nil, userErrorf("type must be one of %s, not %q", strings.Join(credTypes, ", "), typ)
 	}
 	svc, err := b.getService(ctx, req.Storage, svcName)
 	if err != nil {
 		return nil, err
 	}
 	if svc == nil {
-		return logical.ErrorResponse("unknown service %q: see services/ for the catalog", svcName), nil
+		return nil, userErrorf("unknown service %q: see services/ for the catalog", svcName)
 	}
 	if !svc.takes(typ) {
-		return logical.ErrorResponse("service %s takes %s credentials, not %q", svcName, strings.Join(svc.Types, " or "), typ), nil
+		return nil, userErrorf("service %s takes %s credentials, not %q", svcName, strings.Join(svc.Types, " or "), typ)
 	}
 
 	now := b.now().UTC()
@@ -264,14 +264,11 @@ func (b *backend) pathCredCreate(ctx context.Context, req *logical.Request, d *f
 		UpdatedAt: now,
 		ID:        newCredentialID(),
 	}
-	if msg := b.applyCredFields(ctx, req, d, svc, c, true); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := b.applyCredFields(ctx, req, d, svc, c, true); err != nil {
+		return nil, err
 	}
-	if msg, err := b.validateOAuthCred(ctx, req.Storage, svc, c); err != nil || msg != "" {
-		if err != nil {
-			return nil, err
-		}
-		return logical.ErrorResponse(msg), nil
+	if err := b.validateOAuthCred(ctx, req.Storage, svc, c); err != nil {
+		return nil, err
 	}
 	if err := b.saveCredential(ctx, req.Storage, c); err != nil {
 		return nil, err
@@ -283,10 +280,10 @@ func (b *backend) pathCredCreate(ctx context.Context, req *logical.Request, d *f
 func (b *backend) pathCredUpdate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, err
 	}
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	b.refsMu.RLock()
 	defer b.refsMu.RUnlock()
@@ -299,20 +296,20 @@ func (b *backend) pathCredUpdate(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	if c == nil {
-		return logical.ErrorResponse("credential %q does not exist", name), nil
+		return nil, userErrorf("credential %q does not exist", name)
 	}
 	if t, ok := d.GetOk("type"); ok && t.(string) != c.Type {
-		return logical.ErrorResponse("type cannot change (credential %q is %s); delete and recreate it", name, c.Type), nil
+		return nil, userErrorf("type cannot change (credential %q is %s); delete and recreate it", name, c.Type)
 	}
 	if s, ok := d.GetOk("service"); ok && s.(string) != c.Service {
-		return logical.ErrorResponse("service cannot change (credential %q is for %s); delete and recreate it", name, c.Service), nil
+		return nil, userErrorf("service cannot change (credential %q is for %s); delete and recreate it", name, c.Service)
 	}
 	svc, err := b.getService(ctx, req.Storage, c.Service)
 	if err != nil {
 		return nil, err
 	}
 	if svc == nil {
-		return logical.ErrorResponse("service %q of credential %q no longer exists", c.Service, name), nil
+		return nil, userErrorf("service %q of credential %q no longer exists", c.Service, name)
 	}
 	// An imported refresh token replaces the grant: the replaced one is
 	// revoked once the new one is stored (applying the fields changes the
@@ -322,14 +319,11 @@ func (b *backend) pathCredUpdate(ctx context.Context, req *logical.Request, d *f
 		kept := *g
 		replaced.OAuth = &kept
 	}
-	if msg := b.applyCredFields(ctx, req, d, svc, c, false); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := b.applyCredFields(ctx, req, d, svc, c, false); err != nil {
+		return nil, err
 	}
-	if msg, err := b.validateOAuthCred(ctx, req.Storage, svc, c); err != nil || msg != "" {
-		if err != nil {
-			return nil, err
-		}
-		return logical.ErrorResponse(msg), nil
+	if err := b.validateOAuthCred(ctx, req.Storage, svc, c); err != nil {
+		return nil, err
 	}
 	c.UpdatedAt = b.now().UTC()
 	if err := b.saveCredential(ctx, req.Storage, c); err != nil {
@@ -347,7 +341,7 @@ func (b *backend) pathCredUpdate(ctx context.Context, req *logical.Request, d *f
 func (b *backend) pathCredRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, err
 	}
 	c, err := getCredential(ctx, req.Storage, name)
 	if err != nil || c == nil {
@@ -440,7 +434,7 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 func (b *backend) pathCredDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, err
 	}
 	lock := b.credLock(name)
 	lock.Lock()
@@ -470,15 +464,15 @@ func (b *backend) pathCredDelete(ctx context.Context, req *logical.Request, d *f
 func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	typ := d.Get("type").(string)
 	if typ != "" && !slices.Contains(credTypes, typ) {
-		return logical.ErrorResponse("type must be one of %s", strings.Join(credTypes, ", ")), nil
+		return nil, userErrorf("type must be one of %s", strings.Join(credTypes, ", "))
 	}
 	status := d.Get("status").(string)
 	if status != "" && !slices.Contains(statuses, status) {
-		return logical.ErrorResponse("status must be one of %s", strings.Join(statuses, ", ")), nil
+		return nil, userErrorf("status must be one of %s", strings.Join(statuses, ", "))
 	}
 	limit := d.Get("limit").(int)
 	if limit < 0 || limit > maxListLimit {
-		return logical.ErrorResponse("limit must be between 1 and %d", maxListLimit), nil
+		return nil, userErrorf("limit must be between 1 and %d", maxListLimit)
 	}
 	if limit == 0 {
 		limit = maxListLimit

@@ -76,42 +76,38 @@ func pathMail(b *backend) []*framework.Path {
 }
 
 func (b *backend) pathMailWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	name := d.Get("name").(string)
 	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, err
 	}
 	cfg, err := b.brokerConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	msg, refusal := mailMessageFrom(d)
-	if refusal != "" {
-		return logical.ErrorResponse(refusal), nil
+	msg, err := mailMessageFrom(d)
+	if err != nil {
+		return nil, err
 	}
 	prepared, err := mailsubmit.Prepare(msg, mailsubmit.Limits{MaxBytes: int(cfg.MailMaxBytes), MaxRecipients: cfg.MailMaxRecipients}, b.now())
 	if err != nil {
-		var me *mailsubmit.Error
-		if errors.As(err, &me) {
-			return logical.ErrorResponse(me.Msg), nil
-		}
 		return nil, err
 	}
 
 	c, err := b.usableCredential(ctx, req, name)
 	if err != nil {
-		return brokerResult(err)
+		return nil, err
 	}
 	if c.Type != typePassword || c.Service != smtpService {
-		return logical.ErrorResponse("credential %s is not an SMTP credential (type password, service smtp): call its service through proxy/%s", name, name), nil
+		return nil, userErrorf("credential %s is not an SMTP credential (type password, service smtp): call its service through proxy/%s", name, name)
 	}
 	if c.State == statusDisconnected {
-		return logical.ErrorResponse("credential %s is disconnected: a person stores its login again in the portal", name), nil
+		return nil, userErrorf("credential %s is disconnected: a person stores its login again in the portal", name)
 	}
 	if !senderAllowed(c.SMTP, prepared.Envelope.From) {
-		return logical.ErrorResponse("from %s is not one of credential %s's allowed_senders (%s)", prepared.Envelope.From, name, strings.Join(c.SMTP.AllowedSenders, ", ")), nil
+		return nil, userErrorf("from %s is not one of credential %s's allowed_senders (%s)", prepared.Envelope.From, name, strings.Join(c.SMTP.AllowedSenders, ", "))
 	}
 
 	callCtx, cancel := context.WithTimeout(ctx, cfg.MailTimeout)
@@ -119,7 +115,7 @@ func (b *backend) pathMailWrite(ctx context.Context, req *logical.Request, d *fr
 	receipt, err := mailsubmit.Submit(callCtx, b.egress.guard.DialContext, b.smtpServerOf(c), smtpLoginOf(c), prepared)
 	if err != nil {
 		b.metrics.call("mail", 0)
-		return brokerResult(mailFailure(c, err, cfg.MailTimeout))
+		return nil, mailFailure(c, err, cfg.MailTimeout)
 	}
 	b.metrics.call("mail", http.StatusOK)
 	b.lastUse.record(name, b.callerOf(req), b.now().UTC())
@@ -133,7 +129,7 @@ func (b *backend) pathMailWrite(ctx context.Context, req *logical.Request, d *fr
 
 // mailMessageFrom reads the message fields; attachments are decoded from
 // base64 here so a bad one is named.
-func mailMessageFrom(d *framework.FieldData) (mailsubmit.Message, string) {
+func mailMessageFrom(d *framework.FieldData) (mailsubmit.Message, error) {
 	m := mailsubmit.Message{
 		From:    d.Get("from").(string),
 		To:      d.Get("to").([]string),
@@ -148,11 +144,11 @@ func mailMessageFrom(d *framework.FieldData) (mailsubmit.Message, string) {
 	for i, item := range raw {
 		obj, ok := item.(map[string]interface{})
 		if !ok {
-			return m, fmt.Sprintf(`attachment %d must be an object {"filename": ..., "content": "<base64>"}`, i+1)
+			return m, userErrorf(`attachment %d must be an object {"filename": ..., "content": "<base64>"}`, i+1)
 		}
 		for k := range obj {
 			if k != "filename" && k != "content" && k != "content_type" {
-				return m, fmt.Sprintf("attachment %d: unknown field %q (filename, content, content_type)", i+1, k)
+				return m, userErrorf("attachment %d: unknown field %q (filename, content, content_type)", i+1, k)
 			}
 		}
 		filename, _ := obj["filename"].(string)
@@ -160,16 +156,16 @@ func mailMessageFrom(d *framework.FieldData) (mailsubmit.Message, string) {
 		ctype, _ := obj["content_type"].(string)
 		data, err := base64.StdEncoding.DecodeString(content)
 		if err != nil {
-			return m, fmt.Sprintf("attachment %d: content must be base64 (standard encoding)", i+1)
+			return m, userErrorf("attachment %d: content must be base64 (standard encoding)", i+1)
 		}
 		m.Attachments = append(m.Attachments, mailsubmit.Attachment{Filename: filename, ContentType: ctype, Content: data})
 	}
-	return m, ""
+	return m, nil
 }
 
 // parseAllowedSenders checks a credential's allowed_senders: addresses or
 // @domains, kept in lower case.
-func parseAllowedSenders(in []string) ([]string, string) {
+func parseAllowedSenders(in []string) ([]string, error) {
 	var out []string
 	for _, s := range in {
 		s = strings.ToLower(strings.TrimSpace(s))
@@ -178,17 +174,17 @@ func parseAllowedSenders(in []string) ([]string, string) {
 		}
 		if domain, ok := strings.CutPrefix(s, "@"); ok {
 			if !validHost(domain) {
-				return nil, fmt.Sprintf("allowed_senders: %q is not a domain", s)
+				return nil, userErrorf("allowed_senders: %q is not a domain", s)
 			}
 		} else if a, err := mail.ParseAddress(s); err != nil || a.Address != s || a.Name != "" {
-			return nil, fmt.Sprintf("allowed_senders: %q is not a bare address (name@domain) or a domain (@domain)", s)
+			return nil, userErrorf("allowed_senders: %q is not a bare address (name@domain) or a domain (@domain)", s)
 		}
 		out = append(out, s)
 	}
 	if len(out) > maxAllowedSenders {
-		return nil, fmt.Sprintf("allowed_senders holds at most %d entries", maxAllowedSenders)
+		return nil, userErrorf("allowed_senders holds at most %d entries", maxAllowedSenders)
 	}
-	return out, ""
+	return out, nil
 }
 
 // senderAllowed says whether from may send with the credential.
@@ -228,7 +224,7 @@ func scrubLogin(c *credential, text string) string {
 }
 
 // mailFailure turns a failed submission into the caller's error (a
-// *brokerError): what the server answered, at which step, never the
+// *userError): what the server answered, at which step, never the
 // password.
 func mailFailure(c *credential, err error, timeout time.Duration) error {
 	var se *mailsubmit.ServerError
@@ -239,16 +235,16 @@ func mailFailure(c *credential, err error, timeout time.Duration) error {
 			// size): the request is what must change.
 			status = http.StatusBadRequest
 		}
-		return &brokerError{Status: status, Permanent: se.Permanent, Msg: "smtp " + scrubLogin(c, truncate(se.Error(), 512))}
+		return &userError{Status: status, Permanent: se.Permanent, Msg: "smtp " + scrubLogin(c, truncate(se.Error(), 512))}
 	}
 	addr := fmt.Sprintf("%s:%d", c.Host, c.Port)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return &brokerError{Status: http.StatusGatewayTimeout, Msg: fmt.Sprintf("smtp: %s did not finish within mail_timeout (%s)", addr, timeout)}
+		return &userError{Status: http.StatusGatewayTimeout, Msg: fmt.Sprintf("smtp: %s did not finish within mail_timeout (%s)", addr, timeout)}
 	case errors.Is(err, egress.ErrPrivateTarget):
-		return &brokerError{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf("smtp: %s is a loopback, private or link-local address, which the operator has not allowed (%s)", c.Host, egress.PrivateTargetsEnv)}
+		return &userError{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf("smtp: %s is a loopback, private or link-local address, which the operator has not allowed (%s)", c.Host, egress.PrivateTargetsEnv)}
 	}
-	return &brokerError{Status: http.StatusBadGateway, Msg: fmt.Sprintf("smtp: connecting to %s failed", addr)}
+	return &userError{Status: http.StatusBadGateway, Msg: fmt.Sprintf("smtp: connecting to %s failed", addr)}
 }
 
 const pathMailHelpSyn = `Send one message with an SMTP credential.`

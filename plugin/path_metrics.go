@@ -51,7 +51,7 @@ func (b *backend) pathMetricsRead(_ context.Context, _ *logical.Request, d *fram
 		}
 		return &logical.Response{Data: values}, nil
 	}
-	return logical.ErrorResponse("format must be json or prometheus"), nil
+	return nil, userErrorf("format must be json or prometheus")
 }
 
 const pathMetricsHelpDesc = `

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"time"
 
@@ -146,59 +145,59 @@ func pathOAuth(b *backend) []*framework.Path {
 	}
 }
 
-// oauthCredential reads name for an OAuth path; msg is for the caller.
-func (b *backend) oauthCredential(ctx context.Context, s logical.Storage, name string) (c *credential, msg string, err error) {
+// oauthCredential reads name for an OAuth path.
+func (b *backend) oauthCredential(ctx context.Context, s logical.Storage, name string) (*credential, error) {
 	if err := validateCredName(name); err != nil {
-		return nil, err.Error(), nil
+		return nil, err
 	}
-	c, err = getCredential(ctx, s, name)
+	c, err := getCredential(ctx, s, name)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if c == nil {
-		return nil, fmt.Sprintf("credential %q does not exist", name), nil
+		return nil, userErrorf("credential %q does not exist", name)
 	}
 	if c.Type != typeOAuth2 {
-		return nil, fmt.Sprintf("credential %q is of type %s; only oauth2 credentials connect", name, c.Type), nil
+		return nil, userErrorf("credential %q is of type %s; only oauth2 credentials connect", name, c.Type)
 	}
-	return c, "", nil
+	return c, nil
 }
 
 func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	lock := b.credLock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
-	if err != nil || msg != "" {
-		return errorOrMessage(err, msg)
+	c, err := b.oauthCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
 	}
 	if c.ClientCredentials {
-		return logical.ErrorResponse("credential %s uses app %s's client credentials grant: there is nothing to connect or refresh; app-only tokens are minted on use", name, c.App), nil
+		return nil, userErrorf("credential %s uses app %s's client credentials grant: there is nothing to connect or refresh; app-only tokens are minted on use", name, c.App)
 	}
 	cfg, err := b.getConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.RedirectURL == "" {
-		return logical.ErrorResponse("redirect_url is not configured: write the portal's OAuth callback URL to config first"), nil
+		return nil, userErrorf("redirect_url is not configured: write the portal's OAuth callback URL to config first")
 	}
 	svc, err := b.getService(ctx, req.Storage, c.Service)
 	if err != nil {
 		return nil, err
 	}
 	if svc == nil || svc.OAuth == nil || svc.OAuth.AuthURL == "" {
-		return logical.ErrorResponse("service %q has no OAuth authorization endpoint", c.Service), nil
+		return nil, userErrorf("service %q has no OAuth authorization endpoint", c.Service)
 	}
 	app, err := getApp(ctx, req.Storage, c.App)
 	if err != nil {
 		return nil, err
 	}
 	if app == nil {
-		return logical.ErrorResponse("app %q of credential %q does not exist", c.App, name), nil
+		return nil, userErrorf("app %q of credential %q does not exist", c.App, name)
 	}
 
 	if replace := d.Get("replace").(bool); !replace && c.State == statusActive && c.OAuth.connected() && !c.OAuth.ReconnectRequired {
@@ -206,7 +205,7 @@ func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *fram
 		if c.OAuth.Account != "" {
 			who = " (" + c.OAuth.Account + ")"
 		}
-		return logical.ErrorResponse("credential %s is connected%s and working: connecting again replaces its grant and revokes it at the provider; pass replace=true, which takes the org's admin policy", name, who), nil
+		return nil, userErrorf("credential %s is connected%s and working: connecting again replaces its grant and revokes it at the provider; pass replace=true, which takes the org's admin policy", name, who)
 	}
 	state, err := randomToken()
 	if err != nil {
@@ -242,69 +241,38 @@ func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *fram
 
 func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	code, state := d.Get("code").(string), d.Get("state").(string)
 	provErr := d.Get("error").(string)
 	if state == "" {
-		return logical.ErrorResponse("state is required: pass the state from the provider's redirect"), nil
+		return nil, userErrorf("state is required: pass the state from the provider's redirect")
 	}
 	lock := b.credLock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
-	if err != nil || msg != "" {
-		return errorOrMessage(err, msg)
-	}
-	p, err := getPendingConnect(ctx, req.Storage, name)
+	c, err := b.oauthCredential(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
-	now := b.now()
-	stateOK := p != nil && subtle.ConstantTimeCompare([]byte(tokenHash(state)), []byte(p.StateHash)) == 1
-	switch {
-	case p == nil:
-		return logical.ErrorResponse("no connect is pending for credential %q: start one with creds/%s/connect", name, name), nil
-	case !stateOK:
-		// The pending connect is kept: this may be a forged callback, and
-		// the genuine one can still complete it.
-		return logical.ErrorResponse("state does not match the connect pending for credential %q: the callback belongs to another connect", name), nil
-	case p.Used:
-		return logical.ErrorResponse("this state was already used: a callback is accepted once; start a new connect"), nil
-	case !now.Before(p.ExpiresAt):
-		_ = req.Storage.Delete(ctx, pendingConnectPrefix+name)
-		return logical.ErrorResponse("the connect expired at %s (a connect must complete within %s): start a new one", formatTime(p.ExpiresAt), connectTTL), nil
-	case p.PKCE && p.Verifier == "":
-		_ = req.Storage.Delete(ctx, pendingConnectPrefix+name)
-		return logical.ErrorResponse("the pending connect has no PKCE verifier, so the code cannot be exchanged safely: start a new connect"), nil
-	case p.App != c.App || p.CreatedAt.Before(c.CreatedAt):
-		// The credential was changed, or deleted and created again.
-		_ = req.Storage.Delete(ctx, pendingConnectPrefix+name)
-		return logical.ErrorResponse("the credential changed since the connect started: start a new connect"), nil
-	}
-
-	// Single use: the state is spent before the code is exchanged.
-	verifier := p.Verifier
-	if err := putPendingConnect(ctx, req.Storage, name, &pendingConnect{StateHash: p.StateHash, CreatedAt: p.CreatedAt, ExpiresAt: p.ExpiresAt, Used: true}); err != nil {
+	p, verifier, err := b.spendPendingConnect(ctx, req.Storage, c, state)
+	if err != nil {
 		return nil, err
 	}
 	if provErr != "" {
-		return logical.ErrorResponse("the provider did not grant access: %s %s", clip(provErr, 80), clip(d.Get("error_description").(string), 200)), nil
+		return nil, userErrorf("the provider did not grant access: %s %s", clip(provErr, 80), clip(d.Get("error_description").(string), 200))
 	}
 	if code == "" {
-		return logical.ErrorResponse("code is required: pass the code from the provider's redirect"), nil
+		return nil, userErrorf("code is required: pass the code from the provider's redirect")
 	}
 
 	svc, app, cfg, err := b.oauthContext(ctx, req.Storage, c)
 	if err != nil {
 		return nil, err
 	}
-	if msg := checkIssuer(svc.OAuth, d.Get("iss").(string)); msg != "" {
-		return logical.ErrorResponse(msg), nil
-	}
-	if !p.PKCE {
-		verifier = ""
+	if err := checkIssuer(svc.OAuth, d.Get("iss").(string)); err != nil {
+		return nil, err
 	}
 	tok, pe := b.oauth.provider.Exchange(ctx, svc.OAuth, app.client(), p.RedirectURL, code, verifier)
 	if pe != nil {
@@ -312,10 +280,59 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 		if pe.Kind == provider.Transient {
 			return nil, fmt.Errorf("%s: start a new connect", pe.Error())
 		}
-		return logical.ErrorResponse("%s: start a new connect", pe.Error()), nil
+		return nil, userErrorf("%s: start a new connect", pe.Error())
 	}
 
-	now = b.now()
+	return b.storeConnectedGrant(ctx, req.Storage, c, svc, cfg, p, tok)
+}
+
+// spendPendingConnect checks that state is the one of c's pending connect,
+// still valid, and spends it: a callback is accepted once. It returns the
+// connect and its PKCE verifier ("" without PKCE).
+func (b *backend) spendPendingConnect(ctx context.Context, s logical.Storage, c *credential, state string) (*pendingConnect, string, error) {
+	name := c.Name
+	p, err := getPendingConnect(ctx, s, name)
+	if err != nil {
+		return nil, "", err
+	}
+	now := b.now()
+	stateOK := p != nil && subtle.ConstantTimeCompare([]byte(tokenHash(state)), []byte(p.StateHash)) == 1
+	switch {
+	case p == nil:
+		return nil, "", userErrorf("no connect is pending for credential %q: start one with creds/%s/connect", name, name)
+	case !stateOK:
+		// The pending connect is kept: this may be a forged callback, and
+		// the genuine one can still complete it.
+		return nil, "", userErrorf("state does not match the connect pending for credential %q: the callback belongs to another connect", name)
+	case p.Used:
+		return nil, "", userErrorf("this state was already used: a callback is accepted once; start a new connect")
+	case !now.Before(p.ExpiresAt):
+		_ = s.Delete(ctx, pendingConnectPrefix+name)
+		return nil, "", userErrorf("the connect expired at %s (a connect must complete within %s): start a new one", formatTime(p.ExpiresAt), connectTTL)
+	case p.PKCE && p.Verifier == "":
+		_ = s.Delete(ctx, pendingConnectPrefix+name)
+		return nil, "", userErrorf("the pending connect has no PKCE verifier, so the code cannot be exchanged safely: start a new connect")
+	case p.App != c.App || p.CreatedAt.Before(c.CreatedAt):
+		// The credential was changed, or deleted and created again.
+		_ = s.Delete(ctx, pendingConnectPrefix+name)
+		return nil, "", userErrorf("the credential changed since the connect started: start a new connect")
+	}
+
+	// Single use: the state is spent before the code is exchanged.
+	verifier := p.Verifier
+	if err := putPendingConnect(ctx, s, name, &pendingConnect{StateHash: p.StateHash, CreatedAt: p.CreatedAt, ExpiresAt: p.ExpiresAt, Used: true}); err != nil {
+		return nil, "", err
+	}
+	if !p.PKCE {
+		verifier = ""
+	}
+	return p, verifier, nil
+}
+
+// storeConnectedGrant stores the grant a connect's code exchange gave, in
+// place of c's previous grant, which is then revoked at the provider.
+func (b *backend) storeConnectedGrant(ctx context.Context, s logical.Storage, c *credential, svc *service, cfg *mountConfig, p *pendingConnect, tok *provider.Token) (*logical.Response, error) {
+	now, name := b.now(), c.Name
 	g := grantFromToken(nil, tok, now, cfg.MaxTokenLifetime)
 	if len(g.Scopes) == 0 {
 		g.Scopes = p.Scopes
@@ -333,20 +350,20 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 	c.State, c.StateReason = statusActive, ""
 	c.UpdatedAt = now.UTC()
 	b.oauth.dropHeld(name)
-	b.refile(ctx, req.Storage, c, refreshDueAt(g, svc.OAuth, cfg, now), false)
-	if err := b.saveCredential(ctx, req.Storage, c); err != nil {
+	b.refile(ctx, s, c, refreshDueAt(g, svc.OAuth, cfg, now), false)
+	if err := b.saveCredential(ctx, s, c); err != nil {
 		// Nothing would know these tokens: revoke them rather than leave
 		// a live grant behind.
-		receipt := b.revokeGrant(ctx, req.Storage, c)
+		receipt := b.revokeGrant(ctx, s, c)
 		b.logger.Error("storing a new grant failed; revoked it at the provider", "name", name, "revoked", fmt.Sprint(receipt["revoked"]))
 		return nil, fmt.Errorf("storing the grant of %s failed (the new tokens were revoked at the provider): %w", name, err)
 	}
 	b.logger.Info("credential connected", "name", name, "service", c.Service)
-	resp, err := b.credResponse(ctx, req.Storage, c)
+	resp, err := b.credResponse(ctx, s, c)
 	if err != nil || !replaced.OAuth.connected() {
 		return resp, err
 	}
-	receipt := b.revokeGrant(ctx, req.Storage, &replaced)
+	receipt := b.revokeGrant(ctx, s, &replaced)
 	b.logger.Info("replaced grant revoked", "name", name, "revoked", fmt.Sprint(receipt["revoked"]), "not_revoked", fmt.Sprint(receipt["not_revoked"]))
 	resp.Data["replaced_grant"] = receipt
 	return resp, nil
@@ -354,15 +371,15 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 
 func (b *backend) pathDisconnect(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	lock := b.credLock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
-	if err != nil || msg != "" {
-		return errorOrMessage(err, msg)
+	c, err := b.oauthCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
 	}
 	receipt := b.revokeGrant(ctx, req.Storage, c)
 	now := b.now().UTC()
@@ -389,28 +406,26 @@ func (b *backend) pathDisconnect(ctx context.Context, req *logical.Request, d *f
 
 func (b *backend) pathRefresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
-	c, msg, err := b.oauthCredential(ctx, req.Storage, name)
-	if err != nil || msg != "" {
-		return errorOrMessage(err, msg)
+	c, err := b.oauthCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
 	}
 	if c.ClientCredentials {
-		return logical.ErrorResponse("credential %s uses app %s's client credentials grant: there is nothing to connect or refresh; app-only tokens are minted on use", name, c.App), nil
+		return nil, userErrorf("credential %s uses app %s's client credentials grant: there is nothing to connect or refresh; app-only tokens are minted on use", name, c.App)
 	}
 	if c.State == statusDisconnected || !c.OAuth.connected() {
-		return logical.ErrorResponse("credential %q is not connected: connect it first", name), nil
+		return nil, userErrorf("credential %q is not connected: connect it first", name)
 	}
 	if c.OAuth.RefreshToken == "" {
-		return logical.ErrorResponse("credential %q has no refresh token (the provider issued none): reconnect to renew it", name), nil
+		return nil, userErrorf("credential %q has no refresh token (the provider issued none): reconnect to renew it", name)
 	}
 	r := b.refreshShared(ctx, req.Storage, name, refreshForced)
 	if r.err != nil {
-		var pe *provider.Error
-		if errors.As(r.err, &pe) && pe.Kind != provider.Transient {
-			return logical.ErrorResponse(r.err.Error()), nil
-		}
+		// A provider's refusal is the caller's to fix (400); a
+		// provider that is down is not (errorResponse).
 		return nil, r.err
 	}
 	c, err = getCredential(ctx, req.Storage, name)
@@ -421,16 +436,16 @@ func (b *backend) pathRefresh(ctx context.Context, req *logical.Request, d *fram
 }
 
 // checkIssuer applies RFC 9207 to a callback's iss.
-func checkIssuer(spec *oauthSpec, iss string) string {
+func checkIssuer(spec *oauthSpec, iss string) error {
 	switch {
 	case spec.Issuer == "" || (iss == "" && !spec.IssRequired):
-		return ""
+		return nil
 	case iss == "":
-		return fmt.Sprintf("the callback has no iss, which the provider %s sends on every answer: it may come from another provider; start a new connect", spec.Issuer)
+		return userErrorf("the callback has no iss, which the provider %s sends on every answer: it may come from another provider; start a new connect", spec.Issuer)
 	case iss != spec.Issuer:
-		return fmt.Sprintf("the callback's iss %q is not the service's issuer %q: the answer comes from another provider (a mix-up), and its code is not exchanged; start a new connect", clip(iss, 200), spec.Issuer)
+		return userErrorf("the callback's iss %q is not the service's issuer %q: the answer comes from another provider (a mix-up), and its code is not exchanged; start a new connect", clip(iss, 200), spec.Issuer)
 	}
-	return ""
+	return nil
 }
 
 func getPendingConnect(ctx context.Context, s logical.Storage, name string) (*pendingConnect, error) {
@@ -466,13 +481,6 @@ func randomToken() (string, error) {
 		return "", fmt.Errorf("generating state: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(buf), nil
-}
-
-func errorOrMessage(err error, msg string) (*logical.Response, error) {
-	if err != nil {
-		return nil, err
-	}
-	return logical.ErrorResponse(msg), nil
 }
 
 const pathConnectHelpSyn = `Start connecting an oauth2 credential to its provider.`

@@ -151,12 +151,12 @@ func pathProxy(b *backend) []*framework.Path {
 
 // pathProxyWrite is proxy/<name> with method and path as fields.
 func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	method := d.Get("method").(string)
 	if !contract.ValidMethod(method) {
-		return logical.ErrorResponse("method must be one of %s in upper case", strings.Join(contract.Methods, ", ")), nil
+		return nil, userErrorf("method must be one of %s in upper case", strings.Join(contract.Methods, ", "))
 	}
 	return b.proxy(ctx, req, d, method, d.Get("path").(string))
 }
@@ -164,12 +164,12 @@ func (b *backend) pathProxyWrite(ctx context.Context, req *logical.Request, d *f
 // pathProxyCallWrite is proxy/<name>/<METHOD>/<path>: the path Vault's ACL
 // saw is decoded; it is checked as it is and escaped again to be sent.
 func (b *backend) pathProxyCallWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	for _, f := range []string{"method", "path"} {
 		if _, ok := req.Data[f]; ok {
-			return logical.ErrorResponse("%s is part of the Vault path here (proxy/<name>/<METHOD>/<path>), not a field", f), nil
+			return nil, userErrorf("%s is part of the Vault path here (proxy/<name>/<METHOD>/<path>), not a field", f)
 		}
 	}
 	decoded := d.Get("path").(string)
@@ -178,9 +178,9 @@ func (b *backend) pathProxyCallWrite(ctx context.Context, req *logical.Request, 
 	}
 	escaped := (&url.URL{Path: decoded}).EscapedPath()
 	if again, err := egress.CleanPath(escaped); err != nil {
-		return brokerResult(err)
+		return nil, err
 	} else if again != decoded {
-		return logical.ErrorResponse("path is not in normal form"), nil
+		return nil, userErrorf("path is not in normal form")
 	}
 	target := escaped
 	if q := d.Get("query").(string); q != "" {
@@ -193,7 +193,7 @@ func (b *backend) pathProxyCallWrite(ctx context.Context, req *logical.Request, 
 func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.FieldData, method, path string) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, err
 	}
 	header, _ := d.Get("headers").(http.Header)
 	edgeKey := d.Get(egress.FieldEdgeKey).(string)
@@ -208,11 +208,11 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 	// A bad body is answered before a missing or refused credential.
 	body, err := decodeProxyBody(d.Get("body").(string), min(cfg.BrokerMaxBody, vaultPathMaxBody))
 	if err != nil {
-		return brokerResult(err)
+		return nil, err
 	}
 	c, err := b.usableCredential(ctx, req, name)
 	if err != nil {
-		return brokerResult(err)
+		return nil, err
 	}
 	defer zeroCredentialFile(c)
 	svc, err := b.brokerService(ctx, req.Storage, c.Service)
@@ -220,7 +220,7 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 		return nil, err
 	}
 	if svc == nil {
-		return logical.ErrorResponse("service %q of credential %q no longer exists", c.Service, name), nil
+		return nil, userErrorf("service %q of credential %q no longer exists", c.Service, name)
 	}
 	if edgeKey != "" {
 		return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, path)
@@ -244,7 +244,7 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 	})
 	if err != nil {
 		b.metrics.call("vault", 0)
-		return brokerResult(err)
+		return nil, err
 	}
 	b.metrics.call("vault", out.status)
 	b.lastUse.record(name, b.callerOf(req), b.now().UTC())
@@ -274,18 +274,18 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 	}
 	grant := b.grantFor(cfg, svc, c)
 	if _, err := egress.ResolveTarget(grant.Service, path); err != nil {
-		return brokerResult(err)
+		return nil, err
 	}
 	material, err := b.credentialMaterial(ctx, req.Storage, svc, c)
 	if err != nil {
-		return brokerResult(err)
+		return nil, err
 	}
 	defer material.Zero()
 	grant.Material = material
 	grant.UseUntil = b.now().Add(edgeReuse).UTC()
 	sealed, err := egress.SealInjection(b.egress.edgeKeys, keyID, req.MountPoint, grant)
 	if errors.Is(err, egress.ErrUnknownEdgeKey) {
-		return logical.ErrorResponse("edge key %q is not one the operator configured", truncate(keyID, 32)), nil
+		return nil, userErrorf("edge key %q is not one the operator configured", truncate(keyID, 32))
 	}
 	if err != nil {
 		return nil, err
@@ -323,7 +323,7 @@ func decodeProxyBody(raw string, max int64) ([]byte, error) {
 	}
 	body, err := base64.StdEncoding.DecodeString(raw)
 	if err != nil {
-		return nil, badRequest("body must be base64 (standard encoding)")
+		return nil, userErrorf("body must be base64 (standard encoding)")
 	}
 	if int64(len(body)) > max {
 		return nil, tooLarge(max)

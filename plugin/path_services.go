@@ -145,13 +145,13 @@ func (b *backend) pathServiceRead(ctx context.Context, req *logical.Request, d *
 func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if _, ok := builtinServices[name]; ok {
-		return logical.ErrorResponse("service %q is built in and cannot be changed; add a custom service under another name", name), nil
+		return nil, userErrorf("service %q is built in and cannot be changed; add a custom service under another name", name)
 	}
 	if _, ok := req.Data["allow_private_targets"]; ok {
-		return logical.ErrorResponse("allow_private_targets is not a service field: which private addresses the engine may reach is the operator's setting (%s when registering the plugin), outside any org's reach", egress.PrivateTargetsEnv), nil
+		return nil, userErrorf("allow_private_targets is not a service field: which private addresses the engine may reach is the operator's setting (%s when registering the plugin), outside any org's reach", egress.PrivateTargetsEnv)
 	}
-	if msg := unknownFields(req, d); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
 	}
 	// The request's fields are decoded into the service type strictly, so a
 	// misspelt nested key is refused rather than ignored.
@@ -163,13 +163,13 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	}
 	raw, err := json.Marshal(fields)
 	if err != nil {
-		return logical.ErrorResponse("service definition is not valid JSON"), nil
+		return nil, userErrorf("service definition is not valid JSON")
 	}
 	svc := new(service)
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(svc); err != nil {
-		return logical.ErrorResponse("service definition: %s", strings.TrimPrefix(err.Error(), "json: ")), nil
+		return nil, userErrorf("service definition: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if svc.DisplayName == "" {
 		svc.DisplayName = name
@@ -179,12 +179,12 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	if svc.OAuth != nil && svc.OAuth.DiscoveryURL != "" {
 		d, pe := b.oauth.provider.Discover(ctx, svc.OAuth.DiscoveryURL)
 		if pe != nil {
-			return logical.ErrorResponse("oauth.discovery_url: %s", pe.Msg), nil
+			return nil, userErrorf("oauth.discovery_url: %s", pe.Msg)
 		}
 		d.Fill(svc.OAuth)
 	}
 	if err := svc.validate(); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, userErrorMsg(err.Error())
 	}
 	b.refsMu.Lock()
 	defer b.refsMu.Unlock()
@@ -199,12 +199,12 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 			continue
 		}
 		if !svc.takes(l.Type) {
-			return logical.ErrorResponse("credential %q of this service is of type %s, which types must keep", l.Name, l.Type), nil
+			return nil, userErrorf("credential %q of this service is of type %s, which types must keep", l.Name, l.Type)
 		}
 		users = append(users, "credential "+l.Name)
 	}
-	if msg, err := b.checkBoundFields(ctx, req.Storage, name, svc, users); err != nil || msg != "" {
-		return errorOrMessage(err, msg)
+	if err := b.checkBoundFields(ctx, req.Storage, name, svc, users); err != nil {
+		return nil, err
 	}
 	entry, err := logical.StorageEntryJSON(serviceStoragePrefix+name, svc)
 	if err != nil {
@@ -219,7 +219,7 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 func (b *backend) pathServiceDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if _, ok := builtinServices[name]; ok {
-		return logical.ErrorResponse("service %q is built in and cannot be deleted", name), nil
+		return nil, userErrorf("service %q is built in and cannot be deleted", name)
 	}
 	b.refsMu.Lock()
 	defer b.refsMu.Unlock()
@@ -247,7 +247,7 @@ func (b *backend) pathServiceDelete(ctx context.Context, req *logical.Request, d
 		}
 	}
 	if len(users) > 0 {
-		return logical.ErrorResponse("service %q is used by %d credential(s) or app(s) (%s): delete them first", name, len(users), strings.Join(firstN(users, 5), ", ")), nil
+		return nil, userErrorf("service %q is used by %d credential(s) or app(s) (%s): delete them first", name, len(users), strings.Join(firstN(users, 5), ", "))
 	}
 	if err := req.Storage.Delete(ctx, serviceStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting service: %w", err)
@@ -311,31 +311,31 @@ func boundFieldsOf(svc *service) []byte {
 // were given for those URLs, and an org admin, who may change services
 // but never read a secret, could otherwise send them to a host of their
 // own. A new service (or deleting the users first) is the way to move.
-func (b *backend) checkBoundFields(ctx context.Context, s logical.Storage, name string, svc *service, users []string) (string, error) {
+func (b *backend) checkBoundFields(ctx context.Context, s logical.Storage, name string, svc *service, users []string) error {
 	old, err := b.getService(ctx, s, name)
 	if err != nil || old == nil || bytes.Equal(boundFieldsOf(old), boundFieldsOf(svc)) {
-		return "", err
+		return err
 	}
 	apps, err := s.List(ctx, appStoragePrefix)
 	if err != nil {
-		return "", fmt.Errorf("listing apps: %w", err)
+		return fmt.Errorf("listing apps: %w", err)
 	}
 	for _, a := range apps {
 		app, err := getApp(ctx, s, a)
 		if err != nil {
-			return "", err
+			return err
 		}
 		if app != nil && app.Service == name {
 			users = append(users, "app "+a)
 		}
 	}
 	if len(users) == 0 {
-		return "", nil
+		return nil
 	}
 	sort.Strings(users)
 	if len(users) > 5 {
 		users = append(users[:5], fmt.Sprintf("%d more", len(users)-5))
 	}
-	return fmt.Sprintf("service %q is in use (%s): its base_urls, injection, oauth and verify are bound to the secrets stored under it and cannot change; "+
-		"define a new service and write the secrets again under it, or delete these first", name, strings.Join(users, ", ")), nil
+	return userErrorf("service %q is in use (%s): its base_urls, injection, oauth and verify are bound to the secrets stored under it and cannot change; "+
+		"define a new service and write the secrets again under it, or delete these first", name, strings.Join(users, ", "))
 }

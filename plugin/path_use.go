@@ -49,11 +49,11 @@ func (b *backend) useReadOperation() framework.OperationHandler {
 func (b *backend) pathUseRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, err
 	}
 	c, err := b.usableCredential(ctx, req, name)
 	if err != nil {
-		return brokerResult(err)
+		return nil, err
 	}
 	defer zeroCredentialFile(c)
 	svc, err := b.brokerService(ctx, req.Storage, c.Service)

@@ -47,14 +47,14 @@ func pathVerify(b *backend) []*framework.Path {
 func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := validateCredName(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, err
 	}
 	c, err := getCredential(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
 	if c == nil {
-		return logical.ErrorResponse("credential %q does not exist", name), nil
+		return nil, userErrorf("credential %q does not exist", name)
 	}
 	defer zeroCredentialFile(c)
 	svc, err := b.brokerService(ctx, req.Storage, c.Service)
@@ -62,17 +62,17 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	if svc == nil {
-		return logical.ErrorResponse("service %q of credential %q no longer exists", c.Service, name), nil
+		return nil, userErrorf("service %q of credential %q no longer exists", c.Service, name)
 	}
 	if c.Type == typePassword && c.Service == smtpService {
 		return b.verifySMTP(ctx, req, c)
 	}
 	v := svc.Verify
 	if v == nil {
-		return logical.ErrorResponse("service %s has no verify call; add one to a custom service with verify={...}", svc.Name), nil
+		return nil, userErrorf("service %s has no verify call; add one to a custom service with verify={...}", svc.Name)
 	}
 	if c.State == statusDisconnected {
-		return logical.ErrorResponse("credential %q is disconnected: connect it again, then verify", name), nil
+		return nil, userErrorf("credential %q is disconnected: connect it again, then verify", name)
 	}
 	cfg, err := b.brokerConfig(ctx, req.Storage)
 	if err != nil {
@@ -88,13 +88,13 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	// and store the credential under its own lock.
 	out, err := b.brokerCall(ctx, req.Storage, cfg, svc, c, call)
 	if err != nil {
-		var be *brokerError
+		var be *userError
 		if errors.As(err, &be) && be.Status != http.StatusBadRequest {
 			// The service could not be reached (or no token obtained): that
 			// says nothing about the credential, so its status stays.
 			return nil, logical.CodedError(be.Status, "verify: "+be.Msg)
 		}
-		return brokerResult(err)
+		return nil, err
 	}
 	defer clear(out.body)
 
@@ -102,7 +102,7 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	state, reason, err := b.recordVerify(ctx, req.Storage, name, failure)
 	if err != nil || state == "" {
 		if err == nil {
-			return logical.ErrorResponse("credential %q was deleted during verify", name), nil
+			return nil, userErrorf("credential %q was deleted during verify", name)
 		}
 		return nil, err
 	}
@@ -122,7 +122,7 @@ const verifyFailedPrefix = "verify failed: "
 // reached leaves the status as it was.
 func (b *backend) verifySMTP(ctx context.Context, req *logical.Request, c *credential) (*logical.Response, error) {
 	if c.State == statusDisconnected {
-		return logical.ErrorResponse("credential %q is disconnected: store its login again, then verify", c.Name), nil
+		return nil, userErrorf("credential %q is disconnected: store its login again, then verify", c.Name)
 	}
 	cfg, err := b.brokerConfig(ctx, req.Storage)
 	if err != nil {
@@ -134,14 +134,14 @@ func (b *backend) verifySMTP(ctx context.Context, req *logical.Request, c *crede
 	if err := mailsubmit.Check(callCtx, b.egress.guard.DialContext, b.smtpServerOf(c), smtpLoginOf(c)); err != nil {
 		var se *mailsubmit.ServerError
 		if !errors.As(err, &se) || !(se.Auth || se.Permanent) {
-			return brokerResult(mailFailure(c, err, cfg.MailTimeout))
+			return nil, mailFailure(c, err, cfg.MailTimeout)
 		}
 		failure = verifyFailedPrefix + "smtp " + scrubLogin(c, truncate(se.Error(), 256))
 	}
 	state, reason, err := b.recordVerify(ctx, req.Storage, c.Name, failure)
 	if err != nil || state == "" {
 		if err == nil {
-			return logical.ErrorResponse("credential %q was deleted during verify", c.Name), nil
+			return nil, userErrorf("credential %q was deleted during verify", c.Name)
 		}
 		return nil, err
 	}

@@ -351,31 +351,33 @@ func (b *backend) recordRefreshFailure(ctx context.Context, s logical.Storage, c
 
 // validateImportedRefreshToken proves an imported refresh token works by
 // refreshing it once, and keeps the grant that refresh gives in c. It
-// returns a message for the caller when the app or the token is refused;
-// c must then not be stored. The caller holds c's lock.
-func (b *backend) validateImportedRefreshToken(ctx context.Context, s logical.Storage, svc *service, c *credential) string {
-	if msg, err := b.validateOAuthCred(ctx, s, svc, c); err != nil {
-		return "could not read the app to validate the refresh token; try again"
-	} else if msg != "" {
-		return msg
+// returns a userError when the app or the token is refused, and any other
+// error when storage fails; c must then not be stored. The caller holds
+// c's lock.
+func (b *backend) validateImportedRefreshToken(ctx context.Context, s logical.Storage, svc *service, c *credential) error {
+	if err := b.validateOAuthCred(ctx, s, svc, c); err != nil {
+		return err
 	}
 	if svc.OAuth == nil || svc.OAuth.TokenURL == "" {
-		return fmt.Sprintf("service %s has no OAuth token endpoint to validate the refresh token with", svc.Name)
+		return userErrorf("service %s has no OAuth token endpoint to validate the refresh token with", svc.Name)
 	}
 	app, err := getApp(ctx, s, c.App)
-	if err != nil || app == nil {
-		return "could not read the app to validate the refresh token; try again"
+	if err != nil {
+		return fmt.Errorf("reading app %s to validate the refresh token: %w", c.App, err)
+	}
+	if app == nil {
+		return userErrorf("app %q does not exist", c.App)
 	}
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil {
-		return "could not read the mount's configuration; try again"
+		return fmt.Errorf("reading the mount's configuration: %w", err)
 	}
 	tok, perr := b.requestRefresh(ctx, svc, app, c.OAuth)
 	if perr != nil {
 		if perr.Kind == provider.Transient {
-			return "could not validate the refresh token, the provider is unavailable (" + perr.Error() + "); try again"
+			return userErrorf("could not validate the refresh token, the provider is unavailable (%s); try again", perr.Error())
 		}
-		return "the refresh token was refused, nothing was stored: " + perr.Error()
+		return userErrorf("the refresh token was refused, nothing was stored: %s", perr.Error())
 	}
 	now := b.now()
 	// A fresh grant: nothing of a previous one (account, scopes,
@@ -387,5 +389,5 @@ func (b *backend) validateImportedRefreshToken(ctx context.Context, s logical.St
 	c.OAuth = g
 	b.oauth.dropHeld(c.Name)
 	b.refile(ctx, s, c, refreshDueAt(g, svc.OAuth, cfg, now), false)
-	return ""
+	return nil
 }

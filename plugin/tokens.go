@@ -79,7 +79,7 @@ func (b *backend) serviceAccountToken(ctx context.Context, c *credential, scopes
 // easily), with concurrent users sharing one mint.
 func (b *backend) appToken(ctx context.Context, s logical.Storage, c *credential) (string, error) {
 	if c.State == statusDisconnected {
-		return "", &brokerError{Status: http.StatusForbidden, Permanent: true, Msg: "credential " + c.Name + " is disconnected"}
+		return "", &userError{Status: http.StatusForbidden, Permanent: true, Msg: "credential " + c.Name + " is disconnected"}
 	}
 	app, err := getApp(ctx, s, c.App)
 	if err != nil {
