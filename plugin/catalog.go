@@ -1,30 +1,37 @@
 package credentials
 
 import (
-	"bytes"
-	_ "embed"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"net/http"
-	"net/url"
-	"slices"
-	"strings"
-
-	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
+	"github.com/clankteam/credentials/plugin/catalog"
 	"github.com/clankteam/credentials/plugin/provider"
+)
+
+// The engine's names for the catalog's (plugin/catalog).
+type (
+	service    = catalog.Service
+	verifyCall = catalog.VerifyCall
+	// injection is how one credential type is put into a brokered
+	// request; the egress package applies it, for the engine and the edge
+	// alike.
+	injection = egress.Injection
+	// oauthSpec holds a provider's OAuth endpoints and quirks; the
+	// provider package speaks the protocol with it.
+	oauthSpec = provider.Spec
 )
 
 // Credential types.
 const (
-	typeOAuth2   = "oauth2"
-	typeAPIKey   = "api_key"
-	typePassword = "password"
-	typeFile     = "file"
+	typeOAuth2   = catalog.TypeOAuth2
+	typeAPIKey   = catalog.TypeAPIKey
+	typePassword = catalog.TypePassword
+	typeFile     = catalog.TypeFile
 )
 
-var credTypes = []string{typeOAuth2, typeAPIKey, typePassword, typeFile}
+var (
+	credTypes       = catalog.Types
+	builtinServices = catalog.Builtin
+	hasControl      = catalog.HasControl
+)
 
 // Injection styles: how the broker puts a secret into a request.
 const (
@@ -40,199 +47,3 @@ const (
 	revokeSlack   = provider.RevokeSlack
 	revokeNone    = provider.RevokeNone
 )
-
-// service is one entry of the catalog: what a service accepts and how the
-// engine talks to it. Built-in services come from catalog.json; custom ones
-// are stored per mount. Nothing in it is secret.
-type service struct {
-	Name        string `json:"name"`
-	DisplayName string `json:"display_name"`
-	// Description says what the service is, for people and for agents'
-	// tool descriptions.
-	Description string `json:"description,omitempty"`
-	// DocsURL is the service's API documentation.
-	DocsURL string `json:"docs_url,omitempty"`
-	// Types are the credential types the service takes.
-	Types []string `json:"types"`
-	// BaseURLs are the only origins (and path prefixes) the broker may call;
-	// a host may start with "*." to allow its subdomains.
-	BaseURLs []string `json:"base_urls,omitempty"`
-	// Injection says, per credential type, how the broker injects it.
-	Injection map[string]injection `json:"injection,omitempty"`
-	OAuth     *oauthSpec           `json:"oauth,omitempty"`
-	Verify    *verifyCall          `json:"verify,omitempty"`
-	// RequiresHost marks services whose password credentials need a host
-	// and port (SMTP).
-	RequiresHost bool `json:"requires_host,omitempty"`
-	// ServiceAccountJSON marks services whose files must be GCP
-	// service-account keys.
-	ServiceAccountJSON bool `json:"service_account_json,omitempty"`
-	// Notes say what of the entry is assumed rather than documented by
-	// the provider, and other things a person should know.
-	Notes string `json:"notes,omitempty"`
-	// GitHubApp marks services whose files are GitHub App private keys:
-	// the broker injects installation tokens minted with them from the
-	// first base URL's /app/installations/{id}/access_tokens.
-	GitHubApp bool `json:"github_app,omitempty"`
-	// Builtin is set for catalog presets, which cannot be changed.
-	Builtin bool `json:"builtin,omitempty"`
-}
-
-// injection is how one credential type is put into a brokered request; the
-// egress package applies it, for the engine and the edge alike.
-type injection = egress.Injection
-
-// oauthSpec holds a provider's OAuth endpoints and quirks; the provider
-// package speaks the protocol with it.
-type oauthSpec = provider.Spec
-
-// verifyCall is a cheap authenticated request that proves a credential works.
-type verifyCall struct {
-	Method       string `json:"method"`
-	URL          string `json:"url"`
-	Body         string `json:"body,omitempty"`
-	ExpectStatus int    `json:"expect_status"`
-}
-
-//go:embed catalog.json
-var catalogJSON []byte
-
-// maxServiceDescLen bounds a service's description.
-const maxServiceDescLen = 500
-
-// builtinServices are the catalog's presets, parsed and checked once.
-var builtinServices = mustLoadCatalog(catalogJSON)
-
-func mustLoadCatalog(raw []byte) map[string]*service {
-	var m map[string]*service
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		panic(fmt.Sprintf("catalog.json: %v", err))
-	}
-	for name, svc := range m {
-		svc.Name = name
-		svc.Builtin = true
-		if err := svc.validate(); err != nil {
-			panic(fmt.Sprintf("catalog.json: service %s: %v", name, err))
-		}
-	}
-	return m
-}
-
-// takes says whether the service accepts credentials of type t.
-func (s *service) takes(t string) bool { return slices.Contains(s.Types, t) }
-
-// validate checks a service definition; the message names the bad field.
-func (s *service) validate() error {
-	if !contract.ValidServiceName(s.Name) {
-		return errors.New(contract.ServiceNameRule)
-	}
-	if len(s.Notes) > 2*maxServiceDescLen || hasControl(s.Notes) {
-		return fmt.Errorf("notes must be at most %d characters without control characters", 2*maxServiceDescLen)
-	}
-	if len(s.Description) > maxServiceDescLen || hasControl(s.Description) {
-		return fmt.Errorf("description must be at most %d characters without control characters", maxServiceDescLen)
-	}
-	if s.DocsURL != "" {
-		if u, err := url.Parse(s.DocsURL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
-			return fmt.Errorf("docs_url must be an https URL")
-		}
-	}
-	if len(s.Types) == 0 {
-		return fmt.Errorf("types must name at least one of %s", strings.Join(credTypes, ", "))
-	}
-	for _, t := range s.Types {
-		if !slices.Contains(credTypes, t) {
-			return fmt.Errorf("types: unknown credential type %q (want %s)", t, strings.Join(credTypes, ", "))
-		}
-	}
-	for _, raw := range s.BaseURLs {
-		if err := validateBaseURL(raw); err != nil {
-			return err
-		}
-	}
-	for t, inj := range s.Injection {
-		if !s.takes(t) {
-			return fmt.Errorf("injection for %q, a type the service does not take", t)
-		}
-		if err := validateInjection(inj, t); err != nil {
-			return fmt.Errorf("injection for %s: %w", t, err)
-		}
-	}
-	if s.takes(typeOAuth2) {
-		if s.OAuth == nil || s.OAuth.AuthURL == "" || s.OAuth.TokenURL == "" {
-			return fmt.Errorf("a service taking oauth2 needs oauth.auth_url and oauth.token_url")
-		}
-	}
-	if s.OAuth != nil {
-		if err := s.OAuth.Validate(); err != nil {
-			return fmt.Errorf("oauth: %w", err)
-		}
-	}
-	if v := s.Verify; v != nil {
-		if !slices.Contains([]string{http.MethodGet, http.MethodPost, http.MethodHead}, v.Method) {
-			return fmt.Errorf("verify.method must be GET, POST or HEAD")
-		}
-		if err := validateAbsURL("verify.url", v.URL); err != nil {
-			return err
-		}
-		if v.ExpectStatus < 100 || v.ExpectStatus > 599 {
-			return fmt.Errorf("verify.expect_status must be an HTTP status")
-		}
-	}
-	return nil
-}
-
-func validateInjection(inj injection, credType string) error {
-	switch inj.Style {
-	case injectHeader:
-		if inj.Header == "" || !strings.Contains(inj.Format, "{secret}") {
-			return fmt.Errorf("style header needs header and a format containing {secret}")
-		}
-		if strings.ContainsAny(inj.Header, " :\r\n") {
-			return fmt.Errorf("header %q is not a valid header name", inj.Header)
-		}
-	case injectBasic:
-		if credType != typeAPIKey && credType != typePassword {
-			return fmt.Errorf("style basic suits api_key and password credentials only")
-		}
-		if inj.User != "" && (credType != typeAPIKey || len(inj.User) > 128 || strings.ContainsAny(inj.User, ":\r\n")) {
-			return fmt.Errorf("user (basic auth's fixed user name, up to 128 characters without ':') suits api_key credentials only")
-		}
-	case injectQuery:
-		if inj.Query == "" {
-			return fmt.Errorf("style query needs query, the parameter name")
-		}
-	default:
-		return fmt.Errorf("style must be header, basic or query, not %q", inj.Style)
-	}
-	for k := range inj.Headers {
-		if strings.ContainsAny(k, " :\r\n") {
-			return fmt.Errorf("headers: %q is not a valid header name", k)
-		}
-	}
-	return nil
-}
-
-func validateAbsURL(field, raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("%s must be an absolute http or https URL", field)
-	}
-	return nil
-}
-
-func validateBaseURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("base_urls: %q is not an absolute http or https URL", raw)
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("base_urls: %q must have no query, fragment or user info", raw)
-	}
-	if strings.Contains(strings.TrimPrefix(u.Hostname(), "*."), "*") {
-		return fmt.Errorf("base_urls: %q may use a wildcard only as its first label (*.example.com)", raw)
-	}
-	return nil
-}

@@ -195,7 +195,7 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 	if svc == nil {
 		return nil, userErrorf("unknown service %q: see services/ for the catalog", a.Service)
 	}
-	if !svc.takes(typeOAuth2) {
+	if !svc.Takes(typeOAuth2) {
 		return nil, userErrorf("service %s does not take oauth2 credentials", a.Service)
 	}
 	if err := applyAppFields(d, svc, a, creating); err != nil {

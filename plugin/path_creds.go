@@ -250,7 +250,7 @@ func (b *backend) pathCredCreate(ctx context.Context, req *logical.Request, d *f
 	if svc == nil {
 		return nil, userErrorf("unknown service %q: see services/ for the catalog", svcName)
 	}
-	if !svc.takes(typ) {
+	if !svc.Takes(typ) {
 		return nil, userErrorf("service %s takes %s credentials, not %q", svcName, strings.Join(svc.Types, " or "), typ)
 	}
 

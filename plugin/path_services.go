@@ -183,7 +183,7 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 		}
 		d.Fill(svc.OAuth)
 	}
-	if err := svc.validate(); err != nil {
+	if err := svc.Validate(); err != nil {
 		return nil, userErrorMsg(err.Error())
 	}
 	b.refsMu.Lock()
@@ -198,7 +198,7 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 		if l.Service != name {
 			continue
 		}
-		if !svc.takes(l.Type) {
+		if !svc.Takes(l.Type) {
 			return nil, userErrorf("credential %q of this service is of type %s, which types must keep", l.Name, l.Type)
 		}
 		users = append(users, "credential "+l.Name)

@@ -255,7 +255,7 @@ func TestCatalogEntriesAreComplete(t *testing.T) {
 		if svc.DocsURL == "" && name != "smtp" {
 			t.Errorf("%s has no docs_url", name)
 		}
-		if svc.OAuth != nil && svc.takes(typeOAuth2) && svc.OAuth.RevokeStyle == "" {
+		if svc.OAuth != nil && svc.Takes(typeOAuth2) && svc.OAuth.RevokeStyle == "" {
 			t.Errorf("%s does not say how grants are revoked", name)
 		}
 		if svc.Verify == nil && name != "smtp" && name != "gcp-service-account" {

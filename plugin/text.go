@@ -3,17 +3,7 @@ package credentials
 import (
 	"net"
 	"regexp"
-	"unicode"
 )
-
-func hasControl(s string) bool {
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return true
-		}
-	}
-	return false
-}
 
 // keyHint shows enough of an API key for a person to tell keys apart: its
 // prefix up to the last '_' or '-' among the first 12 characters (such as

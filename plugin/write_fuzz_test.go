@@ -80,7 +80,7 @@ func FuzzServiceDefinition(f *testing.F) {
 		if svc == nil {
 			t.Fatalf("accepted service was not stored")
 		}
-		if err := svc.validate(); err != nil || svc.Builtin {
+		if err := svc.Validate(); err != nil || svc.Builtin {
 			t.Fatalf("stored service is invalid: %v", err)
 		}
 		// Whatever was accepted, the broker can use without panicking.
