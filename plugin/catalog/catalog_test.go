@@ -30,7 +30,9 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		}, "{secret}"},
 		{func(s *Service) { s.Injection[TypePassword] = egress.Injection{Style: egress.StyleBasic} }, "a type the service does not take"},
 		{func(s *Service) { s.Types = append(s.Types, TypeOAuth2) }, "oauth.auth_url and oauth.token_url"},
-		{func(s *Service) { s.Verify = &VerifyCall{Method: "DELETE", URL: "https://api.acme.test", ExpectStatus: 200} }, "verify.method"},
+		{func(s *Service) {
+			s.Verify = &VerifyCall{Method: "DELETE", URL: "https://api.acme.test", ExpectStatus: 200}
+		}, "verify.method"},
 		{func(s *Service) { s.Description = "line\x00break" }, "description"},
 		{func(s *Service) { s.DocsURL = "http://docs.acme.test" }, "docs_url must be an https URL"},
 	}
