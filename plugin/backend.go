@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/plugin/store"
 )
 
 // Version is the plugin's semantic version, reported to Vault as its
@@ -57,7 +59,7 @@ type backend struct {
 	refsMu sync.RWMutex
 
 	// index is the inventory LIST creds/ answers from.
-	index credIndex
+	index store.Index
 
 	// lastUse holds uses not yet written to storage; lastUseFlusher
 	// writes them every few seconds and when the backend is cleaned up.
@@ -144,8 +146,8 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 // invalidate drops cached state another node changed (performance standbys
 // and replicas receive the active node's writes this way).
 func (b *backend) invalidate(_ context.Context, key string) {
-	if isIndexKey(key) {
-		b.index.reset()
+	if store.IsIndexKey(key) {
+		b.index.Reset()
 	}
 	b.brokerInputs.invalidateKey(key)
 	b.oauth.sched.invalidate(key)

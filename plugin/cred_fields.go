@@ -226,7 +226,7 @@ func (b *backend) validateOAuthCred(ctx context.Context, s logical.Storage, svc 
 		return userErrorf("app %q is registered for %s, not %s", c.App, app.Service, svc.Name)
 	}
 	c.ClientCredentials = app.Grant == grantClientCredentials
-	if c.ClientCredentials && c.OAuth.connected() {
+	if c.ClientCredentials && c.OAuth.Connected() {
 		return userErrorf("app %q uses the client credentials grant: its credentials hold no refresh_token", c.App)
 	}
 	return nil

@@ -31,7 +31,7 @@ func (b *backend) liveGrant(c *credential) *oauthGrant {
 func (b *backend) revokeGrant(ctx context.Context, s logical.Storage, c *credential) map[string]interface{} {
 	r := provider.NewReceipt("", "")
 	g := b.liveGrant(c)
-	if !g.connected() {
+	if !g.Connected() {
 		r.Method = "none"
 		r.Reason = "nothing to revoke: the credential holds no tokens"
 		return r.AsMap()

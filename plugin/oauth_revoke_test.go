@@ -66,8 +66,8 @@ func TestDisconnectRevokesAtTheProvider(t *testing.T) {
 				}
 			}
 			c := f.cred("c")
-			if c.State != statusDisconnected || c.OAuth.connected() || !c.OAuth.RefreshDue.IsZero() {
-				t.Fatalf("after disconnect: state %s, connected %v, due %v", c.State, c.OAuth.connected(), c.OAuth.RefreshDue)
+			if c.State != statusDisconnected || c.OAuth.Connected() || !c.OAuth.RefreshDue.IsZero() {
+				t.Fatalf("after disconnect: state %s, connected %v, due %v", c.State, c.OAuth.Connected(), c.OAuth.RefreshDue)
 			}
 			if d := f.read("c"); d["status"] != statusDisconnected {
 				t.Fatalf("status %v", d["status"])

@@ -303,7 +303,7 @@ func TestCallbackRefusals(t *testing.T) {
 			before := f.cred("c")
 			wantError(t, do(t, f.b, f.s, logical.UpdateOperation, "creds/c/callback", data), tc.want)
 			after := f.cred("c")
-			if after.OAuth.connected() || after.Revision != before.Revision {
+			if after.OAuth.Connected() || after.Revision != before.Revision {
 				t.Fatalf("a refused callback changed the credential")
 			}
 			if n := f.srv.TokenCalls(); n != 0 {
@@ -415,7 +415,7 @@ func TestDeleteLeavesNoOAuthStateBehind(t *testing.T) {
 	wantError(t, do(t, f.b, f.s, logical.UpdateOperation, "creds/c/callback", map[string]interface{}{
 		"code": q.Get("code"), "state": q.Get("state"),
 	}), "no connect is pending")
-	if f.cred("c").OAuth.connected() || f.srv.TokenCalls() != calls {
+	if f.cred("c").OAuth.Connected() || f.srv.TokenCalls() != calls {
 		t.Fatalf("the old credential's connect completed on the new one")
 	}
 }

@@ -317,7 +317,7 @@ func (b *backend) pathAppDelete(ctx context.Context, req *logical.Request, d *fr
 	name := d.Get("name").(string)
 	b.refsMu.Lock()
 	defer b.refsMu.Unlock()
-	lines, err := b.index.lines(ctx, req.Storage)
+	lines, err := b.index.Lines(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}

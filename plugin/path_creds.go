@@ -331,7 +331,7 @@ func (b *backend) pathCredUpdate(ctx context.Context, req *logical.Request, d *f
 	}
 	b.logger.Info("credential updated", "name", name)
 	resp, err := b.credResponse(ctx, req.Storage, c)
-	if err != nil || !replaced.OAuth.connected() || c.OAuth == nil || c.OAuth.RefreshToken == replaced.OAuth.RefreshToken {
+	if err != nil || !replaced.OAuth.Connected() || c.OAuth == nil || c.OAuth.RefreshToken == replaced.OAuth.RefreshToken {
 		return resp, err
 	}
 	resp.Data["replaced_grant"] = b.revokeGrant(ctx, req.Storage, &replaced)
@@ -356,9 +356,9 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 	if err != nil {
 		return nil, err
 	}
-	sum := c.summary()
+	sum := c.Summary()
 	b.lastUse.overlay(c.Name, &sum)
-	status, reason := sum.status(b.now(), cfg.WarnBefore)
+	status, reason := sum.Status(b.now(), cfg.WarnBefore)
 	data := map[string]interface{}{
 		"name":          c.Name,
 		"type":          c.Type,
@@ -411,7 +411,7 @@ func (b *backend) credResponse(ctx context.Context, s logical.Storage, c *creden
 		}
 	case typeOAuth2:
 		data["app"] = c.App
-		data["connected"] = c.OAuth.connected()
+		data["connected"] = c.OAuth.Connected()
 		if c.ClientCredentials {
 			data["grant"] = grantClientCredentials
 		}
@@ -445,7 +445,7 @@ func (b *backend) pathCredDelete(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	var resp *logical.Response
-	if c.Type == typeOAuth2 && c.OAuth.connected() {
+	if c.Type == typeOAuth2 && c.OAuth.Connected() {
 		// Best effort: the grant is revoked at the provider first so that
 		// deleting never leaves a live grant behind unknowingly; the
 		// receipt says what could not be revoked.
@@ -484,7 +484,7 @@ func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		return nil, err
 	}
-	lines, err := b.index.lines(ctx, req.Storage)
+	lines, err := b.index.Lines(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -506,9 +506,9 @@ func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, d *fr
 		if q != "" && !strings.Contains(l.Name, q) {
 			continue
 		}
-		sum := l.credSummary
+		sum := l.Summary
 		b.lastUse.overlay(l.Name, &sum)
-		st, reason := sum.status(now, cfg.WarnBefore)
+		st, reason := sum.Status(now, cfg.WarnBefore)
 		if status != "" && st != status {
 			continue
 		}

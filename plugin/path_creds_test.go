@@ -241,63 +241,6 @@ func TestCredsList(t *testing.T) {
 	}
 }
 
-// TestIndexRepairsAfterCrash leaves the index as a crash between the
-// credential write and the index write would, and checks that a fresh
-// backend over the same storage repairs it.
-func TestIndexRepairsAfterCrash(t *testing.T) {
-	ctx := context.Background()
-	b, s, _ := getTestBackend(t)
-	for _, n := range []string{"a", "b", "c"} {
-		mustOK(t, do(t, b, s, logical.CreateOperation, "creds/"+n, apiKeyCred("")))
-	}
-	// Crash 1: "a" changed type of service... its description changed in
-	// storage, with the pending mark written, but the index not updated.
-	c, _ := getCredential(ctx, s, "a")
-	c.Description = "changed before the crash"
-	if err := b.index.markPending(ctx, s, "a"); err != nil {
-		t.Fatal(err)
-	}
-	entry, _ := logical.StorageEntryJSON(credStorageKey("a"), c)
-	if err := s.Put(ctx, entry); err != nil {
-		t.Fatal(err)
-	}
-	// Crash 2: "b" deleted from storage but still indexed.
-	if err := s.Delete(ctx, credStorageKey("b")); err != nil {
-		t.Fatal(err)
-	}
-	// Crash 3: "d" stored without an index line or a mark (lost mark).
-	d := &credential{Name: "d", Type: typeAPIKey, Service: "stripe", APIKey: canaryKey, State: statusActive}
-	entry, _ = logical.StorageEntryJSON(credStorageKey("d"), d)
-	if err := s.Put(ctx, entry); err != nil {
-		t.Fatal(err)
-	}
-	// Crash 4: a shard is unreadable.
-	if err := s.Put(ctx, &logical.StorageEntry{Key: shardKey(shardOf("c")), Value: []byte("{garbage")}); err != nil {
-		t.Fatal(err)
-	}
-
-	b2, _, _ := getTestBackend(t)
-	keys, info := listCreds(t, b2, s, nil)
-	if got := strings.Join(keys, " "); got != "a c d" {
-		t.Fatalf("after repair keys = %q, want \"a c d\"", got)
-	}
-	if info["a"].(map[string]interface{})["description"] != "changed before the crash" {
-		t.Errorf("a's line was not refreshed: %v", info["a"])
-	}
-	if pending, _ := s.List(ctx, indexPendingPrefix); len(pending) != 0 {
-		t.Errorf("pending marks left: %v", pending)
-	}
-	// The repaired index is stored: a third backend needs no repair to agree.
-	b3, _, _ := getTestBackend(t)
-	if err := b3.index.ensureLoaded(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	keys, _ = listCreds(t, b3, s, nil)
-	if got := strings.Join(keys, " "); got != "a c d" {
-		t.Fatalf("third backend keys = %q", got)
-	}
-}
-
 func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 	b, s, _ := getTestBackend(t)
 	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/shared", apiKeyCred("")))
@@ -334,23 +277,5 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 	_, info := listCreds(t, b, s, nil)
 	if info["shared"].(map[string]interface{})["description"] != c.Description {
 		t.Fatal("index line differs from the stored credential")
-	}
-}
-
-func TestHumanIn(t *testing.T) {
-	for _, tc := range []struct {
-		d    time.Duration
-		want string
-	}{
-		{30 * time.Second, "in less than a minute"},
-		{90 * time.Second, "in 2 minutes"},
-		{59*time.Minute + 50*time.Second, "in 1 hour"},
-		{24 * time.Hour, "in 24 hours"},
-		{72*time.Hour - time.Minute, "in 3 days"},
-		{10*24*time.Hour + 11*time.Hour, "in 10 days"},
-	} {
-		if got := humanIn(tc.d); got != tc.want {
-			t.Errorf("humanIn(%s) = %q, want %q", tc.d, got, tc.want)
-		}
 	}
 }

@@ -200,7 +200,7 @@ func (b *backend) pathConnect(ctx context.Context, req *logical.Request, d *fram
 		return nil, userErrorf("app %q of credential %q does not exist", c.App, name)
 	}
 
-	if replace := d.Get("replace").(bool); !replace && c.State == statusActive && c.OAuth.connected() && !c.OAuth.ReconnectRequired {
+	if replace := d.Get("replace").(bool); !replace && c.State == statusActive && c.OAuth.Connected() && !c.OAuth.ReconnectRequired {
 		who := ""
 		if c.OAuth.Account != "" {
 			who = " (" + c.OAuth.Account + ")"
@@ -360,7 +360,7 @@ func (b *backend) storeConnectedGrant(ctx context.Context, s logical.Storage, c 
 	}
 	b.logger.Info("credential connected", "name", name, "service", c.Service)
 	resp, err := b.credResponse(ctx, s, c)
-	if err != nil || !replaced.OAuth.connected() {
+	if err != nil || !replaced.OAuth.Connected() {
 		return resp, err
 	}
 	receipt := b.revokeGrant(ctx, s, &replaced)
@@ -416,7 +416,7 @@ func (b *backend) pathRefresh(ctx context.Context, req *logical.Request, d *fram
 	if c.ClientCredentials {
 		return nil, userErrorf("credential %s uses app %s's client credentials grant: there is nothing to connect or refresh; app-only tokens are minted on use", name, c.App)
 	}
-	if c.State == statusDisconnected || !c.OAuth.connected() {
+	if c.State == statusDisconnected || !c.OAuth.Connected() {
 		return nil, userErrorf("credential %q is not connected: connect it first", name)
 	}
 	if c.OAuth.RefreshToken == "" {

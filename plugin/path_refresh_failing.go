@@ -44,7 +44,7 @@ func pathRefreshFailing(b *backend) []*framework.Path {
 }
 
 func (b *backend) pathRefreshFailing(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	lines, err := b.index.lines(ctx, req.Storage)
+	lines, err := b.index.Lines(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}

@@ -189,7 +189,7 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	b.refsMu.Lock()
 	defer b.refsMu.Unlock()
 	// A service may not drop a type its existing credentials have.
-	lines, err := b.index.lines(ctx, req.Storage)
+	lines, err := b.index.Lines(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +223,7 @@ func (b *backend) pathServiceDelete(ctx context.Context, req *logical.Request, d
 	}
 	b.refsMu.Lock()
 	defer b.refsMu.Unlock()
-	lines, err := b.index.lines(ctx, req.Storage)
+	lines, err := b.index.Lines(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}

@@ -64,8 +64,8 @@ func (b *backend) pathUseRead(ctx context.Context, req *logical.Request, d *fram
 	if err != nil {
 		return nil, err
 	}
-	sum := c.summary()
-	status, reason := sum.status(b.now(), cfg.WarnBefore)
+	sum := c.Summary()
+	status, reason := sum.Status(b.now(), cfg.WarnBefore)
 	use := useProxy
 	if c.Type == typePassword && c.Service == smtpService {
 		use = useMail

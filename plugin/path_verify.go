@@ -221,8 +221,8 @@ func (b *backend) recordVerify(ctx context.Context, s logical.Storage, name, fai
 	if err != nil {
 		return "", "", err
 	}
-	sum := c.summary()
-	st, reason := sum.status(b.now(), cfg.WarnBefore)
+	sum := c.Summary()
+	st, reason := sum.Status(b.now(), cfg.WarnBefore)
 	return st, reason, nil
 }
 

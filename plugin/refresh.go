@@ -168,7 +168,7 @@ func (b *backend) loadRefresh(ctx context.Context, s logical.Storage, name strin
 	switch {
 	case c.State == statusDisconnected:
 		return st, refreshResult{err: fmt.Errorf("credential %q is disconnected: connect it again", name)}, false
-	case !c.OAuth.connected():
+	case !c.OAuth.Connected():
 		return st, refreshResult{err: fmt.Errorf("credential %q is not connected yet: connect it first", name)}, false
 	}
 	st.svc, st.app, st.cfg, err = b.oauthContext(ctx, s, c)

@@ -390,7 +390,7 @@ func (b *backend) sweepSchedule(ctx context.Context, s logical.Storage) error {
 	for _, j := range jobs {
 		filed[j.name] = true
 	}
-	lines, err := b.index.lines(ctx, s)
+	lines, err := b.index.Lines(ctx, s)
 	if err != nil {
 		return err
 	}

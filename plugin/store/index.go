@@ -1,4 +1,4 @@
-package credentials
+package store
 
 import (
 	"context"
@@ -28,7 +28,8 @@ const (
 	indexPendingPrefix = "index/pending/"
 )
 
-type credIndex struct {
+// Index is the inventory index, cached in memory; the zero value is ready.
+type Index struct {
 	// loadMu serialises loading and resets; loaded is read without it.
 	loadMu sync.Mutex
 	loaded atomic.Bool
@@ -38,20 +39,20 @@ type credIndex struct {
 	version atomic.Uint64
 	// sortedMu guards sorted and sortedVersion.
 	sortedMu      sync.Mutex
-	sorted        []indexLine
+	sorted        []Line
 	sortedVersion uint64
 }
 
 // indexShard is one shard; mu guards entries and the shard's storage entry.
 type indexShard struct {
 	mu      sync.Mutex
-	entries map[string]credSummary
+	entries map[string]Summary
 }
 
-// indexLine is one credential in the sorted view.
-type indexLine struct {
+// Line is one credential in the sorted view.
+type Line struct {
 	Name string
-	credSummary
+	Summary
 }
 
 func shardOf(name string) int {
@@ -62,16 +63,17 @@ func shardOf(name string) int {
 
 func shardKey(i int) string { return fmt.Sprintf("%s%02x", indexShardPrefix, i) }
 
-// reset drops the cache; the next use reloads it from storage. Called when
+// Reset drops the cache; the next use reloads it from storage. Called when
 // another node changed the index (Invalidate).
-func (x *credIndex) reset() {
+func (x *Index) Reset() {
 	x.loadMu.Lock()
 	defer x.loadMu.Unlock()
 	x.loaded.Store(false)
 	x.version.Add(1)
 }
 
-func (x *credIndex) ensureLoaded(ctx context.Context, s logical.Storage) error {
+// EnsureLoaded loads the index from storage once.
+func (x *Index) EnsureLoaded(ctx context.Context, s logical.Storage) error {
 	if x.loaded.Load() {
 		return nil
 	}
@@ -89,11 +91,11 @@ func (x *credIndex) ensureLoaded(ctx context.Context, s logical.Storage) error {
 }
 
 // load reads every shard, then repairs what a crash may have left behind.
-func (x *credIndex) load(ctx context.Context, s logical.Storage) error {
+func (x *Index) load(ctx context.Context, s logical.Storage) error {
 	for i := range x.shards {
 		sh := &x.shards[i]
 		sh.mu.Lock()
-		sh.entries = map[string]credSummary{}
+		sh.entries = map[string]Summary{}
 		entry, err := s.Get(ctx, shardKey(i))
 		if err == nil && entry != nil {
 			if derr := entry.DecodeJSON(&sh.entries); derr != nil {
@@ -112,8 +114,8 @@ func (x *credIndex) load(ctx context.Context, s logical.Storage) error {
 
 // repair re-indexes pending credentials, credentials missing from the index
 // and undecodable shards, and drops index lines of deleted credentials.
-func (x *credIndex) repair(ctx context.Context, s logical.Storage) error {
-	names, err := s.List(ctx, credStoragePrefix)
+func (x *Index) repair(ctx context.Context, s logical.Storage) error {
+	names, err := s.List(ctx, Prefix)
 	if err != nil {
 		return fmt.Errorf("listing credentials: %w", err)
 	}
@@ -141,7 +143,7 @@ func (x *credIndex) repair(ctx context.Context, s logical.Storage) error {
 	for i := range x.shards {
 		sh := &x.shards[i]
 		if sh.entries == nil {
-			sh.entries = map[string]credSummary{}
+			sh.entries = map[string]Summary{}
 			dirty[i] = true
 		}
 		for n := range sh.entries {
@@ -152,7 +154,7 @@ func (x *credIndex) repair(ctx context.Context, s logical.Storage) error {
 		}
 	}
 	for n := range stale {
-		c, err := getCredential(ctx, s, n)
+		c, err := Get(ctx, s, n)
 		if err != nil {
 			return err
 		}
@@ -160,7 +162,7 @@ func (x *credIndex) repair(ctx context.Context, s logical.Storage) error {
 		if c == nil {
 			delete(x.shards[i].entries, n)
 		} else {
-			x.shards[i].entries[n] = c.summary()
+			x.shards[i].entries[n] = c.Summary()
 		}
 		dirty[i] = true
 	}
@@ -179,7 +181,7 @@ func (x *credIndex) repair(ctx context.Context, s logical.Storage) error {
 
 // writeShard stores shard i; the caller holds its lock (or loadMu during
 // load, when no writer can reach the shards).
-func (x *credIndex) writeShard(ctx context.Context, s logical.Storage, i int) error {
+func (x *Index) writeShard(ctx context.Context, s logical.Storage, i int) error {
 	entry, err := logical.StorageEntryJSON(shardKey(i), x.shards[i].entries)
 	if err != nil {
 		return fmt.Errorf("encoding index shard: %w", err)
@@ -190,33 +192,36 @@ func (x *credIndex) writeShard(ctx context.Context, s logical.Storage, i int) er
 	return nil
 }
 
-func (x *credIndex) markPending(ctx context.Context, s logical.Storage, name string) error {
+// MarkPending marks name as being written: a load re-reads it.
+func (x *Index) MarkPending(ctx context.Context, s logical.Storage, name string) error {
 	if err := s.Put(ctx, &logical.StorageEntry{Key: indexPendingPrefix + name}); err != nil {
 		return fmt.Errorf("marking index entry pending: %w", err)
 	}
 	return nil
 }
 
-func (x *credIndex) clearPending(ctx context.Context, s logical.Storage, name string) error {
+// ClearPending drops the mark once name's line is stored.
+func (x *Index) ClearPending(ctx context.Context, s logical.Storage, name string) error {
 	if err := s.Delete(ctx, indexPendingPrefix+name); err != nil {
 		return fmt.Errorf("clearing pending index entry: %w", err)
 	}
 	return nil
 }
 
-// put sets name's line. Memory is updated even when the storage write fails:
+// Put sets name's line. Memory is updated even when the storage write fails:
 // memory then matches the stored credential, and the pending mark left by
 // the failed save repairs the stored shard on the next load.
-func (x *credIndex) put(ctx context.Context, s logical.Storage, name string, sum credSummary) error {
-	return x.change(ctx, s, name, func(m map[string]credSummary) { m[name] = sum })
+func (x *Index) Put(ctx context.Context, s logical.Storage, name string, sum Summary) error {
+	return x.change(ctx, s, name, func(m map[string]Summary) { m[name] = sum })
 }
 
-func (x *credIndex) remove(ctx context.Context, s logical.Storage, name string) error {
-	return x.change(ctx, s, name, func(m map[string]credSummary) { delete(m, name) })
+// Remove drops name's line.
+func (x *Index) Remove(ctx context.Context, s logical.Storage, name string) error {
+	return x.change(ctx, s, name, func(m map[string]Summary) { delete(m, name) })
 }
 
-func (x *credIndex) change(ctx context.Context, s logical.Storage, name string, f func(map[string]credSummary)) error {
-	if err := x.ensureLoaded(ctx, s); err != nil {
+func (x *Index) change(ctx context.Context, s logical.Storage, name string, f func(map[string]Summary)) error {
+	if err := x.EnsureLoaded(ctx, s); err != nil {
 		return err
 	}
 	i := shardOf(name)
@@ -228,10 +233,10 @@ func (x *credIndex) change(ctx context.Context, s logical.Storage, name string, 
 	return x.writeShard(ctx, s, i)
 }
 
-// lines returns every credential's line sorted by name. The slice is shared
+// Lines returns every credential's line sorted by name. The slice is shared
 // between callers and must not be modified.
-func (x *credIndex) lines(ctx context.Context, s logical.Storage) ([]indexLine, error) {
-	if err := x.ensureLoaded(ctx, s); err != nil {
+func (x *Index) Lines(ctx context.Context, s logical.Storage) ([]Line, error) {
+	if err := x.EnsureLoaded(ctx, s); err != nil {
 		return nil, err
 	}
 	x.sortedMu.Lock()
@@ -240,12 +245,12 @@ func (x *credIndex) lines(ctx context.Context, s logical.Storage) ([]indexLine, 
 	if x.sorted != nil && x.sortedVersion == v {
 		return x.sorted, nil
 	}
-	var all []indexLine
+	var all []Line
 	for i := range x.shards {
 		sh := &x.shards[i]
 		sh.mu.Lock()
 		for n, sum := range sh.entries {
-			all = append(all, indexLine{Name: n, credSummary: sum})
+			all = append(all, Line{Name: n, Summary: sum})
 		}
 		sh.mu.Unlock()
 	}
@@ -254,8 +259,43 @@ func (x *credIndex) lines(ctx context.Context, s logical.Storage) ([]indexLine, 
 	return all, nil
 }
 
-// isIndexKey says whether a storage key belongs to the index or to a
+// IsIndexKey says whether a storage key belongs to the index or to a
 // credential, whose change elsewhere makes the cache stale.
-func isIndexKey(key string) bool {
-	return strings.HasPrefix(key, indexShardPrefix) || strings.HasPrefix(key, credStoragePrefix)
+func IsIndexKey(key string) bool {
+	return strings.HasPrefix(key, indexShardPrefix) || strings.HasPrefix(key, Prefix)
+}
+
+// Save stores c and its index line. The caller holds the credential's
+// lock. A pending marker written first and removed last lets the index be
+// repaired if the process dies between the two writes.
+func (x *Index) Save(ctx context.Context, s logical.Storage, c *Credential) error {
+	if err := x.MarkPending(ctx, s, c.Name); err != nil {
+		return err
+	}
+	c.Revision++
+	entry, err := logical.StorageEntryJSON(Key(c.Name), c)
+	if err != nil {
+		return fmt.Errorf("encoding credential %s: %w", c.Name, err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing credential %s: %w", c.Name, err)
+	}
+	if err := x.Put(ctx, s, c.Name, c.Summary()); err != nil {
+		return err
+	}
+	return x.ClearPending(ctx, s, c.Name)
+}
+
+// Delete removes credential name and its index line, in the same order.
+func (x *Index) Delete(ctx context.Context, s logical.Storage, name string) error {
+	if err := x.MarkPending(ctx, s, name); err != nil {
+		return err
+	}
+	if err := s.Delete(ctx, Key(name)); err != nil {
+		return fmt.Errorf("deleting credential %s: %w", name, err)
+	}
+	if err := x.Remove(ctx, s, name); err != nil {
+		return err
+	}
+	return x.ClearPending(ctx, s, name)
 }
