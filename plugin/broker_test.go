@@ -102,6 +102,7 @@ func assertNoSecret(tb testing.TB, where, text, secret string) {
 	}
 }
 
+// Long on purpose: one case per injection style.
 func TestProxyInjectsEachStyle(t *testing.T) {
 	cases := []struct {
 		desc      string

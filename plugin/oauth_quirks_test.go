@@ -16,6 +16,7 @@ import (
 // TestProviderQuirks runs connect, a refresh and a refused refresh against
 // each of the test server's quirk switches, with the catalog flags that
 // describe that provider.
+// Long on purpose: one case per provider quirk, each a few lines, side by side.
 func TestProviderQuirks(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {

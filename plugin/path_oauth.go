@@ -43,6 +43,7 @@ type pendingConnect struct {
 	Used      bool      `json:"used,omitempty"`
 }
 
+// Long on purpose: a declaration (fields and operations), read top to bottom.
 func pathOAuth(b *backend) []*framework.Path {
 	name := map[string]*framework.FieldSchema{
 		"name": {Type: framework.TypeString, Description: "Name of the oauth2 credential. Example: vault write -f orgs/acme/creds/gmail/connect (the name is in the path)", Required: true},

@@ -42,6 +42,7 @@ const (
 // the body travels base64-encoded in one.
 const vaultPathMaxBody = 786432
 
+// Long on purpose: a declaration (fields and operations), read top to bottom.
 func pathProxy(b *backend) []*framework.Path {
 	callFields := map[string]*framework.FieldSchema{
 		"headers": {

@@ -11,6 +11,7 @@ import (
 // TestDecideRefresh covers every rule of when a refresh asks the provider,
 // without storage or a provider: decideRefresh is a function of the grant,
 // the mode and the time.
+// Long on purpose: the table is every rule of when to refresh.
 func TestDecideRefresh(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	cfg := &mountConfig{RefreshAhead: 10 * time.Minute}

@@ -195,6 +195,7 @@ func TestRotatingGrantSurvivesStorageFailures(t *testing.T) {
 // TestRefreshFailuresAreClassified: a dead grant needs reconnecting and is
 // no longer refreshed; a provider outage is retried with backoff, the old
 // token used while it lasts, and needs attention only once it has expired.
+// Long on purpose: one case per kind of provider failure.
 func TestRefreshFailuresAreClassified(t *testing.T) {
 	ctx := context.Background()
 	t.Run("invalid_grant", func(t *testing.T) {

@@ -143,20 +143,9 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := clientIP(r, s.cfg.TrustedProxies)
-	if ok, wait := s.signIns.allow(s.now(), "ip:"+addr); !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-		refuse(http.StatusTooManyRequests, "limited", "Too many sign-in attempts from your address. Wait a minute and try again.")
-		return
-	}
 	failKey := "fail:" + strings.ToLower(username) + "|" + addr
-	if method == "userpass" {
-		if ok, wait := s.signInFailures.ready(s.now(), failKey); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-			refuse(http.StatusTooManyRequests, "limited", fmt.Sprintf(
-				"Too many wrong passwords for %s from your address: wait %s and try again. Other addresses are not affected.",
-				username, wait.Round(time.Minute)+time.Minute))
-			return
-		}
+	if s.signInLimited(w, method, username, addr, failKey, refuse) {
+		return
 	}
 
 	var (
@@ -204,6 +193,26 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	s.metrics.signIns.WithLabelValues(method, "ok").Inc()
 	s.logger.Info("signed in", "method", method, "user", sess.User)
 	http.Redirect(w, r, page.Next, http.StatusSeeOther)
+}
+
+// signInLimited refuses a sign-in beyond the limits: attempts per client
+// address, and wrong passwords per user name and address.
+func (s *Server) signInLimited(w http.ResponseWriter, method, username, addr, failKey string, refuse func(status int, result, msg string)) bool {
+	if ok, wait := s.signIns.allow(s.now(), "ip:"+addr); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		refuse(http.StatusTooManyRequests, "limited", "Too many sign-in attempts from your address. Wait a minute and try again.")
+		return true
+	}
+	if method == "userpass" {
+		if ok, wait := s.signInFailures.ready(s.now(), failKey); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+			refuse(http.StatusTooManyRequests, "limited", fmt.Sprintf(
+				"Too many wrong passwords for %s from your address: wait %s and try again. Other addresses are not affected.",
+				username, wait.Round(time.Minute)+time.Minute))
+			return true
+		}
+	}
+	return false
 }
 
 var (

@@ -20,6 +20,7 @@ var (
 
 // routes lists every route the portal serves, so its whole surface is
 // visible in one place, and wraps them in the middleware they share.
+// Long on purpose: every route of the portal, in one table.
 func (s *Server) routes() (http.Handler, error) {
 	r := s.router
 	r.Use(nameRoute)

@@ -55,6 +55,7 @@ func apiCall(t *testing.T, token, method, path string, body any) (int, map[strin
 	return resp.StatusCode, out
 }
 
+// Long on purpose: one check per page and its API twin.
 func TestAPIMirrorsThePages(t *testing.T) {
 	admin := personToken(t, adminUser, adminPass)
 	bob := personToken(t, member, memberPw)

@@ -21,6 +21,7 @@ import (
 // browser: sign in, add an API key and a file, filter and search, connect
 // an OAuth credential through the provider's consent page, see it active,
 // disconnect it, delete it, and sign out.
+// Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestPersonFlow(t *testing.T) {
 	b := newBrowser(t)
 	ctx := context.Background()

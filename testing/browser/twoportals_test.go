@@ -17,6 +17,7 @@ import (
 // signed-in person and one agent interchangeably: a session made on one
 // works on the other, a connect started on one completes on the other,
 // and the broker answers the agent on both.
+// Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestTwoPortalsServeOneSession(t *testing.T) {
 	second, err := portal.NewServer(portal.Config{
 		Addr: "127.0.0.1:0", VaultAddr: st.vault.Addr, SessionKey: st.sessionKey, EdgeKey: st.vault.PortalEdgeKey(),

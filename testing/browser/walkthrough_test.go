@@ -22,6 +22,7 @@ import (
 // step, on the stack make run starts (devstack, with a Vault of its own)
 // and in the browser; the shell commands of step 5 are read from the
 // README and run as written, with the stack's addresses.
+// Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestFirstTenMinutes(t *testing.T) {
 	b := newBrowser(t)
 	ctx := context.Background()

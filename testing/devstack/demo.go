@@ -54,6 +54,7 @@ func (d *demo) close() {
 // startDemo starts the local provider, API and (with ca) SMTP server and
 // seeds org with sample credentials. callbackURL is the portal's OAuth
 // callback; logOut hears of each message the demo SMTP server accepts.
+// Long on purpose: the demo org's setup, in the order it must happen.
 func startDemo(ctx context.Context, c *api.Client, org, callbackURL string, ca *tlsca.CA, logOut io.Writer) (*demo, error) {
 	d := &demo{apiKey: "demo_live_" + randomHex(16)}
 	var err error

@@ -169,6 +169,7 @@ func TestFaults(t *testing.T) {
 	t.Log(report.String())
 }
 
+// Long on purpose: the suite's whole setup, in the order it must happen.
 func newSuite(t *testing.T) *suite {
 	ctx := context.Background()
 	c := harness.StartClusterT(t, harness.ClusterOptions{})

@@ -239,6 +239,7 @@ func TestBrokerThroughVaultAPI(t *testing.T) {
 	}
 }
 
+// Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestAgentsAreConfinedByVault(t *testing.T) {
 	up := startFake(t)
 	org := brokerOrg(t, "confined", up)
@@ -389,6 +390,7 @@ func TestDeletingAnAgentEndsItsTokens(t *testing.T) {
 	assertStatus(t, err, http.StatusForbidden, "permission denied")
 }
 
+// Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestBrokerGuardsThroughThePortal(t *testing.T) {
 	up := startFake(t)
 	elsewhere := startFake(t)

@@ -138,6 +138,7 @@ func newMCPOrg(t *testing.T, name string) *mcpOrg {
 	return &mcpOrg{org: org, token: token, otherToken: other, base: startPortal(t), smtp: smtp}
 }
 
+// Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestMCPAgentUsesItsCredentials(t *testing.T) {
 	f := newMCPOrg(t, "mcp-tools")
 	tr := &transcript{token: f.token}

@@ -94,6 +94,7 @@ func (r *tokenRecorder) last(t *testing.T) recordedGrant {
 // Vault (connect, the provider's consent, callback), refreshes it and
 // disconnects it, and asks the provider whether the grant was really
 // revoked.
+// Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestOAuthLifecycleThroughVault(t *testing.T) {
 	ctx := context.Background()
 	org := newOrg(t, "oauth-life")

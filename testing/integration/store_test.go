@@ -27,6 +27,7 @@ import (
 // tokens the engine itself receives from the provider (a connect's code
 // exchange, refreshes) are secrets too: a recorder in front of the token
 // endpoint captures them.
+// Long on purpose: every path is visited in one place, so none is missed.
 func TestNoPathRevealsASecret(t *testing.T) {
 	ctx := context.Background()
 	org := newOrg(t, "canary")

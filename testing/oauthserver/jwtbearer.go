@@ -58,6 +58,8 @@ func (h *jwtBearerHandler) CanSkipClientAuth(context.Context, fosite.AccessReque
 	return true
 }
 
+// HandleTokenEndpointRequest checks a service-account assertion as Google
+// does (RFC 7523). Long on purpose: each check answers with its own error.
 func (h *jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, r fosite.AccessRequester) error {
 	if !h.CanHandleTokenEndpointRequest(ctx, r) {
 		return fosite.ErrUnknownRequest

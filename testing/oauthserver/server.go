@@ -150,6 +150,7 @@ func New(opts Options) (*Server, error) {
 // Start is New under the name httptest users expect.
 func Start(opts Options) (*Server, error) { return New(opts) }
 
+// Long on purpose: the server's whole fosite configuration in one place.
 func newServer(opts Options, baseURL string) (*Server, error) {
 	if opts.AccessTokenLifespan == 0 {
 		opts.AccessTokenLifespan = time.Hour

@@ -115,6 +115,7 @@ func (s *Server) Reset() {
 }
 
 // ServeHTTP records the request, refuses forbidden values and dispatches.
+// Long on purpose: one case per fake endpoint family.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 200<<20))
 	if err != nil {
