@@ -55,7 +55,7 @@ func (h *brokerHandler) sendMail(w http.ResponseWriter, r *http.Request, call *e
 	if len(raw) > maxMailRequest {
 		return brokerFail(w, egress.TooLarge("message", maxMailRequest))
 	}
-	receipt, fail := h.submitMail(r.Context(), call, raw)
+	receipt, fail := h.doMail(r.Context(), call, raw)
 	if fail != nil {
 		return brokerFail(w, fail)
 	}
@@ -64,9 +64,11 @@ func (h *brokerHandler) sendMail(w http.ResponseWriter, r *http.Request, call *e
 	return http.StatusOK
 }
 
-// submitMail sends one message (a JSON object of mail/<cred>'s fields)
-// through the engine with the call's token.
-func (h *brokerHandler) submitMail(ctx context.Context, call *edgeCall, message []byte) (*mailReceipt, *egress.Error) {
+// doMail sends one message (a JSON object of mail/<cred>'s fields) through
+// the engine with the call's token: the edge's mail call, as do is its HTTP
+// call, for /send and for MCP's send_email alike. Vault authorizes it on
+// the credential's mail path.
+func (h *brokerHandler) doMail(ctx context.Context, call *edgeCall, message []byte) (*mailReceipt, *egress.Error) {
 	dec := json.NewDecoder(bytes.NewReader(message))
 	var fields map[string]json.RawMessage
 	if err := dec.Decode(&fields); err != nil || fields == nil {

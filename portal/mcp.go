@@ -429,12 +429,16 @@ func (m *mcpServer) toolAnswer(a *edgeAnswer, method string) *mcp.CallToolResult
 	return res
 }
 
-// sendEmail sends one message through the engine, as the edge's /send does.
+// sendEmail sends one message through the edge's mail call, as /send does.
 func (m *mcpServer) sendEmail(ctx context.Context, call *mcpCall, c *agentCred, req *mcp.CallToolRequest) *mcp.CallToolResult {
 	if why := c.blocked(); why != "" {
 		return m.needsPerson(call, c, why)
 	}
-	receipt, fail := m.broker.submitMail(ctx, &edgeCall{org: call.org, cred: c.Name, token: call.token, decoded: mailSendPath}, req.Params.Arguments)
+	mailCall, fail := m.broker.newCall(call.org, c.Name, mailSendPath, call.token, "Authorization")
+	var receipt *mailReceipt
+	if fail == nil {
+		receipt, fail = m.broker.doMail(ctx, mailCall, req.Params.Arguments)
+	}
 	if fail != nil {
 		msg := "sending failed (" + fmt.Sprint(fail.Status) + "): " + fail.Msg
 		if c.Status != "" && c.Status != "active" {
