@@ -10,6 +10,7 @@ import (
 
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/plugin/provider"
+	"github.com/clankteam/credentials/plugin/store"
 )
 
 const appStoragePrefix = "apps/"
@@ -48,18 +49,7 @@ func (a *oauthApp) client() provider.App {
 }
 
 func getApp(ctx context.Context, s logical.Storage, name string) (*oauthApp, error) {
-	entry, err := s.Get(ctx, appStoragePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading app %s: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	a := new(oauthApp)
-	if err := entry.DecodeJSON(a); err != nil {
-		return nil, fmt.Errorf("decoding app %s: %w", name, err)
-	}
-	return a, nil
+	return store.ReadJSON[oauthApp](ctx, s, appStoragePrefix+name, "app "+name)
 }
 
 func pathApps(b *backend) []*framework.Path {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/clankteam/credentials/plugin/provider"
+	"github.com/clankteam/credentials/plugin/store"
 )
 
 // connectTTL is how long a started connect can be completed: the state and
@@ -43,7 +44,6 @@ type pendingConnect struct {
 	Used      bool      `json:"used,omitempty"`
 }
 
-// Long on purpose: a declaration (fields and operations), read top to bottom.
 func pathOAuth(b *backend) []*framework.Path {
 	name := map[string]*framework.FieldSchema{
 		"name": {Type: framework.TypeString, Description: "Name of the oauth2 credential. Example: vault write -f orgs/acme/creds/gmail/connect (the name is in the path)", Required: true},
@@ -60,15 +60,7 @@ func pathOAuth(b *backend) []*framework.Path {
 					Description: "Replace a working grant. Needed to connect a credential that is connected and active; the grant it replaces is revoked at the provider once the new one is stored. The members' policy denies this field: replacing a working grant (perhaps with another person's account) is an admin's decision. Example: vault write orgs/acme/creds/gmail/connect replace=true",
 				},
 			},
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback: b.pathConnect,
-					// A provider may be called: on a performance standby, Vault
-					// forwards this to the node that can store the answer.
-					ForwardPerformanceStandby: true,
-					Summary:                   "Start connecting an oauth2 credential: returns the provider's authorization URL.",
-				},
-			},
+			Operations:      callsProvider(b.pathConnect, "Start connecting an oauth2 credential: returns the provider's authorization URL."),
 			HelpSynopsis:    pathConnectHelpSyn,
 			HelpDescription: pathConnectHelpDesc,
 		},
@@ -99,50 +91,35 @@ func pathOAuth(b *backend) []*framework.Path {
 					Description: "The issuer from the provider's redirect (RFC 9207), when it sends one: it must be the service's oauth.issuer, so an answer from another provider (a mix-up) is refused. Required when the provider's metadata says it always sends one. Example: iss=https://accounts.google.com",
 				},
 			},
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback: b.pathCallback,
-					// A provider may be called: on a performance standby, Vault
-					// forwards this to the node that can store the answer.
-					ForwardPerformanceStandby: true,
-					Summary:                   "Complete a connect: exchange the code and store the grant.",
-				},
-			},
+			Operations:      callsProvider(b.pathCallback, "Complete a connect: exchange the code and store the grant."),
 			HelpSynopsis:    pathCallbackHelpSyn,
 			HelpDescription: pathCallbackHelpDesc,
 		},
 		{
-			Pattern:      "creds/" + credNameSegment("name") + "/disconnect$",
-			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "disconnect", OperationSuffix: "cred"},
-			Fields:       name,
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback: b.pathDisconnect,
-					// A provider may be called: on a performance standby, Vault
-					// forwards this to the node that can store the answer.
-					ForwardPerformanceStandby: true,
-					Summary:                   "Revoke the grant at the provider and drop its tokens.",
-				},
-			},
+			Pattern:         "creds/" + credNameSegment("name") + "/disconnect$",
+			DisplayAttrs:    &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "disconnect", OperationSuffix: "cred"},
+			Fields:          name,
+			Operations:      callsProvider(b.pathDisconnect, "Revoke the grant at the provider and drop its tokens."),
 			HelpSynopsis:    pathDisconnectHelpSyn,
 			HelpDescription: pathDisconnectHelpDesc,
 		},
 		{
-			Pattern:      "creds/" + credNameSegment("name") + "/refresh$",
-			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "refresh", OperationSuffix: "cred"},
-			Fields:       name,
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback: b.pathRefresh,
-					// A provider may be called: on a performance standby, Vault
-					// forwards this to the node that can store the answer.
-					ForwardPerformanceStandby: true,
-					Summary:                   "Refresh the access token now.",
-				},
-			},
+			Pattern:         "creds/" + credNameSegment("name") + "/refresh$",
+			DisplayAttrs:    &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "refresh", OperationSuffix: "cred"},
+			Fields:          name,
+			Operations:      callsProvider(b.pathRefresh, "Refresh the access token now."),
 			HelpSynopsis:    pathRefreshHelpSyn,
 			HelpDescription: pathRefreshHelpDesc,
 		},
+	}
+}
+
+// callsProvider is the update operation of a path whose handler may call
+// the provider: on a performance standby, Vault forwards it to the node
+// that can store the answer.
+func callsProvider(cb framework.OperationFunc, summary string) map[logical.Operation]framework.OperationHandler {
+	return map[logical.Operation]framework.OperationHandler{
+		logical.UpdateOperation: &framework.PathOperation{Callback: cb, ForwardPerformanceStandby: true, Summary: summary},
 	}
 }
 
@@ -450,18 +427,7 @@ func checkIssuer(spec *oauthSpec, iss string) error {
 }
 
 func getPendingConnect(ctx context.Context, s logical.Storage, name string) (*pendingConnect, error) {
-	entry, err := s.Get(ctx, pendingConnectPrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading the pending connect of %s: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	p := new(pendingConnect)
-	if err := entry.DecodeJSON(p); err != nil {
-		return nil, fmt.Errorf("decoding the pending connect of %s: %w", name, err)
-	}
-	return p, nil
+	return store.ReadJSON[pendingConnect](ctx, s, pendingConnectPrefix+name, "the pending connect of "+name)
 }
 
 func putPendingConnect(ctx context.Context, s logical.Storage, name string, p *pendingConnect) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/clankteam/credentials/internal/egress"
+	"github.com/clankteam/credentials/plugin/store"
 )
 
 const serviceStoragePrefix = "services/"
@@ -21,18 +22,7 @@ func (b *backend) getService(ctx context.Context, s logical.Storage, name string
 	if svc, ok := builtinServices[name]; ok {
 		return svc, nil
 	}
-	entry, err := s.Get(ctx, serviceStoragePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading service %s: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	svc := new(service)
-	if err := entry.DecodeJSON(svc); err != nil {
-		return nil, fmt.Errorf("decoding service %s: %w", name, err)
-	}
-	return svc, nil
+	return store.ReadJSON[service](ctx, s, serviceStoragePrefix+name, "service "+name)
 }
 
 func pathServices(b *backend) []*framework.Path {

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/clankteam/credentials/plugin/provider"
+	"github.com/clankteam/credentials/plugin/store"
 )
 
 // A refresh spends the stored refresh token at the provider, which may
@@ -39,15 +40,7 @@ type refreshRecord struct {
 }
 
 func getRefreshRecord(ctx context.Context, s logical.Storage, name string) (*refreshRecord, error) {
-	e, err := s.Get(ctx, refreshRecordPrefix+name)
-	if err != nil || e == nil {
-		return nil, err
-	}
-	r := new(refreshRecord)
-	if err := e.DecodeJSON(r); err != nil {
-		return nil, fmt.Errorf("decoding the refresh record of %s: %w", name, err)
-	}
-	return r, nil
+	return store.ReadJSON[refreshRecord](ctx, s, refreshRecordPrefix+name, "the refresh record of "+name)
 }
 
 // fenceRefresh writes the refresh record of c's grant; an error means

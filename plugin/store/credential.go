@@ -240,16 +240,5 @@ func plural(n int, unit string) string {
 
 // Get reads credential name; nil when there is none.
 func Get(ctx context.Context, s logical.Storage, name string) (*Credential, error) {
-	entry, err := s.Get(ctx, Key(name))
-	if err != nil {
-		return nil, fmt.Errorf("reading credential %s: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	c := new(Credential)
-	if err := entry.DecodeJSON(c); err != nil {
-		return nil, fmt.Errorf("decoding credential %s: %w", name, err)
-	}
-	return c, nil
+	return ReadJSON[Credential](ctx, s, Key(name), "credential "+name)
 }
