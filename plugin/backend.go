@@ -113,10 +113,14 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			// Credential entries, OAuth client secrets and pending
-			// connects (PKCE verifiers) hold secrets: seal-wrap them where
-			// the server supports it (Vault Enterprise with an HSM).
-			SealWrapStorage: []string{"config", credStoragePrefix, appStoragePrefix, pendingConnectPrefix},
+			// Credential entries, OAuth client secrets, pending connects
+			// (PKCE verifiers) and MCP grants (an agent's secret ID) hold
+			// secrets: seal-wrap them where the server supports it (Vault
+			// Enterprise with an HSM).
+			SealWrapStorage: []string{"config", credStoragePrefix, appStoragePrefix, pendingConnectPrefix, mcpGrantPrefix},
+			// An MCP client redeems a code or a refresh token, and holds
+			// no Vault token yet: the code or token is what these check.
+			Unauthenticated: []string{"mcp/token", "mcp/token/issued"},
 		},
 		// Most specific patterns first: creds/<name>/connect before
 		// creds/<name>.
@@ -131,6 +135,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathMail(b),
 			pathRefreshFailing(b),
 			pathMetrics(b),
+			pathMCP(b),
 		)),
 		Invalidate:     b.invalidate,
 		Clean:          b.cleanup,

@@ -155,6 +155,45 @@ func SealInjection(keys []EdgePublicKey, id, mount string, inj *EdgeInjection) (
 	return "", ErrUnknownEdgeKey
 }
 
+// SealFor seals v (as JSON) to the key named id under info, which binds
+// the sealed value to what it is for: anything else the engine hands the
+// edge and no agent may read, such as an MCP grant's login.
+func SealFor(keys []EdgePublicKey, id, info string, v any) (string, error) {
+	for _, k := range keys {
+		if k.ID != id {
+			continue
+		}
+		plain, err := json.Marshal(v)
+		if err != nil {
+			return "", fmt.Errorf("encoding the sealed value: %w", err)
+		}
+		defer clear(plain)
+		ct, err := hpke.Seal(k.key, edgeKDF, edgeAEAD, []byte(info), plain)
+		if err != nil {
+			return "", fmt.Errorf("sealing: %w", err)
+		}
+		return base64.StdEncoding.EncodeToString(ct), nil
+	}
+	return "", ErrUnknownEdgeKey
+}
+
+// OpenFor opens what SealFor sealed under info into v.
+func (k *EdgePrivateKey) OpenFor(info, sealed string, v any) error {
+	ct, err := base64.StdEncoding.DecodeString(sealed)
+	if err != nil {
+		return errors.New("sealed value is not base64")
+	}
+	plain, err := hpke.Open(k.key, edgeKDF, edgeAEAD, []byte(info), ct)
+	if err != nil {
+		return errors.New("sealed value does not open with this edge key")
+	}
+	defer clear(plain)
+	if err := json.Unmarshal(plain, v); err != nil {
+		return errors.New("sealed value is malformed")
+	}
+	return nil
+}
+
 // Open opens a sealed injection for mount and cred. The caller zeroes the
 // material when the call is done.
 func (k *EdgePrivateKey) Open(mount, cred, sealed string) (*EdgeInjection, error) {
