@@ -29,6 +29,8 @@ type agentsPage struct {
 	// MCPURL is the org's MCP server.
 	MCPURL    string
 	CanManage bool
+	// Connections are the MCP clients people connected to the agents.
+	Connections []mcpConnection
 }
 
 func (s *Server) agentsPageFor(r *http.Request, p *person) (*agentsPage, error) {
@@ -50,6 +52,7 @@ func (s *Server) agentsPageFor(r *http.Request, p *person) (*agentsPage, error) 
 	// Managing agents takes the org's agents policy, which only trusted
 	// people hold; others see the page without the form.
 	page.Agents, page.CanManage = agents, err == nil
+	page.Connections = s.mcpConnections(ctx, p, org)
 	return page, nil
 }
 

@@ -419,7 +419,9 @@ func brokerFail(w http.ResponseWriter, e *egress.Error) int {
 	h.Set("X-Broker-Error", "true")
 	switch {
 	case e.Status == http.StatusUnauthorized:
-		h.Set("WWW-Authenticate", `Bearer realm="credentials broker", error="invalid_token"`)
+		if h.Get("WWW-Authenticate") == "" { // MCP sets its own challenge
+			h.Set("WWW-Authenticate", `Bearer realm="credentials broker", error="invalid_token"`)
+		}
 		h.Set("X-Should-Retry", "false")
 	case e.Permanent:
 		h.Set("X-Should-Retry", "false")

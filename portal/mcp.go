@@ -40,6 +40,7 @@ var toolAnswerHeaders = []string{"Content-Type", "Location", "Link", "Retry-Afte
 
 type mcpServer struct {
 	broker    *brokerHandler
+	auth      *mcpAuth
 	publicURL func() string
 	logger    *slog.Logger
 	lists     toolLists
@@ -64,8 +65,8 @@ func callOf(org string, req *mcp.CallToolRequest) *mcpCall {
 	return &mcpCall{org: org, token: token}
 }
 
-func newMCPServer(broker *brokerHandler, publicURL func() string, logger *slog.Logger) *mcpServer {
-	m := &mcpServer{broker: broker, publicURL: publicURL, logger: logger}
+func newMCPServer(broker *brokerHandler, auth *mcpAuth, publicURL func() string, logger *slog.Logger) *mcpServer {
+	m := &mcpServer{broker: broker, auth: auth, publicURL: publicURL, logger: logger}
 	m.handler = mcp.NewStreamableHTTPHandler(m.serverFor, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
 		JSONResponse: true,
@@ -83,16 +84,21 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	token, _ := brokerToken(r.Header)
 	if token == "" {
-		mcpUnauthorized(w, "send the agent's Vault token as Authorization: Bearer <token>")
+		m.unauthorized(w, r, org, "", "sign in by OAuth (see WWW-Authenticate), or send the agent's Vault token as Authorization: Bearer <token>")
 		return
 	}
 	list, fail := m.toolsFor(r.Context(), org, token)
 	if fail != nil {
 		if fail.Status == http.StatusUnauthorized {
-			mcpUnauthorized(w, fail.Msg)
+			m.unauthorized(w, r, org, "invalid_token", fail.Msg)
 			return
 		}
 		brokerFail(w, fail)
+		return
+	}
+	if list.resource != "" && list.resource != m.auth.resourceOf(r, org) {
+		// RFC 8707: a token is for the resource it was minted for.
+		m.unauthorized(w, r, org, "invalid_token", "this token was issued for "+list.resource+", not this MCP server")
 		return
 	}
 	if list.server == nil {
@@ -103,8 +109,10 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpServerKey{}, list.server)))
 }
 
-func mcpUnauthorized(w http.ResponseWriter, msg string) {
-	w.Header().Set("WWW-Authenticate", `Bearer realm="credentials mcp", error="invalid_token"`)
+// unauthorized answers 401 with the challenge that tells an MCP client
+// where to sign in (RFC 9728).
+func (m *mcpServer) unauthorized(w http.ResponseWriter, r *http.Request, org, oauthErr, msg string) {
+	w.Header().Set("WWW-Authenticate", m.auth.challenge(r, org, oauthErr))
 	brokerFail(w, unauthorized(msg))
 }
 

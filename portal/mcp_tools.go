@@ -16,6 +16,7 @@ import (
 
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
+	"github.com/clankteam/credentials/portal/provision"
 )
 
 // Which credentials an agent's token may use, as MCP tools. Vault decides:
@@ -78,6 +79,9 @@ type toolListEntry struct {
 type toolList struct {
 	creds  []*agentCred
 	server *mcp.Server
+	// resource is the resource (RFC 8707) the token was minted for by the
+	// portal's OAuth server, "" for other tokens; grant its MCP grant.
+	resource, grant string
 }
 
 // toolLists caches each token's credentials by tokenKey.
@@ -105,6 +109,18 @@ func (t *toolLists) put(key string, list *toolList, until time.Time) {
 	t.entries[key] = toolListEntry{list: list, useUntil: until}
 }
 
+// forgetGrant drops the lists of MCP grant's tokens: its client was
+// disconnected, and its next request must be refused here at once.
+func (t *toolLists) forgetGrant(grant string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, e := range t.entries {
+		if e.list.grant == grant {
+			delete(t.entries, k)
+		}
+	}
+}
+
 // toolsFor returns the credentials token may use in org, with their MCP
 // server.
 func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList, *egress.Error) {
@@ -125,7 +141,8 @@ func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList,
 	// expired token is refused at once.
 	var self struct {
 		Data struct {
-			ExpireTime string `json:"expire_time"`
+			ExpireTime string            `json:"expire_time"`
+			Meta       map[string]string `json:"meta"`
 		} `json:"data"`
 	}
 	var aclFail, selfFail *egress.Error
@@ -165,7 +182,7 @@ func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList,
 		})
 	}
 	_ = eg.Wait()
-	list := &toolList{creds: creds}
+	list := &toolList{creds: creds, resource: self.Data.Meta[provision.MetaMCPResource], grant: self.Data.Meta[provision.MetaMCPGrant]}
 	if len(creds) > 0 {
 		list.server = m.newServer(org, creds)
 	}

@@ -24,6 +24,8 @@ var (
 func (s *Server) routes() (http.Handler, error) {
 	r := s.router
 	r.Use(nameRoute)
+	s.broker = newBrokerHandler(s.cfg.VaultAddr, s.cfg.EdgeKey, s.PublicURL, s.logger)
+	s.mcpAuth = newMCPAuth(s, s.broker)
 
 	// Pages, and the JSON API that mirrors them, get the security headers
 	// and the cross-origin check; the broker (agents, no cookies) does not.
@@ -71,6 +73,8 @@ func (s *Server) routes() (http.Handler, error) {
 	app.Handle(org+"/agents", s.signedIn(s.handleAddAgent)).Methods(http.MethodPost)
 	app.Handle(org+"/agents/"+nameVar+"/delete", s.signedIn(s.handleAgentConfirmDelete)).Methods(http.MethodGet)
 	app.Handle(org+"/agents/"+nameVar+"/delete", s.signedIn(s.handleDeleteAgent)).Methods(http.MethodPost)
+	app.Handle(org+"/agents/mcp/{grant:[0-9a-f]{32}}/disconnect", s.signedIn(s.handleDisconnectMCP)).Methods(http.MethodPost)
+	app.Handle(oauthPrefix+"/authorize", s.signedIn(s.mcpAuth.handleAuthorize)).Methods(http.MethodGet, http.MethodPost)
 
 	// The JSON API for scripts: the same operations as the pages, with a
 	// Vault token in Authorization: Bearer (or X-Vault-Token), or the
@@ -102,9 +106,14 @@ func (s *Server) routes() (http.Handler, error) {
 
 	// The agents' routes (/broker/... and /mcp/...) are registered on r,
 	// below this line: MCP tool calls go through the same edge.
-	broker := newBrokerHandler(s.cfg.VaultAddr, s.cfg.EdgeKey, s.PublicURL, s.logger)
-	r.PathPrefix("/broker/").Handler(broker)
-	r.PathPrefix("/mcp/").Handler(newMCPServer(broker, s.PublicURL, s.logger))
+	r.PathPrefix("/broker/").Handler(s.broker)
+	s.mcp = newMCPServer(s.broker, s.mcpAuth, s.PublicURL, s.logger)
+	r.PathPrefix("/mcp/").Handler(s.mcp)
+	// The OAuth server's endpoints for clients (not people): no cookies,
+	// any origin.
+	r.PathPrefix("/.well-known/").HandlerFunc(s.mcpAuth.handleWellKnown)
+	r.HandleFunc(oauthPrefix+"/token", s.mcpAuth.handleToken).Methods(http.MethodPost, http.MethodOptions)
+	r.HandleFunc(oauthPrefix+"/register", s.mcpAuth.handleRegister).Methods(http.MethodPost, http.MethodOptions)
 
 	return s.observe(s.recoverPanics(r)), nil
 }
@@ -114,10 +123,13 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// notBroker keeps the page middleware off the agents' routes (the broker
-// and MCP), which take tokens, never cookies.
+// notBroker keeps the page middleware off the agents' routes (the broker,
+// MCP and the OAuth server's client endpoints), which take tokens, never
+// cookies.
 func notBroker(r *http.Request, _ *mux.RouteMatch) bool {
-	return !strings.HasPrefix(r.URL.Path, "/broker/") && !strings.HasPrefix(r.URL.Path, "/mcp/")
+	p := r.URL.Path
+	return !strings.HasPrefix(p, "/broker/") && !strings.HasPrefix(p, "/mcp/") && !strings.HasPrefix(p, "/.well-known/") &&
+		p != oauthPrefix+"/token" && p != oauthPrefix+"/register"
 }
 
 // cacheStatic lets browsers keep the embedded assets for an hour.

@@ -11,6 +11,7 @@ package portal
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,12 @@ type Config struct {
 	// (PORTAL_EDGE_KEY); the engine must be registered with its public
 	// half. Without it the broker refuses every call and says why.
 	EdgeKey *egress.EdgePrivateKey
+	// PrivateTargets are the loopback or private networks the portal's
+	// own outbound calls (MCP clients' metadata documents) may reach, in
+	// the engine's syntax (CREDENTIALS_PRIVATE_TARGETS); empty: none.
+	PrivateTargets string
+	// OutboundRoots are the CAs those calls trust; nil: the system's.
+	OutboundRoots *x509.CertPool
 	// Logger receives request logs; never a secret.
 	Logger *slog.Logger
 }
@@ -75,6 +82,9 @@ type Server struct {
 	ln        net.Listener
 	vaultBase *api.Client
 	sessions  *sealer
+	broker    *brokerHandler
+	mcp       *mcpServer
+	mcpAuth   *mcpAuth
 	pages     *pages
 	signIns   *rateLimiter
 	// signInFailures counts wrong passwords per account and address.

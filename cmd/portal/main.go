@@ -142,6 +142,7 @@ func serve(ctx context.Context, args []string) error {
 		SessionKeys:    sessionKeys,
 		TrustedProxies: trustedProxies,
 		EdgeKey:        edgeKey,
+		PrivateTargets: os.Getenv(egress.PrivateTargetsEnv),
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {

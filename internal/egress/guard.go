@@ -12,6 +12,7 @@ package egress
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -180,6 +181,8 @@ type ClientOptions struct {
 	MaxIdleConnsPerHost int
 	// MaxResponseHeaderBytes bounds a service's answer headers.
 	MaxResponseHeaderBytes int64
+	// RootCAs are the CAs servers are checked against; nil: the system's.
+	RootCAs *x509.CertPool
 }
 
 // Transport returns a transport that dials through the guard, takes no
@@ -204,7 +207,7 @@ func (g *Guard) Transport(o ClientOptions) http.RoundTripper {
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: o.MaxResponseHeaderBytes,
 		DisableCompression:     true,
-		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs},
 	}
 	return checkedTransport{guard: g, next: t}
 }

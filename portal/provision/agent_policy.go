@@ -146,6 +146,21 @@ path "sys/auth" {
 path "%[4]s/creds/" {
   capabilities = ["list"]
 }
+# MCP clients people approve for the org's agents: the grants in the engine,
+# and the tokens of a disconnected client (looked up first: only those of
+# the grant are revoked).
+path "%[4]s/mcp/grants/" {
+  capabilities = ["list"]
+}
+path "%[4]s/mcp/grants/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
 `, org, p, approleAccessor, contract.Mount(org))
 }
 

@@ -279,3 +279,14 @@ func findCanary(s string) string {
 }
 
 var _ io.Writer = (*syncBuffer)(nil)
+
+// tail is the log's last n bytes, for a failure's message.
+func (b *syncBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,196 @@
+package browser
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+
+	"github.com/clankteam/credentials/portal/provision"
+)
+
+// TestMCPClientSignsInByOAuth: the go-sdk's own OAuth client finds the
+// portal's authorization server from /mcp/<org>'s 401, registers, sends
+// the person to the consent page (chromium presses Approve), redeems the
+// code with PKCE and then lists and calls tools with the token it got. The
+// token is refused at another org's MCP server, a refresh token used twice
+// ends the grant, and disconnecting the client on the agents page refuses
+// its next call.
+func TestMCPClientSignsInByOAuth(t *testing.T) {
+	b := newBrowser(t)
+	root := st.root()
+	const cred = "mcp-oauth-key"
+	if _, err := root.Logical().Write("orgs/"+org+"/creds/"+cred, map[string]any{
+		"type": "api_key", "service": "stripe", "api_key": canaryAPIKey, "description": "MCP OAuth test key",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = root.Logical().Delete("orgs/" + org + "/creds/" + cred) })
+	signIn(t, b, adminUser, adminPass)
+
+	// The client's loopback redirect: it hands the code to the fetcher.
+	results := make(chan *auth.AuthorizationResult, 1)
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		results <- &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}
+		_, _ = io.WriteString(w, "signed in; you may close this tab")
+	}))
+	defer cb.Close()
+	redirect := cb.URL + "/callback"
+
+	var consentHTML string
+	handler, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+			ClientName: "Test MCP Client", RedirectURIs: []string{redirect},
+			GrantTypes: []string{"authorization_code", "refresh_token"}, TokenEndpointAuthMethod: "none",
+		}},
+		RedirectURL: redirect,
+		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+			b.navigate(args.URL)
+			consentHTML = b.html()
+			b.do(chromedp.SendKeys(chromedp.ID("new-agent"), "oauth-agent"),
+				chromedp.Click(chromedp.CSS(`input[name="credential"][value="`+cred+`"]`)))
+			b.click("#approve")
+			select {
+			case res := <-results:
+				return res, nil
+			case <-time.After(30 * time.Second):
+				return nil, fmt.Errorf("the redirect never came back; the page says: %s\nportal log: %s", b.text("main"), st.logs.tail(3000))
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deleteAgentIfAny("oauth-agent") })
+
+	mcpURL := st.url("/mcp/" + org)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: mcpURL, OAuthHandler: handler}, nil)
+	if err != nil {
+		t.Fatalf("connecting through OAuth: %v", err)
+	}
+	defer session.Close()
+	if !strings.Contains(consentHTML, "Test MCP Client") || !strings.Contains(consentHTML, "127.0.0.1") {
+		t.Errorf("the consent page does not name the client and where the code goes")
+	}
+	tools, err := session.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, tool := range tools.Tools {
+		names[tool.Name] = true
+	}
+	if !names["list_credentials"] || len(tools.Tools) < 2 {
+		t.Fatalf("tools = %v", names)
+	}
+	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "list_credentials"})
+	if err != nil || res.IsError {
+		t.Fatalf("list_credentials: %v %v", err, res)
+	}
+	out, _ := json.Marshal(res)
+	if !strings.Contains(string(out), cred) {
+		t.Fatalf("list_credentials does not list %s: %s", cred, out)
+	}
+
+	ts, err := handler.TokenSource(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bound to its resource: another org's MCP server answers 401.
+	if status, hdr := mcpPost(t, st.url("/mcp/"+otherOrg), tok.AccessToken); status != http.StatusUnauthorized || !strings.Contains(hdr, "resource_metadata=") {
+		t.Errorf("another org's MCP server answered %d (%q), want 401 with resource_metadata", status, hdr)
+	}
+
+	// A refresh token rotates; the spent one used again ends the grant.
+	first := refresh(t, tok.RefreshToken, http.StatusOK)
+	refresh(t, tok.RefreshToken, http.StatusBadRequest)
+	refresh(t, first, http.StatusBadRequest)
+
+	// The agents page lists the client; Disconnect ends its tokens.
+	b.navigate(st.url("/orgs/" + org + "/agents"))
+	if !strings.Contains(b.text("#mcp-clients"), "Test MCP Client") {
+		t.Fatalf("the agents page does not list the client: %s", b.text("body"))
+	}
+	b.click(`#mcp-clients button[id^="disconnect-"]`)
+	if status, _ := mcpPost(t, mcpURL, tok.AccessToken); status != http.StatusUnauthorized {
+		t.Errorf("a disconnected client's next call answered %d, want 401", status)
+	}
+
+	if leak := st.logs.leaks(); leak != "" {
+		t.Fatalf("a canary is in the portal's log: %s", leak)
+	}
+	if c := findCanary(consentHTML + string(out)); c != "" {
+		t.Fatalf("a canary reached the client or the page: %s", c)
+	}
+}
+
+// mcpPost sends one initialize request with token and answers the status
+// and WWW-Authenticate.
+func mcpPost(t *testing.T, u, token string) (int, string) {
+	t.Helper()
+	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get("WWW-Authenticate")
+}
+
+// refresh redeems rt at the token endpoint, wants status, and answers the
+// new refresh token.
+func refresh(t *testing.T, rt string, want int) string {
+	t.Helper()
+	resp, err := http.PostForm(st.url("/oauth/token"), url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {clientIDOf(t, rt)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != want {
+		t.Fatalf("refresh answered %d (%v), want %d", resp.StatusCode, out, want)
+	}
+	s, _ := out["refresh_token"].(string)
+	return s
+}
+
+// clientIDOf reads the grant's client ID from the engine, as an operator
+// would: the test's client registered it through the SDK.
+func clientIDOf(t *testing.T, rt string) string {
+	t.Helper()
+	parts := strings.SplitN(rt, ".", 3)
+	sec, err := st.root().Logical().Read("orgs/" + parts[0] + "/mcp/grants/" + parts[1])
+	if err != nil || sec == nil {
+		t.Fatalf("reading the grant: %v", err)
+	}
+	return sec.Data["client_id"].(string)
+}
+
+func deleteAgentIfAny(name string) error {
+	return provision.DeleteAgent(context.Background(), st.root(), org, name)
+}
