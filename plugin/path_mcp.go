@@ -191,7 +191,7 @@ func (b *backend) mcpGrantExists(ctx context.Context, req *logical.Request, d *f
 	return g != nil, err
 }
 
-// field checks one string of a grant: required, bounded, no control
+// mcpField checks one string of a grant: required, bounded, no control
 // characters.
 func mcpField(d *framework.FieldData, name string, max int) (string, error) {
 	v := strings.TrimSpace(d.Get(name).(string))
@@ -417,7 +417,7 @@ func (b *backend) pathMCPToken(ctx context.Context, req *logical.Request, d *fra
 	if g.ConnectedAt.IsZero() {
 		g.ConnectedAt = now
 	}
-	sealed, err := egress.SealFor(b.egress.edgeKeys, keyID, mcpLoginInfo(req.MountPoint, g.ID), mcpLogin{RoleID: g.RoleID, SecretID: g.SecretID})
+	sealed, err := egress.SealFor(b.egress.edgeKeys, keyID, egress.MCPLoginInfo(req.MountPoint, g.ID), egress.MCPLogin{RoleID: g.RoleID, SecretID: g.SecretID})
 	if err != nil {
 		if err == egress.ErrUnknownEdgeKey {
 			return nil, userErrorf("edge_key %q is not one of the operator's edge keys (%s)", keyID, egress.EdgeKeysEnv)
@@ -431,18 +431,6 @@ func (b *backend) pathMCPToken(ctx context.Context, req *logical.Request, d *fra
 		"grant": g.ID, "agent": g.Agent, "refresh_token": rt, "scope": g.Scope, "resource": g.Resource,
 		egress.FieldSealed: sealed, egress.FieldEdgeKey: keyID,
 	}}, nil
-}
-
-// mcpLogin is what the portal logs the agent in with; it travels only
-// sealed to the portal's edge key.
-type mcpLogin struct {
-	RoleID   string `json:"role_id"`
-	SecretID string `json:"secret_id"`
-}
-
-// mcpLoginInfo binds a sealed login to its mount and grant.
-func mcpLoginInfo(mount, grant string) string {
-	return "credentials mcp login v1\x00" + strings.Trim(mount, "/") + "\x00" + grant
 }
 
 // redeemCode checks an authorization code against its grant: single use,

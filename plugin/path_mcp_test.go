@@ -158,14 +158,14 @@ func TestMCPCodeAndRefreshTokens(t *testing.T) {
 	if strings.Contains(fmt.Sprint(resp.Data), mcpCanarySecretID) {
 		t.Fatal("the secret ID is in the answer in the clear")
 	}
-	var login mcpLogin
-	if err := f.edge.OpenFor(mcpLoginInfo("", id), resp.Data[egress.FieldSealed].(string), &login); err != nil {
+	var login egress.MCPLogin
+	if err := f.edge.OpenFor(egress.MCPLoginInfo("", id), resp.Data[egress.FieldSealed].(string), &login); err != nil {
 		t.Fatal(err)
 	}
 	if login.RoleID != "role-1" || login.SecretID != mcpCanarySecretID {
 		t.Fatalf("the sealed login is %+v", login)
 	}
-	if f.edge.OpenFor(mcpLoginInfo("", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), resp.Data[egress.FieldSealed].(string), &login) == nil {
+	if f.edge.OpenFor(egress.MCPLoginInfo("", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), resp.Data[egress.FieldSealed].(string), &login) == nil {
 		t.Fatal("a login sealed for one grant opens as another's")
 	}
 

@@ -68,7 +68,7 @@ type clientDoc struct {
 	until time.Time
 }
 
-func newMCPClients(s *Server, _ *brokerHandler) *mcpClients {
+func newMCPClients(s *Server) *mcpClients {
 	guard, err := egress.ParseGuard(s.cfg.PrivateTargets)
 	if err != nil {
 		guard = &egress.Guard{}

@@ -46,9 +46,9 @@ type mcpAuth struct {
 	clients  *mcpClients
 }
 
-func newMCPAuth(s *Server, broker *brokerHandler) *mcpAuth {
+func newMCPAuth(s *Server) *mcpAuth {
 	a := &mcpAuth{s: s}
-	a.clients = newMCPClients(s, broker)
+	a.clients = newMCPClients(s)
 	cfg := &fosite.Config{
 		EnforcePKCE:                    true,
 		EnablePKCEPlainChallengeMethod: false,
@@ -319,16 +319,12 @@ func (a *mcpAuth) issue(ctx context.Context, r *http.Request, ar fosite.AccessRe
 		return nil, a.engineRefusal(err)
 	}
 	grant, _ := sec.Data["grant"].(string)
-	var login struct {
-		RoleID   string `json:"role_id"`
-		SecretID string `json:"secret_id"`
-	}
+	var login egress.MCPLogin
 	sealed, _ := sec.Data[egress.FieldSealed].(string)
-	if err := key.OpenFor(mcpLoginInfo(mount, grant), sealed, &login); err != nil {
+	if err := key.OpenFor(egress.MCPLoginInfo(mount, grant), sealed, &login); err != nil {
 		return nil, fosite.ErrServerError.WithHint("The engine's answer could not be opened with this portal's edge key.")
 	}
 	auth, err := anon.c.Logical().WriteWithContext(ctx, "auth/approle/login", map[string]any{"role_id": login.RoleID, "secret_id": login.SecretID})
-	clear([]byte(login.SecretID))
 	if err != nil || auth == nil || auth.Auth == nil {
 		a.s.logger.Warn("mcp token: the agent's login failed", "org", org, "grant", grant, "error", errText(err))
 		return nil, fosite.ErrInvalidGrant.WithHint("The agent this client was approved for can no longer sign in (it was deleted, or its login revoked): approve the client again.")
@@ -415,12 +411,6 @@ func grantToken(org, engineToken string) string { return org + "." + engineToken
 func splitGrantToken(t string) (org, engineToken string, ok bool) {
 	org, engineToken, ok = strings.Cut(t, ".")
 	return org, engineToken, ok && contract.ValidOrgName(org) && engineToken != ""
-}
-
-// mcpLoginInfo is the engine's binding of a sealed login to its mount and
-// grant (plugin/path_mcp.go).
-func mcpLoginInfo(mount, grant string) string {
-	return "credentials mcp login v1\x00" + strings.Trim(mount, "/") + "\x00" + grant
 }
 
 // codeHash is how a code is written to the engine.

@@ -54,6 +54,19 @@ func sealInfo(mount, cred string) []byte {
 	return []byte("credentials edge injection v1\x00" + strings.Trim(mount, "/") + "\x00" + cred)
 }
 
+// MCPLogin is an MCP grant's AppRole login, which the engine hands the
+// portal's OAuth server sealed (SealFor) so that only it can mint the
+// agent's tokens.
+type MCPLogin struct {
+	RoleID   string `json:"role_id"`
+	SecretID string `json:"secret_id"`
+}
+
+// MCPLoginInfo binds a sealed MCP login to its mount and grant.
+func MCPLoginInfo(mount, grant string) string {
+	return "credentials mcp login v1\x00" + strings.Trim(mount, "/") + "\x00" + grant
+}
+
 // EdgePublicKey is one key the engine may seal to.
 type EdgePublicKey struct {
 	ID  string
