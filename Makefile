@@ -54,7 +54,7 @@ $(BIN)/vault: testing/vault/go.mod testing/vault/go.sum testing/vault/main.go
 chromium:
 	@./scripts/install-chromium.sh
 
-## npm-assets: axe-core for the browser tests' accessibility checks
+## npm-assets: axe-core for the browser tests, the MCP conformance suite and its Node.js
 npm-assets:
 	@./scripts/install-npm-assets.sh
 
