@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,37 +39,15 @@ func TestMCPClientSignsInByOAuth(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = root.Logical().Delete("orgs/" + org + "/creds/" + cred) })
 	signIn(t, b, adminUser, adminPass)
-
-	// The client's loopback redirect: it hands the code to the fetcher.
-	results := make(chan *auth.AuthorizationResult, 1)
-	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		results <- &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}
-		_, _ = io.WriteString(w, "signed in; you may close this tab")
-	}))
-	defer cb.Close()
-	redirect := cb.URL + "/callback"
-
+	redirect, fetch := approveByPerson(t, b, "oauth-agent", cred)
 	var consentHTML string
 	handler, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
 		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
 			ClientName: "Test MCP Client", RedirectURIs: []string{redirect},
 			GrantTypes: []string{"authorization_code", "refresh_token"}, TokenEndpointAuthMethod: "none",
 		}},
-		RedirectURL: redirect,
-		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-			b.navigate(args.URL)
-			consentHTML = b.html()
-			b.do(chromedp.SendKeys(chromedp.ID("new-agent"), "oauth-agent"),
-				chromedp.Click(chromedp.CSS(`input[name="credential"][value="`+cred+`"]`)))
-			b.click("#approve")
-			select {
-			case res := <-results:
-				return res, nil
-			case <-time.After(30 * time.Second):
-				return nil, fmt.Errorf("the redirect never came back; the page says: %s\nportal log: %s", b.text("main"), st.logs.tail(3000))
-			}
-		},
+		RedirectURL:              redirect,
+		AuthorizationCodeFetcher: fetch(&consentHTML),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +119,120 @@ func TestMCPClientSignsInByOAuth(t *testing.T) {
 	}
 	if c := findCanary(consentHTML + string(out)); c != "" {
 		t.Fatalf("a canary reached the client or the page: %s", c)
+	}
+}
+
+// TestMCPClientSignsInByMetadataDocument: a client whose client_id is the
+// https URL of its metadata document (CIMD). The portal fetches the document
+// through the egress guard (the test serves it from 127.0.0.1 with the test
+// CA, both allowed by the portal's configuration), shows its name on the
+// consent page and sends the code only to a redirect the document lists.
+func TestMCPClientSignsInByMetadataDocument(t *testing.T) {
+	b := newBrowser(t)
+	root := st.root()
+	const cred = "mcp-cimd-key"
+	if _, err := root.Logical().Write("orgs/"+org+"/creds/"+cred, map[string]any{
+		"type": "api_key", "service": "stripe", "api_key": canaryAPIKey, "description": "MCP CIMD test key",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = root.Logical().Delete("orgs/" + org + "/creds/" + cred) })
+	signIn(t, b, adminUser, adminPass)
+	redirect, fetch := approveByPerson(t, b, "cimd-agent", cred)
+
+	var fetched atomic.Int32
+	doc := httptest.NewUnstartedServer(nil)
+	docURL := ""
+	doc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/client.json" {
+			http.NotFound(w, r)
+			return
+		}
+		fetched.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"client_id": docURL, "client_name": "CIMD Test Client", "redirect_uris": []string{redirect},
+			"grant_types": []string{"authorization_code", "refresh_token"}, "token_endpoint_auth_method": "none",
+		})
+	})
+	tlsConfig, err := st.vault.CA.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc.TLS = tlsConfig
+	doc.StartTLS()
+	defer doc.Close()
+	docURL = doc.URL + "/client.json"
+
+	var consentHTML string
+	handler, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+		ClientIDMetadataDocumentConfig: &auth.ClientIDMetadataDocumentConfig{URL: docURL},
+		RedirectURL:                    redirect,
+		AuthorizationCodeFetcher:       fetch(&consentHTML),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deleteAgentIfAny("cimd-agent") })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.url("/mcp/" + org), OAuthHandler: handler}, nil)
+	if err != nil {
+		t.Fatalf("connecting through OAuth with a metadata document: %v", err)
+	}
+	defer session.Close()
+	if fetched.Load() == 0 {
+		t.Fatal("the portal never fetched the client's metadata document")
+	}
+	if !strings.Contains(consentHTML, "CIMD Test Client") {
+		t.Errorf("the consent page does not name the client from its document")
+	}
+	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "list_credentials"})
+	if err != nil || res.IsError {
+		t.Fatalf("list_credentials: %v %v", err, res)
+	}
+	out, _ := json.Marshal(res)
+	if !strings.Contains(string(out), cred) {
+		t.Fatalf("list_credentials does not list %s: %s", cred, out)
+	}
+	b.navigate(st.url("/orgs/" + org + "/agents"))
+	if !strings.Contains(b.text("#mcp-clients"), "CIMD Test Client") {
+		t.Fatalf("the agents page does not list the client: %s", b.text("#mcp-clients"))
+	}
+	if c := findCanary(consentHTML + string(out)); c != "" {
+		t.Fatalf("a canary reached the client or the page: %s", c)
+	}
+}
+
+// approveByPerson is an MCP client's side of the consent: a loopback
+// redirect, and a code fetcher that opens the authorization URL in the
+// signed-in browser, records the consent page into *html, names a new agent,
+// ticks cred and presses Approve.
+func approveByPerson(t *testing.T, b *tab, agent, cred string) (redirect string, fetch func(html *string) func(context.Context, *auth.AuthorizationArgs) (*auth.AuthorizationResult, error)) {
+	t.Helper()
+	results := make(chan *auth.AuthorizationResult, 1)
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		results <- &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}
+		_, _ = io.WriteString(w, "signed in; you may close this tab")
+	}))
+	t.Cleanup(cb.Close)
+	return cb.URL + "/callback", func(html *string) func(context.Context, *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+		return func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+			b.navigate(args.URL)
+			*html = b.html()
+			b.do(chromedp.SendKeys(chromedp.ID("new-agent"), agent),
+				chromedp.Click(chromedp.CSS(`input[name="credential"][value="`+cred+`"]`)))
+			b.click("#approve")
+			select {
+			case res := <-results:
+				return res, nil
+			case <-time.After(30 * time.Second):
+				return nil, fmt.Errorf("the redirect never came back; the page says: %s\nportal log: %s", b.text("main"), st.logs.tail(3000))
+			}
+		}
 	}
 }
 

@@ -127,7 +127,11 @@ func startStack(ctx context.Context) (*stack, error) {
 		// Every test signs in from 127.0.0.1; the limit itself is tested
 		// in the portal's own tests.
 		SignInsPerMinute: 1000,
-		Logger:           slog.New(slog.NewTextHandler(s.logs, nil)),
+		// MCP clients' metadata documents are served by the tests from
+		// 127.0.0.1 with the test CA.
+		PrivateTargets: "127.0.0.0/8",
+		OutboundRoots:  s.vault.CA.Pool(),
+		Logger:         slog.New(slog.NewTextHandler(s.logs, nil)),
 	})
 	if err != nil {
 		return s, err
