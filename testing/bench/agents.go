@@ -44,21 +44,9 @@ var (
 func (st *stack) agentScenarios() []scenario {
 	return []scenario{
 		{"mcp", "MCP tools/call wrapping the edge's call", func(ctx context.Context) error {
-			out, err := st.post(ctx, st.portalURL+"/mcp/"+org, mcpToolCall, "application/json, text/event-stream")
-			if err != nil {
-				return err
-			}
-			var v struct {
-				Result struct {
-					IsError bool `json:"isError"`
-				} `json:"result"`
-				Error any `json:"error"`
-			}
-			if err := json.Unmarshal(out, &v); err != nil || v.Error != nil || v.Result.IsError {
-				return fmt.Errorf("tool call answered %.300s", out)
-			}
-			return nil
+			return checkToolCall(st.post(ctx, st.portalURL+"/mcp/"+org, mcpToolCall, "application/json, text/event-stream"))
 		}},
+		st.mcpOAuthScenario(),
 		{"mail", "one message through the edge's /send (engine to local SMTP)", func(ctx context.Context) error {
 			_, err := st.post(ctx, st.portalURL+"/broker/"+org+"/"+mailer+"/send", mailMessage, "")
 			return err
@@ -66,13 +54,35 @@ func (st *stack) agentScenarios() []scenario {
 	}
 }
 
-// post sends body as JSON with the agent's token and wants a 200.
+// checkToolCall wants a tools/call answer that is not an error.
+func checkToolCall(out []byte, err error) error {
+	if err != nil {
+		return err
+	}
+	var v struct {
+		Result struct {
+			IsError bool `json:"isError"`
+		} `json:"result"`
+		Error any `json:"error"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil || v.Error != nil || v.Result.IsError {
+		return fmt.Errorf("tool call answered %.300s", out)
+	}
+	return nil
+}
+
+// post sends body as JSON with the agent's AppRole token and wants a 200.
 func (st *stack) post(ctx context.Context, url string, body []byte, accept string) ([]byte, error) {
+	return st.postAs(ctx, st.agentToken, url, body, accept)
+}
+
+// postAs sends body as JSON with token and wants a 200.
+func (st *stack) postAs(ctx context.Context, token, url string, body []byte, accept string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+st.agentToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	if accept != "" {
 		req.Header.Set("Accept", accept)

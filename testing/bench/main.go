@@ -74,7 +74,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,mcp,mail); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,mcp,mcp-oauth,mail); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
@@ -148,7 +148,9 @@ type stack struct {
 	peerClient *http.Client
 	// smtp receives the mail scenario's messages.
 	smtp *smtpserver.Server
-	tmp  string
+	// mcpClient holds the mcp-oauth scenario's OAuth tokens.
+	mcpClient *mcpOAuth
+	tmp       string
 }
 
 func setUp(ctx context.Context) (*stack, error) {
@@ -197,6 +199,10 @@ func setUp(ctx context.Context) (*stack, error) {
 	st.client = &http.Client{Transport: &http.Transport{
 		MaxIdleConns: 256, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute,
 	}}
+	if st.mcpClient, err = st.signInMCPClient(ctx); err != nil {
+		st.stop()
+		return nil, fmt.Errorf("signing an MCP client in by OAuth: %w", err)
+	}
 	if peer.proxy != "" {
 		proxy, err := url.Parse(peer.proxy)
 		if err != nil {
