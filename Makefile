@@ -33,7 +33,7 @@ test: vault lint chromium npm-assets
 	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) \
 		$(GO) test -race -count=1 -timeout 20m ./...
 	@if [ "$$SKIP_BROWSER_TESTS" = "1" ]; then \
-		echo "!!! SKIP_BROWSER_TESTS=1: the browser tests (testing/browser) were SKIPPED: nothing checked the portal in a browser"; fi
+		echo "!!! SKIP_BROWSER_TESTS=1: the browser tests (testing/browser) were SKIPPED: nothing checked the portal in a browser, nor ran the MCP conformance suite"; fi
 
 ## test-faults: the fault suite (testing/faults) on a three-node Raft
 ## cluster: leader killed and frozen, plugin killed, cluster restarted,
