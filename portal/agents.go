@@ -146,7 +146,7 @@ func (s *Server) handleAgentConfirmDelete(w http.ResponseWriter, r *http.Request
 	s.render(w, r, http.StatusOK, "confirm.html", &confirmPage{
 		layout:  l,
 		Heading: "Remove the agent " + name + "?",
-		Body:    "Its AppRole and policy are deleted and its tokens revoked: the agent can no longer use any credential.",
+		Body:    "Its AppRole and policy are deleted and its MCP clients disconnected: the agent's tokens can no longer use any credential.",
 		Action:  "/orgs/" + org + "/agents/" + name + "/delete",
 		Button:  "Remove agent",
 		Cancel:  "/orgs/" + org + "/agents",
@@ -165,6 +165,7 @@ func (s *Server) handleDeleteAgent(w http.ResponseWriter, r *http.Request, p *pe
 		s.fail(w, r, p, err)
 		return
 	}
+	s.mcp.lists.forgetRole(provision.AgentName(org, name))
 	s.setFlash(w, r, "ok", "Removed agent "+name+".")
 	http.Redirect(w, r, "/orgs/"+org+"/agents", http.StatusSeeOther)
 }
@@ -224,6 +225,7 @@ func (s *Server) apiDeleteAgent(w http.ResponseWriter, r *http.Request, p *perso
 		s.apiFail(w, err)
 		return
 	}
+	s.mcp.lists.forgetRole(provision.AgentName(org, name))
 	writeJSON(w, http.StatusOK, map[string]any{"deleted": name})
 }
 

@@ -46,23 +46,19 @@ func (s *Server) handleDisconnectMCP(w http.ResponseWriter, r *http.Request, p *
 	org, _ := orgOf(r)
 	grant := mux.Vars(r)["grant"]
 	ctx := r.Context()
-	sec, err := p.v.c.Logical().DeleteWithContext(ctx, provision.MCPGrantsPath(org)+grant)
-	if err != nil {
+	agent, n, err := provision.EndMCPGrant(ctx, p.v.c, org, grant)
+	if err != nil && agent == "" {
 		s.fail(w, r, p, err)
 		return
 	}
-	if sec != nil {
-		agent := str(sec.Data["agent"])
-		if err := provision.DestroySecretID(ctx, p.v.c, org, agent, str(sec.Data["secret_id_accessor"])); err != nil {
-			s.logger.Warn("mcp disconnect: destroying the secret id", "org", org, "grant", grant, "error", err)
-		}
-		n, err := provision.RevokeMCPTokens(ctx, p.v.c, grant, strs(sec.Data["token_accessors"]))
-		if err != nil {
-			s.logger.Warn("mcp disconnect: revoking tokens", "org", org, "grant", grant, "error", err)
-		}
-		s.mcp.lists.forgetGrant(grant)
+	s.mcp.lists.forgetGrant(grant)
+	if err != nil {
+		s.logger.Warn("mcp disconnect: ending the client's tokens", "org", org, "grant", grant, "error", err)
+		_, why := vaultError(err)
+		s.setFlash(w, r, "error", "The client is disconnected, but its live tokens could not all be revoked (they expire within their TTL): "+why)
+	} else {
 		s.logger.Info("mcp client disconnected", "org", org, "agent", agent, "grant", grant, "tokens_revoked", n)
+		s.setFlash(w, r, "ok", "The client is disconnected: its tokens no longer work.")
 	}
-	s.setFlash(w, r, "ok", "The client is disconnected: its tokens no longer work.")
 	http.Redirect(w, r, "/orgs/"+org+"/agents", http.StatusSeeOther)
 }

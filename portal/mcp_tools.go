@@ -82,6 +82,8 @@ type toolList struct {
 	// resource is the resource (RFC 8707) the token was minted for by the
 	// portal's OAuth server, "" for other tokens; grant its MCP grant.
 	resource, grant string
+	// role is the AppRole role the token logged in with: its agent.
+	role string
 }
 
 // toolLists caches each token's credentials by tokenKey.
@@ -116,6 +118,18 @@ func (t *toolLists) forgetGrant(grant string) {
 	defer t.mu.Unlock()
 	for k, e := range t.entries {
 		if e.list.grant == grant {
+			delete(t.entries, k)
+		}
+	}
+}
+
+// forgetRole drops the lists of every token of an agent's role: the agent
+// was removed, and its tokens' next requests go to Vault.
+func (t *toolLists) forgetRole(role string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, e := range t.entries {
+		if e.list.role == role {
 			delete(t.entries, k)
 		}
 	}
@@ -182,7 +196,8 @@ func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList,
 		})
 	}
 	_ = eg.Wait()
-	list := &toolList{creds: creds, resource: self.Data.Meta[provision.MetaMCPResource], grant: self.Data.Meta[provision.MetaMCPGrant]}
+	list := &toolList{creds: creds, resource: self.Data.Meta[provision.MetaMCPResource], grant: self.Data.Meta[provision.MetaMCPGrant],
+		role: self.Data.Meta["role_name"]}
 	if len(creds) > 0 {
 		list.server = m.newServer(org, creds)
 	}

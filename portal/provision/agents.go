@@ -350,6 +350,11 @@ func DeleteAgent(ctx context.Context, c *api.Client, org, agent string) error {
 		return fmt.Errorf("%w: %q", ErrAgentNotFound, agent)
 	}
 	name := AgentName(org, agent)
+	// Its MCP clients first, while the role whose secret IDs they hold is
+	// there: their tokens are revoked, not merely left without a policy.
+	if err := endAgentMCPGrants(ctx, c, org, agent); err != nil {
+		return err
+	}
 	found := false
 	steps := []struct {
 		what, read, del string

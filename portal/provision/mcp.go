@@ -69,6 +69,58 @@ func DestroySecretID(ctx context.Context, c *api.Client, org, agent, accessor st
 	return nil
 }
 
+// EndMCPGrant disconnects org's MCP client of grant: the engine forgets the
+// grant, its secret ID is destroyed and its live tokens are revoked, so its
+// next call is refused. It answers the grant's agent ("" when there was no
+// such grant) and how many tokens were revoked.
+func EndMCPGrant(ctx context.Context, c *api.Client, org, grant string) (agent string, revoked int, err error) {
+	sec, err := c.Logical().DeleteWithContext(ctx, MCPGrantsPath(org)+grant)
+	if err != nil {
+		return "", 0, fmt.Errorf("deleting MCP grant %s: %w", grant, err)
+	}
+	if sec == nil {
+		return "", 0, nil
+	}
+	agent, _ = sec.Data["agent"].(string)
+	accessor, _ := sec.Data["secret_id_accessor"].(string)
+	if err := DestroySecretID(ctx, c, org, agent, accessor); err != nil {
+		return agent, 0, err
+	}
+	var accessors []string
+	list, _ := sec.Data["token_accessors"].([]interface{})
+	for _, a := range list {
+		if a, ok := a.(string); ok {
+			accessors = append(accessors, a)
+		}
+	}
+	revoked, err = RevokeMCPTokens(ctx, c, grant, accessors)
+	return agent, revoked, err
+}
+
+// endAgentMCPGrants disconnects every MCP client of agent.
+func endAgentMCPGrants(ctx context.Context, c *api.Client, org, agent string) error {
+	sec, err := c.Logical().ListWithContext(ctx, MCPGrantsPath(org))
+	if err != nil {
+		return fmt.Errorf("listing the MCP clients of agent %s: %w", agent, err)
+	}
+	if sec == nil {
+		return nil
+	}
+	keys, _ := sec.Data["keys"].([]interface{})
+	infos, _ := sec.Data["key_info"].(map[string]interface{})
+	for _, k := range keys {
+		grant, _ := k.(string)
+		info, _ := infos[grant].(map[string]interface{})
+		if a, _ := info["agent"].(string); a != agent || grant == "" {
+			continue
+		}
+		if _, _, err := EndMCPGrant(ctx, c, org, grant); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RevokeMCPTokens revokes the tokens of MCP grant among accessors. Each is
 // looked up first and revoked only if Vault says it is that grant's: the
 // engine recorded the accessors on the client's word.
