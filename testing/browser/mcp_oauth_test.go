@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/hashicorp/vault/api"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
@@ -38,6 +41,13 @@ func TestMCPClientSignsInByOAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = root.Logical().Delete("orgs/" + org + "/creds/" + cred) })
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	if err := root.Sys().EnableAuditWithOptions("mcp-oauth-audit", &api.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": auditLog},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Sys().DisableAudit("mcp-oauth-audit") })
 	signIn(t, b, adminUser, adminPass)
 	redirect, fetch := approveByPerson(t, b, "oauth-agent", cred)
 	var consentHTML string
@@ -120,6 +130,18 @@ func TestMCPClientSignsInByOAuth(t *testing.T) {
 	if c := findCanary(consentHTML + string(out)); c != "" {
 		t.Fatalf("a canary reached the client or the page: %s", c)
 	}
+	audit, err := os.ReadFile(auditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(audit), "orgs/"+org+"/mcp/token") {
+		t.Fatal("the audit log does not show the token exchanges")
+	}
+	for _, secret := range append([]string{tok.AccessToken, tok.RefreshToken, first}, canaries...) {
+		if strings.Contains(string(audit), secret) {
+			t.Fatal("the audit log holds a token or a canary in the clear")
+		}
+	}
 }
 
 // TestMCPClientSignsInByMetadataDocument: a client whose client_id is the
@@ -127,6 +149,7 @@ func TestMCPClientSignsInByOAuth(t *testing.T) {
 // through the egress guard (the test serves it from 127.0.0.1 with the test
 // CA, both allowed by the portal's configuration), shows its name on the
 // consent page and sends the code only to a redirect the document lists.
+// Revoking the agent ends the client's session.
 func TestMCPClientSignsInByMetadataDocument(t *testing.T) {
 	b := newBrowser(t)
 	root := st.root()
@@ -200,6 +223,25 @@ func TestMCPClientSignsInByMetadataDocument(t *testing.T) {
 	b.navigate(st.url("/orgs/" + org + "/agents"))
 	if !strings.Contains(b.text("#mcp-clients"), "CIMD Test Client") {
 		t.Fatalf("the agents page does not list the client: %s", b.text("#mcp-clients"))
+	}
+
+	// Removing the agent on its page ends the client's session on its next
+	// call, though the portal had its tool list cached.
+	ts, err := handler.TokenSource(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.navigate(st.url("/orgs/" + org + "/agents/cimd-agent/delete"))
+	b.click("#confirm")
+	if body := b.text("body"); !strings.Contains(body, "Removed agent cimd-agent") || strings.Contains(body, "CIMD Test Client") {
+		t.Errorf("after removing the agent, the agents page says: %s", body)
+	}
+	if status, _ := mcpPost(t, st.url("/mcp/"+org), tok.AccessToken); status != http.StatusUnauthorized {
+		t.Errorf("a revoked agent's client answered %d on its next call, want 401", status)
 	}
 	if c := findCanary(consentHTML + string(out)); c != "" {
 		t.Fatalf("a canary reached the client or the page: %s", c)
