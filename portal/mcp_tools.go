@@ -114,22 +114,20 @@ func (t *toolLists) put(key string, list *toolList, until time.Time) {
 // forgetGrant drops the lists of MCP grant's tokens: its client was
 // disconnected, and its next request must be refused here at once.
 func (t *toolLists) forgetGrant(grant string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k, e := range t.entries {
-		if e.list.grant == grant {
-			delete(t.entries, k)
-		}
-	}
+	t.forget(func(l *toolList) bool { return l.grant == grant })
 }
 
 // forgetRole drops the lists of every token of an agent's role: the agent
 // was removed, and its tokens' next requests go to Vault.
 func (t *toolLists) forgetRole(role string) {
+	t.forget(func(l *toolList) bool { return l.role == role })
+}
+
+func (t *toolLists) forget(match func(*toolList) bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for k, e := range t.entries {
-		if e.list.role == role {
+		if match(e.list) {
 			delete(t.entries, k)
 		}
 	}

@@ -35,12 +35,7 @@ func TestMCPClientSignsInByOAuth(t *testing.T) {
 	b := newBrowser(t)
 	root := st.root()
 	const cred = "mcp-oauth-key"
-	if _, err := root.Logical().Write("orgs/"+org+"/creds/"+cred, map[string]any{
-		"type": "api_key", "service": "stripe", "api_key": canaryAPIKey, "description": "MCP OAuth test key",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = root.Logical().Delete("orgs/" + org + "/creds/" + cred) })
+	canaryKey(t, cred)
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
 	if err := root.Sys().EnableAuditWithOptions("mcp-oauth-audit", &api.EnableAuditOptions{
 		Type: "file", Options: map[string]string{"file_path": auditLog},
@@ -149,17 +144,11 @@ func TestMCPClientSignsInByOAuth(t *testing.T) {
 // through the egress guard (the test serves it from 127.0.0.1 with the test
 // CA, both allowed by the portal's configuration), shows its name on the
 // consent page and sends the code only to a redirect the document lists.
-// Revoking the agent ends the client's session.
+// Removing the agent ends the client's session.
 func TestMCPClientSignsInByMetadataDocument(t *testing.T) {
 	b := newBrowser(t)
-	root := st.root()
 	const cred = "mcp-cimd-key"
-	if _, err := root.Logical().Write("orgs/"+org+"/creds/"+cred, map[string]any{
-		"type": "api_key", "service": "stripe", "api_key": canaryAPIKey, "description": "MCP CIMD test key",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = root.Logical().Delete("orgs/" + org + "/creds/" + cred) })
+	canaryKey(t, cred)
 	signIn(t, b, adminUser, adminPass)
 	redirect, fetch := approveByPerson(t, b, "cimd-agent", cred)
 
@@ -246,6 +235,18 @@ func TestMCPClientSignsInByMetadataDocument(t *testing.T) {
 	if c := findCanary(consentHTML + string(out)); c != "" {
 		t.Fatalf("a canary reached the client or the page: %s", c)
 	}
+}
+
+// canaryKey stores an API key credential holding the canary, for the test.
+func canaryKey(t *testing.T, cred string) {
+	t.Helper()
+	root := st.root()
+	if _, err := root.Logical().Write("orgs/"+org+"/creds/"+cred, map[string]any{
+		"type": "api_key", "service": "stripe", "api_key": canaryAPIKey, "description": "MCP sign-in test key",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = root.Logical().Delete("orgs/" + org + "/creds/" + cred) })
 }
 
 // approveByPerson is an MCP client's side of the consent: a loopback
