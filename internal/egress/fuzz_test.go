@@ -140,19 +140,21 @@ func FuzzBrokerQuery(f *testing.F) {
 	})
 }
 
-// FuzzScrub plants the secret between arbitrary text, plain, in base64 and
-// percent-encoded, and checks that neither it nor any of its forms comes
+// FuzzScrub plants the secret between arbitrary text, plain, in base64,
+// percent-encoded and as a JSON string inside a JSON string, and checks that neither it nor any of its forms comes
 // out, whether the text is scrubbed whole or streamed in pieces.
 func FuzzScrub(f *testing.F) {
 	f.Add("sk_live_abcdef123456", "token=", "; done", 3)
 	f.Add("D]zzzzzz", "[REDACTE", "zzzzzzzzzzzz", 1)
 	f.Add("p@ss w/rd+&=", "x", "", 7)
+	f.Add(`pa\ss\\wo"rd/1`, "{", "}", 2)
 	f.Fuzz(func(t *testing.T, secret, prefix, suffix string, chunk int) {
 		if len(secret) < MinScrubLen {
 			return
 		}
+		once, twice := jsonString(secret), jsonString(jsonString(secret))
 		body := []byte(prefix + secret + suffix + " " + base64.StdEncoding.EncodeToString([]byte(prefix+secret+suffix)) +
-			" " + url.QueryEscape(secret))
+			" " + url.QueryEscape(secret) + " " + once + " " + twice)
 		s := NewScrubber(Plaintexts(Injection{Style: StyleHeader}, Material{Secret: []byte(secret)}))
 		whole, _ := s.Bytes(append([]byte(nil), body...))
 		var streamed bytes.Buffer
@@ -170,6 +172,11 @@ func FuzzScrub(f *testing.F) {
 			}
 			if bytes.Contains(out, []byte(secret)) {
 				t.Fatalf("%s: secret survived", name)
+			}
+			for _, echo := range []string{once, twice} {
+				if bytes.Contains(out, []byte(echo)) {
+					t.Fatalf("%s: the secret escaped as JSON survived: %q", name, echo)
+				}
 			}
 		}
 		if !bytes.Equal(whole, streamed.Bytes()) {

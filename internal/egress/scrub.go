@@ -17,8 +17,9 @@ const MinScrubLen = 6
 // and each of those with any of its characters escaped the ways text
 // formats escape them: JSON (\/, \uXXXX in either case, \" \\ \n ...),
 // percent-encoding in either case (and '+' for a space), and HTML entities
-// (&#65; &#x41; &amp; ...). Escaped and plain characters may be mixed
-// freely. Each occurrence is replaced by a mark that cannot combine with
+// (&#65; &#x41; &amp; ...), once or twice over (a JSON string holding JSON
+// writes '/' as \\/ or \\\/, a query string holding JSON as %5C%2F).
+// Escaped and plain characters may be mixed freely. Each occurrence is replaced by a mark that cannot combine with
 // the text around it into a new occurrence.
 //
 // A Scrubber is safe for concurrent use; each stream gets its own Writer.
@@ -80,7 +81,7 @@ func NewScrubber(plaintexts [][]byte) *Scrubber {
 		if f[0] < 0x80 {
 			s.start['\\'], s.start['%'], s.start['&'] = true, true, true
 		}
-		if span := len(f) * maxEscapeLen; span > s.maxSpan {
+		if span := len(f) * maxEscapeLen * maxEscapeLen; span > s.maxSpan {
 			s.maxSpan = span
 		}
 	}
@@ -181,6 +182,15 @@ func (s *Scrubber) scan(buf []byte, eof bool, emit func(p []byte, isMark bool)) 
 			} else if st == matched && ch != b {
 				n, u := s.tryForms(buf[i:], ch, eof)
 				best, undecided = max(best, n), undecided || u
+				if escapeStart[ch] && ch != '+' {
+					switch ch2, _, st2 := decodeNested(buf[i:], eof); st2 {
+					case needMore:
+						undecided = true
+					case matched:
+						n, u := s.tryForms(buf[i:], ch2, eof)
+						best, undecided = max(best, n), undecided || u
+					}
+				}
 			}
 		case '+':
 			n, u := s.tryForms(buf[i:], ' ', eof)
@@ -246,10 +256,21 @@ const (
 const maxEscapeLen = 10
 
 // matchAt matches form f at the start of buf, each character either as it
-// is or escaped, and returns the bytes it spans.
+// is or escaped once or twice, and returns the bytes it spans.
 func matchAt(buf, f []byte, fold, eof bool) (int, matchState) {
-	j := 0
-	for _, c := range f {
+	var failed map[[2]int]bool
+	return matchFrom(buf, f, 0, 0, fold, eof, &failed)
+}
+
+// matchFrom matches f[i:] at buf[j:]. A character of f that is '\\', '%'
+// or '&' may read several ways (`\\\\` is '\\' escaped once, or two plain
+// backslashes, or the start of '\\' escaped twice): each reading is tried
+// for the rest of f, and the (i, j) that failed are remembered, so a secret
+// full of backslashes costs len(f) times the span, not 3^len(f).
+func matchFrom(buf, f []byte, i, j int, fold, eof bool, failed *map[[2]int]bool) (int, matchState) {
+	same := func(ch, c byte) bool { return ch == c || (fold && lowerASCII(ch) == lowerASCII(c)) }
+	for ; i < len(f); i++ {
+		c := f[i]
 		if j >= len(buf) {
 			if eof {
 				return 0, noMatch
@@ -257,23 +278,102 @@ func matchAt(buf, f []byte, fold, eof bool) (int, matchState) {
 			return 0, needMore
 		}
 		b := buf[j]
-		if c < 0x80 && (b == '\\' || b == '%' || b == '&') {
-			ch, n, st := decodeEscape(buf[j:], eof)
-			if st == needMore {
-				return 0, needMore
-			}
-			if st == matched && (ch == c || (fold && lowerASCII(ch) == lowerASCII(c))) {
-				j += n
+		if c >= 0x80 || (b != '\\' && b != '%' && b != '&') {
+			if same(b, c) || (c == ' ' && b == '+') {
+				j++
 				continue
 			}
+			return 0, noMatch
 		}
-		if b == c || (fold && lowerASCII(b) == lowerASCII(c)) || (c == ' ' && b == '+') {
-			j++
+		// b begins an escape: the character escaped once, twice, or b itself.
+		var spans [3]int
+		k := 0
+		ch, n, st := decodeEscape(buf[j:], eof)
+		if st == needMore {
+			return 0, needMore
+		}
+		if st == matched {
+			if same(ch, c) {
+				spans[k], k = n, k+1
+			}
+			if escapeStart[ch] && ch != '+' {
+				ch2, n2, st2 := decodeNested(buf[j:], eof)
+				if st2 == needMore {
+					return 0, needMore
+				}
+				if st2 == matched && same(ch2, c) {
+					spans[k], k = n2, k+1
+				}
+			}
+		}
+		if same(b, c) {
+			spans[k], k = 1, k+1
+		}
+		switch k {
+		case 0:
+			return 0, noMatch
+		case 1:
+			j += spans[0]
 			continue
+		}
+		// In order, and undecided as soon as one reading is: a stream then
+		// decides as the whole text would.
+		if *failed == nil {
+			*failed = map[[2]int]bool{}
+		}
+		for _, span := range spans[:k] {
+			at := [2]int{i + 1, j + span}
+			if (*failed)[at] {
+				continue
+			}
+			m, st := matchFrom(buf, f, i+1, j+span, fold, eof, failed)
+			if st != noMatch {
+				return m, st
+			}
+			(*failed)[at] = true
 		}
 		return 0, noMatch
 	}
 	return j, matched
+}
+
+// decodeNested decodes one ASCII character escaped twice at the start of
+// p: an escape whose own characters are escaped, as a JSON string holding
+// JSON writes `\\/` for '/' and `\\u0041` for 'A', or a query string holding
+// JSON writes `%5C%2F`. It reads at most maxEscapeLen characters of the
+// outer layer, each escaped or not, and decodes the inner escape from them.
+func decodeNested(p []byte, eof bool) (byte, int, matchState) {
+	var inner [maxEscapeLen]byte
+	var ends [maxEscapeLen]int
+	k, j, short := 0, 0, false
+	for k < maxEscapeLen && j < len(p) {
+		c, n := p[j], 1
+		if c == '\\' || c == '%' || c == '&' {
+			ch, m, st := decodeEscape(p[j:], eof)
+			if st == needMore {
+				short = true
+				break
+			}
+			if st == matched {
+				c, n = ch, m
+			}
+		}
+		inner[k] = c
+		j += n
+		ends[k] = j
+		k++
+	}
+	if k == 0 {
+		return 0, 0, noMatch
+	}
+	// The inner escape is decided by what was read unless p ended (or an
+	// outer escape was cut) before maxEscapeLen characters.
+	done := k == maxEscapeLen || (eof && !short)
+	ch, n, st := decodeEscape(inner[:k], done)
+	if st != matched {
+		return 0, 0, st
+	}
+	return ch, ends[n-1], matched
 }
 
 // decodeEscape decodes one escaped ASCII character at the start of p.

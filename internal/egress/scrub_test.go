@@ -21,6 +21,22 @@ func canaryScrubber() *Scrubber {
 // jsonSlashes is how PHP and some Java encoders write '/'.
 func jsonSlashes(s string) string { return strings.ReplaceAll(s, "/", `\/`) }
 
+// jsonString is s as a JSON string with its quotes, '/' written `\/`: what
+// an encoder that escapes slashes does to text that is itself JSON.
+func jsonString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, c := range []byte(s) {
+		switch c {
+		case '"', '\\', '/':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
 func allUnicodeEscaped(s string, upper bool) string {
 	var b strings.Builder
 	for _, c := range []byte(s) {
@@ -82,6 +98,13 @@ func TestScrubEncodings(t *testing.T) {
 		"base64 shifted by two":      base64.RawStdEncoding.EncodeToString([]byte("xy" + canary + "tail")),
 		"base64 std in json slashes": jsonSlashes(base64.StdEncoding.EncodeToString([]byte("ab" + canary))),
 		"basic pair":                 base64.StdEncoding.EncodeToString([]byte(canary + ":")),
+		// A JSON string holding JSON: each escape of the inner text is
+		// escaped again by the outer one.
+		"json in json slashes":   jsonString(`{"key":"` + jsonSlashes(canary) + `"}`),
+		"json in json unicode":   jsonString(allUnicodeEscaped(canary, false)),
+		"json in json quoted":    jsonString(jsonString(canary)),
+		"json in a query string": url.QueryEscape(`{"key":"` + jsonSlashes(canary) + `"}`),
+		"json in json, base64":   jsonString(jsonSlashes(base64.StdEncoding.EncodeToString([]byte(canary)))),
 	}
 	for name, echo := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -138,14 +161,14 @@ func TestScrubStreamsWithoutDelay(t *testing.T) {
 // TestScrubWriterByteByByte feeds every echo one byte at a time.
 func TestScrubWriterByteByByte(t *testing.T) {
 	s := canaryScrubber()
-	in := "x" + jsonSlashes(canary) + "y" + percentAll(canary, false) + "z" + base64.StdEncoding.EncodeToString([]byte(canary))
+	in := "x" + jsonSlashes(canary) + "y" + percentAll(canary, false) + "z" + jsonString(jsonString(canary)) + "w" + base64.StdEncoding.EncodeToString([]byte(canary))
 	var out bytes.Buffer
 	w := s.NewWriter(&out)
 	for i := 0; i < len(in); i++ {
 		_, _ = w.Write([]byte{in[i]})
 	}
 	_ = w.Close()
-	if got, want := out.String(), "x[REDACTED]y[REDACTED]z[REDACTED]"; !strings.HasPrefix(got, want) {
+	if got, want := out.String(), `x[REDACTED]y[REDACTED]z"\"[REDACTED]\""w[REDACTED]`; !strings.HasPrefix(got, want) {
 		t.Fatalf("got %q, want prefix %q", got, want)
 	}
 }
