@@ -40,6 +40,11 @@ type Client interface {
 	ServiceAccountToken(ctx context.Context, key []byte, scopes []string, subject string) (*Token, *Error)
 	// Discover reads a provider's OpenID Connect or RFC 8414 metadata.
 	Discover(ctx context.Context, url string) (*Discovery, *Error)
+	// DiscoverMCP finds a remote MCP server's authorization server and
+	// resource (RFC 9728, then RFC 8414 or OpenID Connect).
+	DiscoverMCP(ctx context.Context, mcpURL string) (*MCPServer, *Error)
+	// Register registers a client by RFC 7591.
+	Register(ctx context.Context, regURL, name, redirectURL string, authMethods []string) (*Registration, *Error)
 	// ClientCredentials mints an app-only token (RFC 6749 4.4).
 	ClientCredentials(ctx context.Context, spec *Spec, app App, scopes []string) (*Token, *Error)
 	// GitHubAppToken mints a GitHub App installation token.
@@ -152,6 +157,9 @@ func (h *HTTP) AuthCodeURL(spec *Spec, app App, r AuthRequest) string {
 	sort.Strings(keys)
 	for _, k := range keys {
 		opts = append(opts, oauth2.SetAuthURLParam(k, spec.AuthParams[k]))
+	}
+	if spec.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", spec.Resource))
 	}
 	if r.Verifier != "" {
 		opts = append(opts, oauth2.S256ChallengeOption(r.Verifier))

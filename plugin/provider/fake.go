@@ -23,16 +23,19 @@ type Fake struct {
 	Who Account
 	// Discovery is what Discover answers.
 	Discovery *Discovery
+	// MCP is what DiscoverMCP answers.
+	MCP *MCPServer
 	// Hold, when set, makes Refresh wait until it is closed: a slow
 	// provider.
 	Hold chan struct{}
 
-	codes     map[string]bool
-	live      map[string]bool
-	n         int
-	refreshes int
-	minted    int
-	revoked   []string
+	codes      map[string]bool
+	live       map[string]bool
+	n          int
+	refreshes  int
+	minted     int
+	revoked    []string
+	registered int
 }
 
 // NewFake is a provider that issues hour-long tokens.
@@ -183,6 +186,28 @@ func (f *Fake) Discover(_ context.Context, url string) (*Discovery, *Error) {
 	}
 	d := *f.Discovery
 	return &d, nil
+}
+
+// DiscoverMCP answers MCP, when set.
+func (f *Fake) DiscoverMCP(_ context.Context, mcpURL string) (*MCPServer, *Error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.MCP == nil {
+		return nil, &Error{Kind: Refused, Msg: "the MCP server publishes no protected-resource metadata (RFC 9728): " + mcpURL}
+	}
+	m := *f.MCP
+	return &m, nil
+}
+
+// Register hands out client IDs fake-client-1, 2, ...
+func (f *Fake) Register(_ context.Context, regURL, _, _ string, _ []string) (*Registration, *Error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if regURL == "" {
+		return nil, &Error{Kind: Refused, Msg: "no registration endpoint"}
+	}
+	f.registered++
+	return &Registration{ClientID: fmt.Sprintf("fake-client-%d", f.registered), ClientSecret: fmt.Sprintf("fake-secret-%d", f.registered), AuthMethod: AuthSecretPost}, nil
 }
 
 var _ Client = (*Fake)(nil)

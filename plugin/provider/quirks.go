@@ -25,6 +25,12 @@ func (t quirkTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(req.Context())
 		req.Header.Set("Accept", "application/json")
 	}
+	if t.spec.Resource != "" {
+		var err error
+		if req, err = withResource(req, t.spec.Resource); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil || len(t.adapters) == 0 {
 		return resp, err
@@ -45,6 +51,33 @@ func (t quirkTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp.ContentLength = int64(len(tr.body))
 	resp.Body = io.NopCloser(strings.NewReader(string(tr.body)))
 	return resp, nil
+}
+
+// withResource adds RFC 8707's resource to a token request's form. x/oauth2
+// takes extra parameters on the code exchange but not on refresh, and both
+// must carry it; this is the one place that sees every token request.
+func withResource(req *http.Request, resource string) (*http.Request, error) {
+	if req.Method != http.MethodPost || req.Body == nil || !strings.HasPrefix(req.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		return req, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxBody))
+	req.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("reading the token request: %w", err)
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, fmt.Errorf("the token request is not a form: %w", err)
+	}
+	if form.Get("resource") == "" {
+		form.Set("resource", resource)
+	}
+	enc := form.Encode()
+	out := req.Clone(req.Context())
+	out.Body = io.NopCloser(strings.NewReader(enc))
+	out.ContentLength = int64(len(enc))
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(enc)), nil }
+	return out, nil
 }
 
 // tokenResponse is a token endpoint's answer as the adapters see it.

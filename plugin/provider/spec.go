@@ -58,6 +58,15 @@ type Spec struct {
 	// revocation endpoints: client_secret_post (the default),
 	// client_secret_basic, or none (a public client, with PKCE).
 	TokenAuthMethod string `json:"token_auth_method,omitempty"`
+
+	// Resource (RFC 8707) goes on the authorize request and on every token
+	// request, code and refresh alike: a remote MCP server's tokens are
+	// bound to it, as the MCP authorization spec requires.
+	Resource string `json:"resource,omitempty"`
+	// RegistrationURL is the authorization server's RFC 7591 endpoint,
+	// where an app can be registered (a remote MCP server's, found by
+	// discovery).
+	RegistrationURL string `json:"registration_url,omitempty"`
 }
 
 // Client authentication methods (RFC 7591's names).

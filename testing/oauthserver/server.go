@@ -116,6 +116,8 @@ type Server struct {
 	// invalid_grant: a spent (reused) or revoked refresh token.
 	refreshRefusals int
 	saKeys          map[string][]*rsa.PublicKey
+	registrations   int
+	resources       []string
 	jwtGrants       []JWTBearerGrant
 	closeOnce       sync.Once
 	serveStopped    chan struct{}
@@ -222,6 +224,7 @@ func newServer(opts Options, baseURL string) (*Server, error) {
 	mux.HandleFunc("GET /authorize", s.handleAuthorize)
 	mux.HandleFunc("POST /authorize", s.handleAuthorize)
 	mux.HandleFunc("POST /token", s.handleToken)
+	mux.HandleFunc("POST /register", s.handleRegister)
 	mux.HandleFunc("POST /revoke", s.handleRevoke)
 	mux.HandleFunc("POST /introspect", s.handleIntrospect)
 	mux.HandleFunc("GET /userinfo", s.handleUserinfo)

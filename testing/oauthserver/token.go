@@ -15,6 +15,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	// counted under its grant type.
 	_ = r.ParseForm()
 	grant := r.PostForm.Get("grant_type")
+	s.mu.Lock()
+	s.resources = append(s.resources, r.PostForm.Get("resource"))
+	s.mu.Unlock()
 	q, fail := s.beginTokenCall(grant)
 
 	if q.TokenDelay > 0 {

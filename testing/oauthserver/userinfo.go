@@ -52,6 +52,7 @@ func (s *Server) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
 		"revocation_endpoint":                            s.RevokeURL(),
 		"introspection_endpoint":                         s.IntrospectURL(),
 		"userinfo_endpoint":                              s.UserinfoURL(),
+		"registration_endpoint":                          s.RegisterURL(),
 		"response_types_supported":                       []string{"code"},
 		"grant_types_supported":                          []string{GrantAuthorizationCode, GrantRefreshToken, GrantJWTBearer, "client_credentials"},
 		"code_challenge_methods_supported":               []string{"S256"},

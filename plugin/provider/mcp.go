@@ -1,0 +1,165 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+)
+
+// A remote MCP server names its authorization server itself (the MCP
+// authorization spec, 2025-11-25): its 401 or its RFC 9728 metadata names
+// the authorization server, whose RFC 8414 or OpenID Connect metadata has
+// the endpoints. The go-sdk's oauthex does the parsing and the checks the
+// spec asks for (the metadata's resource is the server's URL, the issuer is
+// the one asked for, no dangerous URL schemes); every request goes through
+// the engine's egress-guarded client, which follows no redirect.
+
+// MCPServer is what discovery found of a remote MCP server.
+type MCPServer struct {
+	// Resource is the server's resource identifier (RFC 8707), sent on
+	// the authorize and every token request.
+	Resource string
+	// Scopes are the scopes the server's metadata lists, if any.
+	Scopes []string
+	// Auth is its authorization server.
+	Auth Discovery
+	// RegistrationURL is the RFC 7591 endpoint, "" when there is none.
+	RegistrationURL string
+	// CIMD: the authorization server takes client ID metadata documents.
+	CIMD bool
+}
+
+// DiscoverMCP finds how to get a token for the MCP server at mcpURL.
+func (h *HTTP) DiscoverMCP(ctx context.Context, mcpURL string) (*MCPServer, *Error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	u, err := url.Parse(mcpURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, &Error{Kind: Refused, Msg: "mcp_url is not an http(s) URL"}
+	}
+	var prm *oauthex.ProtectedResourceMetadata
+	var last error
+	for _, metaURL := range h.resourceMetadataURLs(ctx, u) {
+		prm, last = oauthex.GetProtectedResourceMetadata(ctx, metaURL, mcpURL, h.client)
+		if last == nil && prm != nil {
+			break
+		}
+		prm = nil
+	}
+	if prm == nil {
+		msg := "the MCP server publishes no protected-resource metadata (RFC 9728)"
+		if last != nil {
+			msg += ": " + Clip(last.Error(), 300)
+		}
+		return nil, &Error{Kind: Refused, Msg: msg}
+	}
+	if len(prm.AuthorizationServers) == 0 {
+		return nil, &Error{Kind: Refused, Msg: "the MCP server's metadata names no authorization server"}
+	}
+	issuer := prm.AuthorizationServers[0]
+	asm, err := auth.GetAuthServerMetadata(ctx, issuer, h.client)
+	if err != nil || asm == nil {
+		msg := "the authorization server " + Clip(issuer, 200) + " publishes no RFC 8414 or OpenID Connect metadata"
+		if err != nil {
+			msg = "the authorization server's metadata: " + Clip(err.Error(), 300)
+		}
+		return nil, &Error{Kind: Refused, Msg: msg}
+	}
+	if !slices.Contains(asm.CodeChallengeMethodsSupported, "S256") {
+		return nil, &Error{Kind: Refused, Msg: "the authorization server " + Clip(issuer, 200) + " does not offer PKCE with S256, which the MCP authorization spec requires"}
+	}
+	if asm.AuthorizationEndpoint == "" || asm.TokenEndpoint == "" {
+		return nil, &Error{Kind: Refused, Msg: "the authorization server's metadata names no authorization or token endpoint"}
+	}
+	return &MCPServer{
+		Resource: prm.Resource,
+		Scopes:   prm.ScopesSupported,
+		Auth: Discovery{
+			Issuer: asm.Issuer, AuthURL: asm.AuthorizationEndpoint, TokenURL: asm.TokenEndpoint,
+			RevokeURL: asm.RevocationEndpoint, S256: true,
+			AuthMethods:  asm.TokenEndpointAuthMethodsSupported,
+			IssParameter: asm.AuthorizationResponseIssParameterSupported,
+		},
+		RegistrationURL: asm.RegistrationEndpoint,
+		CIMD:            asm.ClientIDMetadataDocumentSupported,
+	}, nil
+}
+
+// resourceMetadataURLs are where the server's RFC 9728 metadata may be, in
+// the spec's order: the resource_metadata of its 401, then the well-known
+// URI with the server's path, then at the root.
+func (h *HTTP) resourceMetadataURLs(ctx context.Context, u *url.URL) []string {
+	var out []string
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err == nil {
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if resp, err := h.client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				if cs, err := oauthex.ParseWWWAuthenticate(resp.Header.Values("WWW-Authenticate")); err == nil {
+					for _, c := range cs {
+						if m := c.Params["resource_metadata"]; c.Scheme == "bearer" && m != "" {
+							out = append(out, m)
+						}
+					}
+				}
+			}
+		}
+	}
+	origin := u.Scheme + "://" + u.Host
+	if p := strings.TrimSuffix(u.EscapedPath(), "/"); p != "" {
+		out = append(out, origin+"/.well-known/oauth-protected-resource"+p)
+	}
+	return append(out, origin+"/.well-known/oauth-protected-resource")
+}
+
+// Registration is a client registered by RFC 7591.
+type Registration struct {
+	ClientID, ClientSecret string
+	// AuthMethod is how the client authenticates at the token endpoint.
+	AuthMethod string
+}
+
+// Register registers a client named name, whose code comes back to
+// redirectURL, at the RFC 7591 endpoint regURL. It asks to be confidential
+// (client_secret_post or basic, whichever the server takes), since the
+// engine keeps a secret sealed; it is public only when the server offers
+// nothing else.
+func (h *HTTP) Register(ctx context.Context, regURL, name, redirectURL string, authMethods []string) (*Registration, *Error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	method := AuthSecretPost
+	switch {
+	case len(authMethods) == 0 || slices.Contains(authMethods, AuthSecretBasic):
+		method = AuthSecretBasic // RFC 8414's default
+	case !slices.Contains(authMethods, AuthSecretPost) && slices.Contains(authMethods, AuthNone):
+		method = AuthNone
+	}
+	resp, err := oauthex.RegisterClient(ctx, regURL, &oauthex.ClientRegistrationMetadata{
+		ClientName: name, RedirectURIs: []string{redirectURL},
+		GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
+		TokenEndpointAuthMethod: method,
+	}, h.client)
+	if err != nil {
+		// Only the server's RFC 7591 error is shown: oauthex's other errors
+		// can quote the answer, which may hold the client secret.
+		var re *oauthex.ClientRegistrationError
+		if errors.As(err, &re) {
+			return nil, &Error{Kind: Refused, Msg: "the registration endpoint refused: " + Clip(re.ErrorCode+": "+re.ErrorDescription, 300)}
+		}
+		return nil, &Error{Kind: Transient, Msg: "registering a client at " + Clip(regURL, 200) + " failed, or its answer was not a registration"}
+	}
+	if resp.ClientID == "" {
+		return nil, &Error{Kind: Refused, Msg: "registering a client: the answer has no client_id"}
+	}
+	if resp.TokenEndpointAuthMethod != "" {
+		method = resp.TokenEndpointAuthMethod
+	}
+	return &Registration{ClientID: resp.ClientID, ClientSecret: resp.ClientSecret, AuthMethod: method}, nil
+}

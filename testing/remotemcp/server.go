@@ -1,0 +1,93 @@
+// Package remotemcp is a remote MCP server for tests, built with the
+// official go-sdk the way services ship theirs: Streamable HTTP at /mcp,
+// an OAuth 2.1 protected resource (401 with resource_metadata, RFC 9728
+// metadata at /.well-known/oauth-protected-resource/mcp) whose
+// authorization server is the fosite test server, and a few tools.
+package remotemcp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+
+	"github.com/clankteam/credentials/testing/oauthserver"
+)
+
+// Server is a running remote MCP server.
+type Server struct {
+	http *http.Server
+	base string
+
+	mu    sync.Mutex
+	calls []Call
+}
+
+// Call is one tools/call the server answered.
+type Call struct {
+	Tool  string
+	Title string
+}
+
+// Start serves on 127.0.0.1 (a free port), with tokens checked at as.
+func Start(as *oauthserver.Server) (*Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("remotemcp: listen: %w", err)
+	}
+	s := &Server{base: "http://" + ln.Addr().String()}
+
+	server := mcp.NewServer(&mcp.Implementation{Name: "remote-test", Version: "1.0.0"}, nil)
+	type issueIn struct {
+		Title string `json:"title" jsonschema:"the issue's title"`
+	}
+	type issueOut struct {
+		Number int    `json:"number"`
+		Title  string `json:"title"`
+	}
+	mcp.AddTool(server, &mcp.Tool{Name: "create_issue", Description: "Create an issue."},
+		func(_ context.Context, _ *mcp.CallToolRequest, in issueIn) (*mcp.CallToolResult, issueOut, error) {
+			s.mu.Lock()
+			s.calls = append(s.calls, Call{Tool: "create_issue", Title: in.Title})
+			n := len(s.calls)
+			s.mu.Unlock()
+			return nil, issueOut{Number: n, Title: in.Title}, nil
+		})
+
+	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
+		if !as.Introspect(token) {
+			return nil, auth.ErrInvalidToken
+		}
+		return &auth.TokenInfo{Expiration: time.Now().Add(time.Hour)}, nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/.well-known/oauth-protected-resource/mcp", auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
+		Resource: s.MCPURL(), AuthorizationServers: []string{as.Issuer()}, BearerMethodsSupported: []string{"header"},
+	}))
+	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true})
+	mux.Handle("/mcp", auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{
+		ResourceMetadataURL: s.base + "/.well-known/oauth-protected-resource/mcp",
+	})(mcpHandler))
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = s.http.Serve(ln) }()
+	return s, nil
+}
+
+// MCPURL is the server's MCP endpoint, which is also its resource.
+func (s *Server) MCPURL() string { return s.base + "/mcp" }
+
+// Calls are the tool calls answered so far.
+func (s *Server) Calls() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Call(nil), s.calls...)
+}
+
+// Close stops the server.
+func (s *Server) Close() { _ = s.http.Close() }
