@@ -102,6 +102,10 @@ func pathApps(b *backend) []*framework.Path {
 					Type:        framework.TypeString,
 					Description: "What the registration is for. Example: description='Workspace mail and calendar for the support agents'",
 				},
+				"register": {
+					Type:        framework.TypeBool,
+					Description: "Register the app at the service's RFC 7591 registration endpoint (oauth.registration_url, which a service's mcp_url fills) instead of giving client_id and client_secret: the authorization server's answer is kept as the app's. Needs config redirect_url, which is registered as the redirect URI. Only when the app is created. Example: vault write orgs/acme/apps/linear-mcp service=linear-mcp register=true",
+				},
 				"grant": {
 					Type:          framework.TypeString,
 					Description:   "How the app's credentials get tokens, set when the app is created: authorization_code (a person connects each credential) or client_credentials (app-only access, as Microsoft Graph, Linear and Spotify offer: tokens are minted on use with the client's own credentials and cached until shortly before they expire; nothing to connect). Example: grant=client_credentials",
@@ -158,6 +162,15 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 	if err := unknownFields(req, d); err != nil {
 		return nil, err
 	}
+	// Registration is a call to the authorization server, made before the
+	// lock is taken.
+	var reg *provider.Registration
+	if d.Get("register").(bool) {
+		var err error
+		if reg, err = b.registerApp(ctx, req, d, name); err != nil {
+			return nil, err
+		}
+	}
 	b.refsMu.Lock()
 	defer b.refsMu.Unlock()
 
@@ -168,6 +181,12 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 	creating := a == nil
 	if creating {
 		a = &oauthApp{Name: name}
+	}
+	if reg != nil {
+		if !creating {
+			return nil, userErrorf("app %q exists: register=true only creates an app", name)
+		}
+		a.ClientID, a.ClientSecret = reg.ClientID, reg.ClientSecret
 	}
 	if v, ok := d.GetOk("service"); ok {
 		if !creating && v.(string) != a.Service {
@@ -199,6 +218,44 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 		return nil, fmt.Errorf("storing app: %w", err)
 	}
 	return appResponse(a), nil
+}
+
+// registerApp registers app name of the request's service at the service's
+// RFC 7591 endpoint, with the engine's redirect URL.
+func (b *backend) registerApp(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*provider.Registration, error) {
+	for _, f := range []string{"client_id", "client_secret"} {
+		if _, ok := d.GetOk(f); ok {
+			return nil, userErrorf("register=true and %s: a registered app's client is the authorization server's answer", f)
+		}
+	}
+	existing, err := getApp(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if existing != nil {
+		return nil, userErrorf("app %q exists: register=true only creates an app", name)
+	}
+	svcName, _ := d.Get("service").(string)
+	svc, err := b.getService(ctx, req.Storage, svcName)
+	if err != nil {
+		return nil, err
+	}
+	if svc == nil || svc.OAuth == nil || svc.OAuth.RegistrationURL == "" {
+		return nil, userErrorf("register=true needs a service with oauth.registration_url (a remote MCP server's service, written with mcp_url, has one when its authorization server offers RFC 7591 registration)")
+	}
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.RedirectURL == "" {
+		return nil, userErrorf("redirect_url is not configured: write the portal's OAuth callback URL to config first; it is the registered redirect URI")
+	}
+	reg, pe := b.oauth.provider.Register(ctx, svc.OAuth.RegistrationURL, "Credentials: "+name, cfg.RedirectURL, svc.OAuth.TokenAuthMethod)
+	if pe != nil {
+		return nil, userErrorf("registering app %s: %s", name, pe.Msg)
+	}
+	b.logger.Info("app registered", "app", name, "service", svcName, "client_id", reg.ClientID)
+	return reg, nil
 }
 
 // applyAppFields checks the request's fields of app a of service svc and

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/clankteam/credentials/internal/egress"
+	"github.com/clankteam/credentials/plugin/provider"
 	"github.com/clankteam/credentials/plugin/store"
 )
 
@@ -57,9 +58,10 @@ func pathServices(b *backend) []*framework.Path {
 				"types":         {Type: framework.TypeCommaStringSlice, Description: "Credential types the service takes: oauth2, api_key, password, file. Example: types=api_key,oauth2"},
 				"base_urls":     {Type: framework.TypeCommaStringSlice, Description: "The only URL prefixes the broker may call, e.g. https://api.example.com; a host may start with *. Example: base_urls=https://billing.example,https://*.billing.example"},
 				"injection":     {Type: framework.TypeMap, Description: `Per credential type, how the broker injects it, a JSON object (from the CLI as text or @file.json): {"api_key": {"style": "header", "header": "Authorization", "format": "Bearer {secret}"}}; styles header, basic, query. Example: injection=@injection.json`},
-				"oauth":         {Type: framework.TypeMap, Description: "OAuth endpoints and quirks, a JSON object (from the CLI as text or @file.json): auth_url, token_url, revoke_url, revoke_style (rfc7009, github, slack, none), userinfo_url, default_scopes, scope_sets, scope_separator, auth_params, pkce (true: PKCE with S256), token_auth_method (client_secret_post, the default; client_secret_basic; none: a public client, pkce required), issuer and iss_required (RFC 9207's iss on callbacks), discovery_url (OpenID Connect or RFC 8414 metadata, which fills the fields left out), keep_alive, errors_with_200, accept_json, ok_field, single_use_refresh. Example: oauth='{\"discovery_url\": \"https://id.example/.well-known/openid-configuration\"}'"},
+				"oauth":         {Type: framework.TypeMap, Description: "OAuth endpoints and quirks, a JSON object (from the CLI as text or @file.json): auth_url, token_url, revoke_url, revoke_style (rfc7009, github, slack, none), userinfo_url, default_scopes, scope_sets, scope_separator, auth_params, pkce (true: PKCE with S256), token_auth_method (client_secret_post, the default; client_secret_basic; none: a public client, pkce required), issuer and iss_required (RFC 9207's iss on callbacks), discovery_url (OpenID Connect or RFC 8414 metadata, which fills the fields left out), resource (RFC 8707, sent on the authorize and every token request), registration_url (RFC 7591), keep_alive, errors_with_200, accept_json, ok_field, single_use_refresh. Example: oauth='{\"discovery_url\": \"https://id.example/.well-known/openid-configuration\"}'"},
 				"verify":        {Type: framework.TypeMap, Description: `A request that proves a credential works, a JSON object (from the CLI as text or @file.json): {"method": "GET", "url": "https://api.example.com/me", "expect_status": 200}. Example: verify=@verify.json`},
 				"requires_host": {Type: framework.TypeBool, Description: "Password credentials of this service need host and port. Example: requires_host=true"},
+				"mcp_url":       {Type: framework.TypeString, Description: "The service's remote MCP server (its Streamable HTTP endpoint). Writing it finds the server's authorization server (its 401 or RFC 9728 metadata, then RFC 8414 or OpenID Connect metadata; PKCE with S256 required), which fills oauth's endpoints, issuer, pkce and resource (RFC 8707, sent on every authorize and token request) and registration_url (RFC 7591, for apps written with register=true). base_urls defaults to the server's URL. Example: mcp_url=https://mcp.example.com/mcp"},
 				"github_app":    {Type: framework.TypeBool, Description: "File credentials of this service are GitHub App private keys: the broker injects 1-hour installation tokens minted from the first base URL (a GitHub Enterprise Server's https://host/api/v3). Default false. Example: github_app=true"},
 			},
 			ExistenceCheck: b.serviceExists,
@@ -166,6 +168,11 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	}
 	// Discovery is read before the service lock is taken: it is a call to
 	// the provider.
+	if svc.MCPURL != "" {
+		if err := b.discoverMCP(ctx, svc); err != nil {
+			return nil, err
+		}
+	}
 	if svc.OAuth != nil && svc.OAuth.DiscoveryURL != "" {
 		d, pe := b.oauth.provider.Discover(ctx, svc.OAuth.DiscoveryURL)
 		if pe != nil {
@@ -204,6 +211,37 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 		return nil, fmt.Errorf("storing service: %w", err)
 	}
 	return nil, nil
+}
+
+// discoverMCP fills svc's OAuth from its remote MCP server's authorization
+// discovery; the fields written by hand are kept.
+func (b *backend) discoverMCP(ctx context.Context, svc *service) error {
+	if len(svc.BaseURLs) == 0 {
+		svc.BaseURLs = []string{svc.MCPURL}
+	}
+	if !svc.Takes(typeOAuth2) {
+		return userErrorf("mcp_url needs a service taking oauth2 (types=oauth2): a remote MCP server's tokens are OAuth grants")
+	}
+	m, pe := b.oauth.provider.DiscoverMCP(ctx, svc.MCPURL)
+	if pe != nil {
+		return userErrorf("mcp_url: %s", pe.Msg)
+	}
+	if svc.OAuth == nil {
+		svc.OAuth = &provider.Spec{}
+	}
+	o := svc.OAuth
+	if o.Resource == "" {
+		o.Resource = m.Resource
+	}
+	if o.RegistrationURL == "" {
+		o.RegistrationURL = m.RegistrationURL
+	}
+	if len(o.DefaultScopes) == 0 {
+		o.DefaultScopes = m.Scopes
+	}
+	m.Auth.Fill(o)
+	o.PKCE = true // the MCP authorization spec requires it; discovery checked S256
+	return nil
 }
 
 func (b *backend) pathServiceDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/testing/oauthserver"
+	"github.com/clankteam/credentials/testing/remotemcp"
 )
 
 func TestCatalogPresets(t *testing.T) {
@@ -261,5 +264,86 @@ func TestCatalogEntriesAreComplete(t *testing.T) {
 		if svc.Verify == nil && name != "smtp" && name != "gcp-service-account" {
 			t.Errorf("%s has no verify call", name)
 		}
+	}
+}
+
+// TestRemoteMCPService: a service written with only a remote MCP server's
+// URL gets its OAuth from the server's authorization discovery (the fosite
+// test server, behind a go-sdk MCP server), and an app of it is registered
+// there by RFC 7591. What discovery or registration refuses is a 400 and
+// stores nothing.
+func TestRemoteMCPService(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	as, err := oauthserver.New(oauthserver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(as.Close)
+	remote, err := remotemcp.Start(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(remote.Close)
+
+	mustOK(t, do(t, b, s, logical.CreateOperation, "services/remote", map[string]interface{}{"types": "oauth2", "mcp_url": remote.MCPURL()}))
+	got := mustOK(t, do(t, b, s, logical.ReadOperation, "services/remote", nil)).Data
+	o := got["oauth"].(map[string]interface{})
+	if o["resource"] != remote.MCPURL() || o["issuer"] != as.Issuer() || o["token_url"] != as.TokenURL() ||
+		o["registration_url"] != as.RegisterURL() || o["pkce"] != true || got["mcp_url"] != remote.MCPURL() {
+		t.Fatalf("the service's oauth from discovery: %v", got)
+	}
+	if bases := got["base_urls"].([]interface{}); len(bases) != 1 || bases[0] != remote.MCPURL() {
+		t.Errorf("base_urls = %v, want the MCP server's URL", bases)
+	}
+
+	for _, tc := range []struct {
+		desc string
+		data map[string]interface{}
+		want string
+	}{
+		{"no metadata", map[string]interface{}{"types": "oauth2", "mcp_url": as.URL() + "/mcp"}, "protected-resource metadata"},
+		{"not oauth2", map[string]interface{}{"types": "api_key", "mcp_url": remote.MCPURL()}, "taking oauth2"},
+		{"outside base_urls", map[string]interface{}{"types": "oauth2", "mcp_url": remote.MCPURL(), "base_urls": "https://elsewhere.example"}, "under none of base_urls"},
+		{"not a url", map[string]interface{}{"types": "oauth2", "mcp_url": "mcp.example.com"}, "http(s) URL"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			resp := do(t, b, s, logical.CreateOperation, "services/bad-remote", tc.data)
+			if !resp.IsError() || !strings.Contains(resp.Error().Error(), tc.want) {
+				t.Fatalf("got %v, want a 400 saying %q", resp, tc.want)
+			}
+			if do(t, b, s, logical.ReadOperation, "services/bad-remote", nil) != nil {
+				t.Fatal("a refused service was stored")
+			}
+		})
+	}
+
+	// Registration takes the engine's redirect URL.
+	resp := do(t, b, s, logical.CreateOperation, "apps/remote-app", map[string]interface{}{"service": "remote", "register": true})
+	if !resp.IsError() || !strings.Contains(resp.Error().Error(), "redirect_url") {
+		t.Fatalf("registering without redirect_url: %v", resp)
+	}
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"redirect_url": "https://portal.example/oauth/callback"}))
+	app := mustOK(t, do(t, b, s, logical.CreateOperation, "apps/remote-app", map[string]interface{}{"service": "remote", "register": true})).Data
+	if app["client_id"] == "" || app["client_secret_set"] != true || as.Registrations() != 1 {
+		t.Fatalf("registered app %v, %d registrations", app, as.Registrations())
+	}
+	if _, ok := app["client_secret"]; ok {
+		t.Fatal("the registered app's answer holds its secret")
+	}
+	for desc, data := range map[string]map[string]interface{}{
+		"again":                    {"service": "remote", "register": true},
+		"with client_id":           {"service": "remote", "register": true, "client_id": "x"},
+		"no registration endpoint": {"service": "github", "register": true},
+	} {
+		name := "remote-app"
+		if desc != "again" {
+			name = "other-app"
+		}
+		if resp := do(t, b, s, logical.CreateOperation, "apps/"+name, data); !resp.IsError() {
+			t.Errorf("register %s: %v, want a 400", desc, resp)
+		}
+	}
+	if as.Registrations() != 1 {
+		t.Errorf("refused registrations reached the server: %d", as.Registrations())
 	}
 }

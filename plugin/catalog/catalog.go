@@ -52,6 +52,9 @@ type Service struct {
 	// Injection says, per credential type, how the broker injects it.
 	Injection map[string]egress.Injection `json:"injection,omitempty"`
 	OAuth     *provider.Spec              `json:"oauth,omitempty"`
+	// MCPURL is the service's remote MCP server (Streamable HTTP). Its
+	// authorization server is found from it (RFC 9728), which fills OAuth.
+	MCPURL string `json:"mcp_url,omitempty"`
 	Verify    *VerifyCall                 `json:"verify,omitempty"`
 	// RequiresHost marks services whose password credentials need a host
 	// and port (SMTP).
@@ -145,6 +148,11 @@ func (s *Service) Validate() error {
 			return fmt.Errorf("injection for %s: %w", t, err)
 		}
 	}
+	if s.MCPURL != "" {
+		if err := validateMCPURL(s); err != nil {
+			return err
+		}
+	}
 	if s.Takes(TypeOAuth2) {
 		if s.OAuth == nil || s.OAuth.AuthURL == "" || s.OAuth.TokenURL == "" {
 			return fmt.Errorf("a service taking oauth2 needs oauth.auth_url and oauth.token_url")
@@ -220,6 +228,30 @@ func validateBaseURL(raw string) error {
 		return fmt.Errorf("base_urls: %q may use a wildcard only as its first label (*.example.com)", raw)
 	}
 	return nil
+}
+
+// validateMCPURL checks a service's remote MCP server: an oauth2 service
+// whose base URLs hold it, since the broker calls it with the grant.
+func validateMCPURL(s *Service) error {
+	u, err := url.Parse(s.MCPURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("mcp_url must be an absolute http or https URL without query, fragment or user info")
+	}
+	if !s.Takes(TypeOAuth2) {
+		return fmt.Errorf("mcp_url needs a service taking oauth2: a remote MCP server's tokens are OAuth grants")
+	}
+	for _, raw := range s.BaseURLs {
+		b, err := url.Parse(raw)
+		if err != nil || b.Scheme != u.Scheme {
+			continue
+		}
+		host := b.Hostname()
+		hostOK := host == u.Hostname() || (strings.HasPrefix(host, "*.") && strings.HasSuffix(u.Hostname(), host[1:]))
+		if hostOK && b.Port() == u.Port() && strings.HasPrefix(u.Path, strings.TrimSuffix(b.Path, "/")) {
+			return nil
+		}
+	}
+	return fmt.Errorf("mcp_url %s is under none of base_urls: the broker calls it with the grant, and only there", s.MCPURL)
 }
 
 // HasControl says whether s holds a control character, which no name,

@@ -44,7 +44,7 @@ type Client interface {
 	// resource (RFC 9728, then RFC 8414 or OpenID Connect).
 	DiscoverMCP(ctx context.Context, mcpURL string) (*MCPServer, *Error)
 	// Register registers a client by RFC 7591.
-	Register(ctx context.Context, regURL, name, redirectURL string, authMethods []string) (*Registration, *Error)
+	Register(ctx context.Context, regURL, name, redirectURL, authMethod string) (*Registration, *Error)
 	// ClientCredentials mints an app-only token (RFC 6749 4.4).
 	ClientCredentials(ctx context.Context, spec *Spec, app App, scopes []string) (*Token, *Error)
 	// GitHubAppToken mints a GitHub App installation token.

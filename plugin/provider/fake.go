@@ -200,7 +200,7 @@ func (f *Fake) DiscoverMCP(_ context.Context, mcpURL string) (*MCPServer, *Error
 }
 
 // Register hands out client IDs fake-client-1, 2, ...
-func (f *Fake) Register(_ context.Context, regURL, _, _ string, _ []string) (*Registration, *Error) {
+func (f *Fake) Register(_ context.Context, regURL, _, _, _ string) (*Registration, *Error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if regURL == "" {

@@ -127,19 +127,16 @@ type Registration struct {
 }
 
 // Register registers a client named name, whose code comes back to
-// redirectURL, at the RFC 7591 endpoint regURL. It asks to be confidential
-// (client_secret_post or basic, whichever the server takes), since the
-// engine keeps a secret sealed; it is public only when the server offers
-// nothing else.
-func (h *HTTP) Register(ctx context.Context, regURL, name, redirectURL string, authMethods []string) (*Registration, *Error) {
+// redirectURL, at the RFC 7591 endpoint regURL, authenticating at the token
+// endpoint with authMethod (the service's token_auth_method; "" is
+// client_secret_post). A server that registers it with another method is
+// refused: the service's token requests would then fail.
+func (h *HTTP) Register(ctx context.Context, regURL, name, redirectURL, authMethod string) (*Registration, *Error) {
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
-	method := AuthSecretPost
-	switch {
-	case len(authMethods) == 0 || slices.Contains(authMethods, AuthSecretBasic):
-		method = AuthSecretBasic // RFC 8414's default
-	case !slices.Contains(authMethods, AuthSecretPost) && slices.Contains(authMethods, AuthNone):
-		method = AuthNone
+	method := authMethod
+	if method == "" {
+		method = AuthSecretPost
 	}
 	resp, err := oauthex.RegisterClient(ctx, regURL, &oauthex.ClientRegistrationMetadata{
 		ClientName: name, RedirectURIs: []string{redirectURL},
@@ -158,8 +155,11 @@ func (h *HTTP) Register(ctx context.Context, regURL, name, redirectURL string, a
 	if resp.ClientID == "" {
 		return nil, &Error{Kind: Refused, Msg: "registering a client: the answer has no client_id"}
 	}
-	if resp.TokenEndpointAuthMethod != "" {
-		method = resp.TokenEndpointAuthMethod
+	if m := resp.TokenEndpointAuthMethod; m != "" && m != method {
+		return nil, &Error{Kind: Refused, Msg: "the registration endpoint registered the client for " + Clip(m, 40) + ", not " + method + " as asked"}
+	}
+	if method != AuthNone && resp.ClientSecret == "" {
+		return nil, &Error{Kind: Refused, Msg: "the registration endpoint gave no client_secret for a " + method + " client"}
 	}
 	return &Registration{ClientID: resp.ClientID, ClientSecret: resp.ClientSecret, AuthMethod: method}, nil
 }

@@ -43,15 +43,15 @@ func TestRemoteMCPServerAuthorization(t *testing.T) {
 	if d.Resource != remote.MCPURL() || d.Auth.Issuer != as.Issuer() || d.Auth.TokenURL != as.TokenURL() || d.RegistrationURL != as.RegisterURL() || !d.Auth.S256 {
 		t.Fatalf("discovered %+v", d)
 	}
-	reg, pe := h.Register(ctx, d.RegistrationURL, "Credentials test", testRedirect, d.Auth.AuthMethods)
+	spec := &Spec{Resource: d.Resource}
+	d.Auth.Fill(spec)
+	reg, pe := h.Register(ctx, d.RegistrationURL, "Credentials test", testRedirect, spec.TokenAuthMethod)
 	if pe != nil {
 		t.Fatal(pe)
 	}
 	if reg.ClientID == "" || reg.ClientSecret == "" || as.Registrations() != 1 {
 		t.Fatalf("registration %q (secret %t), %d registered", reg.ClientID, reg.ClientSecret != "", as.Registrations())
 	}
-	spec := &Spec{Resource: d.Resource, TokenAuthMethod: reg.AuthMethod}
-	d.Auth.Fill(spec)
 	app := App{ClientID: reg.ClientID, ClientSecret: reg.ClientSecret}
 
 	verifier := "verifier-0123456789-0123456789-0123456789-remote"

@@ -127,6 +127,7 @@ func (s *Spec) Validate() error {
 		"auth_url": s.AuthURL, "token_url": s.TokenURL, "refresh_url": s.RefreshURL,
 		"revoke_url": s.RevokeURL, "userinfo_url": s.UserinfoURL,
 		"discovery_url": s.DiscoveryURL, "issuer": s.Issuer,
+		"resource": s.Resource, "registration_url": s.RegistrationURL,
 	} {
 		if raw == "" {
 			continue
@@ -159,6 +160,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.IssRequired && s.Issuer == "" {
 		return fmt.Errorf("iss_required needs issuer")
+	}
+	if strings.Contains(s.Resource, "#") {
+		return fmt.Errorf("resource must have no fragment (RFC 8707)")
 	}
 	return nil
 }
