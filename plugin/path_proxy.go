@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -53,6 +54,10 @@ func pathProxy(b *backend) []*framework.Path {
 			Type:        framework.TypeString,
 			Description: "Request body, base64-encoded (standard encoding): at most broker_max_body bytes decoded, and at most 786432 bytes through Vault (its 1 MiB JSON string limit). Larger bodies go through the portal's edge. Example: body=$(printf '{\"limit\":3}' | base64 -w0)",
 		},
+		"upstream_refused": {
+			Type:        framework.TypeBool,
+			Description: "Sealed mode: the service refused the access token the edge was given (401). The engine refreshes the OAuth grant unless it was refreshed in the last few seconds, and answers with the token it then holds. Example: upstream_refused=true",
+		},
 		egress.FieldEdgeKey: {
 			Type:        framework.TypeString,
 			Description: "Sealed mode, for the portal's edge: make no call, and answer the call's injection sealed (HPKE) to this edge key id, one the operator configured in " + egress.EdgeKeysEnv + ". Example: edge_key=edge-2026",
@@ -83,7 +88,7 @@ func pathProxy(b *backend) []*framework.Path {
 		}
 		return out
 	}
-	methods := strings.Join(contract.Methods, "|")
+	methods := strings.Join(append(slices.Clone(contract.Methods), contract.MethodTool), "|")
 	return []*framework.Path{
 		// Most specific first: the form with method and path in the Vault
 		// path, then the one with them in the body.
@@ -96,8 +101,8 @@ func pathProxy(b *backend) []*framework.Path {
 			},
 			Fields: withFields(map[string]*framework.FieldSchema{
 				"name":   {Type: framework.TypeString, Description: "The credential to call the service with. Example: vault write orgs/acme/proxy/stripe-live/GET/v1/balance (the name is in the path)", Required: true},
-				"method": {Type: framework.TypeString, Description: "HTTP method, in the path: " + strings.Join(contract.Methods, ", ") + ". Example: vault write orgs/acme/proxy/stripe-live/POST/v1/customers"},
-				"path":   {Type: framework.TypeString, Description: "The service's path, in the Vault path after the method (/v1/balance), relative to the service's first base URL. Agents' rules are Vault ACL paths over it. Example: vault write orgs/acme/proxy/stripe-live/GET/v1/charges"},
+				"method": {Type: framework.TypeString, Description: "HTTP method, in the path: " + strings.Join(contract.Methods, ", ") + "; or TOOL, for a tool of the service's remote MCP server (sealed mode only: the portal's MCP server makes the call). Example: vault write orgs/acme/proxy/stripe-live/POST/v1/customers"},
+				"path":   {Type: framework.TypeString, Description: "The service's path, in the Vault path after the method (/v1/balance), relative to the service's first base URL; after TOOL, the remote tool's name (none: listing the tools). Agents' rules are Vault ACL paths over it. Example: vault write orgs/acme/proxy/stripe-live/GET/v1/charges"},
 				"query":  {Type: framework.TypeString, Description: "The query string, without '?' (limit=3&starting_after=x). Never matched by agents' rules. Example: query='limit=3&starting_after=ch_1'"},
 			}),
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -174,6 +179,9 @@ func (b *backend) pathProxyCallWrite(ctx context.Context, req *logical.Request, 
 		}
 	}
 	decoded := d.Get("path").(string)
+	if d.Get("method").(string) == contract.MethodTool {
+		return b.proxyTool(ctx, req, d, decoded)
+	}
 	if decoded == "" {
 		decoded = "/"
 	}
@@ -265,6 +273,44 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 	return &logical.Response{Data: data}, nil
 }
 
+// proxyTool is proxy/<name>/TOOL[/<tool>]: a call of a tool of the
+// service's remote MCP server (or, without a tool, listing them), which
+// only the edge makes: the engine answers the injection for the server's
+// URL. Vault's ACL has decided the tool by then.
+func (b *backend) proxyTool(ctx context.Context, req *logical.Request, d *framework.FieldData, path string) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateCredName(name); err != nil {
+		return nil, err
+	}
+	if tool := strings.TrimPrefix(path, "/"); path != "" && !contract.ValidToolName(tool) {
+		return nil, userErrorf("a tool name is 1 to 128 of A-Z, a-z, 0-9, '_', '-' and '.'; %q is not", truncate(tool, 140))
+	}
+	edgeKey := d.Get(egress.FieldEdgeKey).(string)
+	if edgeKey == "" {
+		return nil, userErrorf("remote MCP tools are called through the portal's MCP server (/mcp/<org>), which asks here in sealed mode (edge_key); this path makes no call itself")
+	}
+	cfg, err := b.brokerConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	c, err := b.usableCredential(ctx, req, name)
+	if err != nil {
+		return nil, err
+	}
+	defer zeroCredentialFile(c)
+	svc, err := b.brokerService(ctx, req.Storage, c.Service)
+	if err != nil {
+		return nil, err
+	}
+	if svc == nil {
+		return nil, userErrorf("service %q of credential %q no longer exists", c.Service, name)
+	}
+	if svc.MCPURL == "" {
+		return nil, userErrorf("service %s of credential %s has no remote MCP server (mcp_url): call its HTTP API with a method instead of TOOL", c.Service, name)
+	}
+	return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, svc.MCPURL)
+}
+
 // sealedInjection answers the edge: no call to the service, but everything
 // the edge needs to make it, sealed to its key. The request is checked
 // here as it would be for a call, the token refreshed or minted if due and
@@ -276,6 +322,22 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 	grant := b.grantFor(cfg, svc, c)
 	if _, err := egress.ResolveTarget(grant.Service, path); err != nil {
 		return nil, err
+	}
+	if refused, _ := req.Data["upstream_refused"].(bool); refused && c.Type == typeOAuth2 && !c.ClientCredentials {
+		// The grant may have been revoked or its token cut short at the
+		// provider: one refresh, shared by every caller told the same, and
+		// skipped when one just ran. What it leaves, failure included, is
+		// what the material below reads.
+		r := b.refreshShared(ctx, req.Storage, c.Name, refreshRefused)
+		if errors.Is(r.err, logical.ErrReadOnly) {
+			return nil, logical.ErrReadOnly
+		}
+		again, err := b.usableCredential(ctx, req, c.Name)
+		if err != nil {
+			return nil, err
+		}
+		defer zeroCredentialFile(again)
+		c = again
 	}
 	material, err := b.credentialMaterial(ctx, req.Storage, svc, c)
 	if err != nil {
@@ -370,6 +432,16 @@ looks at the query.
 In: headers, body (base64). Out: status, headers, body (base64), body_text
 (the body as text, when it is text), and redirect_path for a redirect within
 the service.
+
+A service with a remote MCP server (mcp_url) has its tools called through
+the portal's MCP server (/mcp/<org>), which asks here in sealed mode on
+
+  proxy/<name>/TOOL/<tool>       calling one tool
+  proxy/<name>/TOOL              listing the tools, opening a session
+
+so an agent allowed only some tools holds update on exactly those paths.
+upstream_refused=true (sealed mode) says the service refused the token the
+edge was given: the OAuth grant is refreshed once, unless it just was.
 
 Reading proxy/<name> describes the credential to an agent allowed to read it
 (agents' policies grant it): service, base URL, docs, status. No secret.

@@ -40,6 +40,7 @@ func (b *backend) useReadOperation() framework.OperationHandler {
 					"status":               {Type: framework.TypeString, Description: "active, needs_attention, expired or disconnected."},
 					"status_reason":        {Type: framework.TypeString, Description: "Why, when not active."},
 					"use":                  {Type: framework.TypeString, Description: "proxy (HTTP calls through proxy/<name> or the edge) or mail (messages through mail/<name>)."},
+					"mcp_url":              {Type: framework.TypeString, Description: "The service's remote MCP server, whose tools the portal's MCP server offers (proxy/<name>/TOOL/<tool>)."},
 				},
 			}},
 		},
@@ -85,6 +86,9 @@ func (b *backend) pathUseRead(ctx context.Context, req *logical.Request, d *fram
 		data["docs_url"] = svc.DocsURL
 		if len(svc.BaseURLs) > 0 {
 			data["base_url"] = svc.BaseURLs[0]
+		}
+		if svc.MCPURL != "" {
+			data["mcp_url"] = svc.MCPURL
 		}
 	}
 	return &logical.Response{Data: data}, nil

@@ -26,7 +26,15 @@ const (
 	// refreshRecovery: a refresh whose answer never reached storage is
 	// tried once more (refresh_fence.go).
 	refreshRecovery
+	// refreshRefused: the service refused the access token (401 at the
+	// edge); refresh unless the grant was refreshed or connected within
+	// refusedGrace, by the caller told the same a moment before.
+	refreshRefused
 )
+
+// refusedGrace is how recent a token counts as the answer to a refusal
+// already, so that many calls refused at once cost one refresh.
+const refusedGrace = 10 * time.Second
 
 func (m refreshMode) String() string {
 	switch m {
@@ -36,6 +44,8 @@ func (m refreshMode) String() string {
 		return "scheduled"
 	case refreshRecovery:
 		return "recovery"
+	case refreshRefused:
+		return "refused"
 	}
 	return "forced"
 }
@@ -78,8 +88,8 @@ func (b *backend) refreshShared(ctx context.Context, s logical.Storage, name str
 		return refreshResult{err: logical.ErrReadOnly}
 	}
 	key := name
-	if mode == refreshForced {
-		key = name + "\x00forced"
+	if mode == refreshForced || mode == refreshRefused {
+		key = name + "\x00" + mode.String()
 	}
 	ch := b.oauth.flights.DoChan(key, func() (interface{}, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshFlightTimeout)

@@ -45,6 +45,14 @@ func decideRefresh(mode refreshMode, c *credential, spec *oauthSpec, cfg *mountC
 	}
 	switch {
 	case mode == refreshForced || mode == refreshRecovery:
+	case mode == refreshRefused:
+		latest := g.RefreshedAt
+		if g.ConnectedAt.After(latest) {
+			latest = g.ConnectedAt
+		}
+		if now.Sub(latest) < refusedGrace {
+			return keep
+		}
 	case mode == refreshScheduled:
 		due := refreshDueAt(g, spec, cfg, now)
 		if due.IsZero() || due.After(now) {

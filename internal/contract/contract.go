@@ -94,6 +94,27 @@ func CallPath(org, cred, method, decodedPath string) string {
 	return UsePath(org, UseProxy, cred) + "/" + method + decodedPath
 }
 
+// MethodTool stands where a call path's method is for a remote MCP tool
+// call: orgs/<org>/proxy/<cred>/TOOL/<tool> authorizes calling tool on the
+// credential's remote MCP server, and orgs/<org>/proxy/<cred>/TOOL (no
+// tool) listing its tools and opening its session. Vault's ACL decides
+// agents' tool rules the way it decides their method and path rules.
+const MethodTool = "TOOL"
+
+// ValidToolName says whether name is an MCP tool name the broker passes
+// on: 1 to 128 of A-Z a-z 0-9 _ - . (the MCP specification's set).
+func ValidToolName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // Methods are the methods the broker sends. TRACE (which echoes the
 // request, credential included) and CONNECT (a tunnel) are left out.
 var Methods = []string{

@@ -68,8 +68,8 @@ func TestRemoteMCPServerAuthorization(t *testing.T) {
 	if pe != nil {
 		t.Fatal(pe)
 	}
-	if got := as.Resources(); len(got) != 2 || got[0] != remote.MCPURL() || got[1] != remote.MCPURL() {
-		t.Fatalf("the token requests' resources are %q, want the MCP server's on both", got)
+	if got := as.Resources(); len(got) != 3 || got[0] != remote.MCPURL() || got[1] != remote.MCPURL() || got[2] != remote.MCPURL() {
+		t.Fatalf("the authorization and token requests' resources are %q, want the MCP server's on all three", got)
 	}
 	for token, want := range map[string]int{next.AccessToken: http.StatusOK, "": http.StatusUnauthorized} {
 		if got := initialize(t, remote.MCPURL(), token); got != want {

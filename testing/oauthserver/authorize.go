@@ -39,6 +39,11 @@ type consentData struct {
 // page (or decides at once under auto-approve); POST carries the decision.
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if r.Method == http.MethodGet {
+		s.mu.Lock()
+		s.resources = append(s.resources, r.URL.Query().Get("resource"))
+		s.mu.Unlock()
+	}
 	ar, err := s.provider.NewAuthorizeRequest(ctx, r)
 	if err != nil {
 		s.provider.WriteAuthorizeError(ctx, w, ar, err)

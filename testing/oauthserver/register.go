@@ -70,8 +70,8 @@ func (s *Server) Registrations() int {
 	return s.registrations
 }
 
-// Resources are the RFC 8707 resource parameters of the token requests
-// so far, in order ("" for a request without one).
+// Resources are the RFC 8707 resource parameters of the authorization
+// (GET) and token requests so far, in order ("" for one without).
 func (s *Server) Resources() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

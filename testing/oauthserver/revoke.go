@@ -122,3 +122,18 @@ func (s *Server) IsRevoked(token string) bool {
 	st, ok := s.store.lookupState(s.strategy.AccessTokenSignature(ctx, token), s.strategy.RefreshTokenSignature(ctx, token))
 	return ok && st == stateRevoked
 }
+
+// RevokeAll revokes every token the server issued, as a person does who
+// removes the app's access at the provider: refreshes fail with
+// invalid_grant from then on.
+func (s *Server) RevokeAll() {
+	s.store.mu.Lock()
+	defer s.store.mu.Unlock()
+	for _, m := range []map[string]*tokenEntry{s.store.access, s.store.refresh} {
+		for _, e := range m {
+			if e.state == stateActive {
+				e.state = stateRevoked
+			}
+		}
+	}
+}

@@ -25,8 +25,12 @@ type Server struct {
 	http *http.Server
 	base string
 
-	mu    sync.Mutex
-	calls []Call
+	mu     sync.Mutex
+	calls  []Call
+	tokens map[string]bool
+	// refuse is how many of the next requests are answered 401 whatever
+	// their token (a token cut short at the provider).
+	refuse int
 }
 
 // Call is one tools/call the server answered.
@@ -41,7 +45,7 @@ func Start(as *oauthserver.Server) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remotemcp: listen: %w", err)
 	}
-	s := &Server{base: "http://" + ln.Addr().String()}
+	s := &Server{base: "http://" + ln.Addr().String(), tokens: map[string]bool{}}
 
 	server := mcp.NewServer(&mcp.Implementation{Name: "remote-test", Version: "1.0.0"}, nil)
 	type issueIn struct {
@@ -60,10 +64,30 @@ func Start(as *oauthserver.Server) (*Server, error) {
 			return nil, issueOut{Number: n, Title: in.Title}, nil
 		})
 
+	type repoIn struct {
+		Repo string `json:"repo" jsonschema:"the repository to delete"`
+	}
+	mcp.AddTool(server, &mcp.Tool{Name: "delete_repo", Description: "Delete a repository.", Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true)}},
+		func(_ context.Context, _ *mcp.CallToolRequest, in repoIn) (*mcp.CallToolResult, any, error) {
+			s.mu.Lock()
+			s.calls = append(s.calls, Call{Tool: "delete_repo", Title: in.Repo})
+			s.mu.Unlock()
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deleted " + in.Repo}}}, nil, nil
+		})
+
 	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
-		if !as.Introspect(token) {
+		s.mu.Lock()
+		refused := s.refuse > 0
+		if refused {
+			s.refuse--
+		}
+		s.mu.Unlock()
+		if refused || !as.Introspect(token) {
 			return nil, auth.ErrInvalidToken
 		}
+		s.mu.Lock()
+		s.tokens[token] = true
+		s.mu.Unlock()
 		return &auth.TokenInfo{Expiration: time.Now().Add(time.Hour)}, nil
 	}
 	mux := http.NewServeMux()
@@ -89,5 +113,26 @@ func (s *Server) Calls() []Call {
 	return append([]Call(nil), s.calls...)
 }
 
+// Tokens are the access tokens the server accepted so far: what must
+// never reach an agent.
+func (s *Server) Tokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.tokens))
+	for t := range s.tokens {
+		out = append(out, t)
+	}
+	return out
+}
+
+// RefuseNext answers the next n requests 401, whatever their token.
+func (s *Server) RefuseNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse = n
+}
+
 // Close stops the server.
 func (s *Server) Close() { _ = s.http.Close() }
+
+func ptr[T any](v T) *T { return &v }
