@@ -54,8 +54,8 @@ type Service struct {
 	OAuth     *provider.Spec              `json:"oauth,omitempty"`
 	// MCPURL is the service's remote MCP server (Streamable HTTP). Its
 	// authorization server is found from it (RFC 9728), which fills OAuth.
-	MCPURL string `json:"mcp_url,omitempty"`
-	Verify    *VerifyCall                 `json:"verify,omitempty"`
+	MCPURL string      `json:"mcp_url,omitempty"`
+	Verify *VerifyCall `json:"verify,omitempty"`
 	// RequiresHost marks services whose password credentials need a host
 	// and port (SMTP).
 	RequiresHost bool `json:"requires_host,omitempty"`
