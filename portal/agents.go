@@ -92,7 +92,9 @@ func (s *Server) handleAddAgent(w http.ResponseWriter, r *http.Request, p *perso
 	if msg != "" {
 		page.Error = msg
 		page.Values["name"], page.Values["ttl"] = spec.Name, r.PostForm.Get("ttl")
-		page.Values["methods"], page.Values["paths"] = r.PostForm.Get("methods"), r.PostForm.Get("paths")
+		for _, f := range []string{"methods", "paths", "tools", "deny_tools"} {
+			page.Values[f] = r.PostForm.Get(f)
+		}
 		for _, c := range spec.Creds {
 			page.Checked[c] = true
 		}
@@ -123,6 +125,8 @@ func agentSpecFrom(r *http.Request) (provision.AgentSpec, string) {
 		spec.Methods = append(spec.Methods, strings.ToUpper(m))
 	}
 	spec.Paths = strings.FieldsFunc(f.Get("paths"), isListSep)
+	spec.Tools = strings.FieldsFunc(f.Get("tools"), isListSep)
+	spec.DenyTools = strings.FieldsFunc(f.Get("deny_tools"), isListSep)
 	if ttl := strings.TrimSpace(f.Get("ttl")); ttl != "" {
 		d, err := time.ParseDuration(ttl)
 		if err != nil || d < time.Minute || d > 24*time.Hour {
@@ -187,14 +191,17 @@ func (s *Server) apiCreateAgent(w http.ResponseWriter, r *http.Request, p *perso
 		Credentials []string `json:"credentials"`
 		Methods     []string `json:"methods"`
 		Paths       []string `json:"paths"`
+		Tools       []string `json:"tools"`
+		DenyTools   []string `json:"deny_tools"`
 		TokenTTL    string   `json:"token_ttl"`
 	}
 	if err := decodeJSON(w, r, &body); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "the body must be a JSON object: name, credentials, methods, paths, token_ttl"})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "the body must be a JSON object: name, credentials, methods, paths, tools, deny_tools, token_ttl"})
 		return
 	}
 	form := map[string][]string{"name": {body.Name}, "credential": body.Credentials,
-		"methods": {strings.Join(body.Methods, ",")}, "paths": {strings.Join(body.Paths, ",")}, "ttl": {body.TokenTTL}}
+		"methods": {strings.Join(body.Methods, ",")}, "paths": {strings.Join(body.Paths, ",")},
+		"tools": {strings.Join(body.Tools, ",")}, "deny_tools": {strings.Join(body.DenyTools, ",")}, "ttl": {body.TokenTTL}}
 	r.PostForm = form
 	spec, msg := agentSpecFrom(r)
 	if msg != "" {

@@ -104,6 +104,9 @@ type edgeCall struct {
 	rest, decoded string
 	token         string
 	tokenHeader   string
+	// upstreamRefused says the service refused the injected token just
+	// now: the engine is asked again, and refreshes the grant once.
+	upstreamRefused bool
 }
 
 func (c *edgeCall) mount() string { return contract.Mount(c.org) + "/" }

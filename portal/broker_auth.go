@@ -129,6 +129,9 @@ func (h *brokerHandler) authorize(ctx context.Context, call *edgeCall, method st
 	key := tokenKey(call.token, call.org, call.cred)
 
 	local, cached := h.sealed.get(key, time.Now())
+	if call.upstreamRefused {
+		cached = false
+	}
 	var plain []byte
 	if cached {
 		if fail := h.checkCapability(ctx, call, method, path); fail != nil {
@@ -170,6 +173,9 @@ func (h *brokerHandler) fetchSealed(ctx context.Context, call *edgeCall, method,
 		Data map[string]any `json:"data"`
 	}
 	body := map[string]any{egress.FieldEdgeKey: h.key.ID}
+	if call.upstreamRefused {
+		body["upstream_refused"] = true
+	}
 	if fail := h.vaultCall(ctx, call, method, path, &url.URL{Path: "/v1/" + path}, body, &out); fail != nil {
 		return "", time.Time{}, fail
 	}

@@ -44,6 +44,7 @@ type mcpServer struct {
 	publicURL func() string
 	logger    *slog.Logger
 	lists     toolLists
+	remote    *remoteMCP
 	handler   http.Handler
 }
 
@@ -67,6 +68,9 @@ func callOf(org string, req *mcp.CallToolRequest) *mcpCall {
 
 func newMCPServer(broker *brokerHandler, auth *mcpAuth, publicURL func() string, logger *slog.Logger) *mcpServer {
 	m := &mcpServer{broker: broker, auth: auth, publicURL: publicURL, logger: logger}
+	// A remote server's new tool list is the next request's, for every
+	// token of the org.
+	m.remote = newRemoteMCP(broker, func(org string) { m.lists.forget(func(l *toolList) bool { return l.org == org }) })
 	m.handler = mcp.NewStreamableHTTPHandler(m.serverFor, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
 		JSONResponse: true,
@@ -139,6 +143,12 @@ func (m *mcpServer) newServer(org string, creds []*agentCred) *mcp.Server {
 	names := toolNames(creds)
 	for _, c := range creds {
 		name := names[c.Name]
+		for _, t := range c.remote {
+			m.addRemoteTool(s, org, c, t)
+		}
+		if c.Use != "mail" && !c.HTTP {
+			continue // remote tools only
+		}
 		if c.Use == "mail" {
 			s.AddTool(&mcp.Tool{Name: name, Title: "Send email with " + c.Name, Description: mailToolDescription(c), InputSchema: mailToolSchema},
 				func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -269,16 +279,27 @@ func (m *mcpServer) listCredentials(org string, creds []*agentCred) *mcp.CallToo
 	names := toolNames(creds)
 	type line struct {
 		Name         string `json:"name"`
-		Tool         string `json:"tool"`
+		Tool         string `json:"tool,omitempty"`
 		Service      string `json:"service"`
 		Type         string `json:"type"`
 		Status       string `json:"status"`
 		StatusReason string `json:"status_reason,omitempty"`
 		PortalURL    string `json:"portal_url"`
+		// RemoteTools are the tools of the service's MCP server it may
+		// call; RemoteError why they could not be listed.
+		RemoteTools []string `json:"remote_tools,omitempty"`
+		RemoteError string   `json:"remote_tools_error,omitempty"`
 	}
 	out := []line{}
 	for _, c := range creds {
-		l := line{Name: c.Name, Tool: names[c.Name], Service: c.Service, Type: c.Type, Status: c.Status, StatusReason: c.Reason, PortalURL: m.credPageURL(org, c.Name)}
+		l := line{Name: c.Name, Service: c.Service, Type: c.Type, Status: c.Status, StatusReason: c.Reason, PortalURL: m.credPageURL(org, c.Name),
+			RemoteError: c.remoteErr}
+		if c.HTTP || c.Use == "mail" {
+			l.Tool = names[c.Name]
+		}
+		for _, t := range c.remote {
+			l.RemoteTools = append(l.RemoteTools, remoteToolName(c.Name, t.Name))
+		}
 		if c.Unusable != "" {
 			l.Status, l.StatusReason = "unavailable", c.Unusable
 		}

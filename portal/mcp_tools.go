@@ -46,9 +46,18 @@ type agentCred struct {
 	Status      string `json:"status"`
 	Reason      string `json:"status_reason"`
 	Use         string `json:"use"`
-	// Rules are the calls the token may make, "GET /v1/balance"; empty
-	// means any.
+	// MCPURL is the service's remote MCP server, whose tools the agent
+	// may call as <cred>.<tool>.
+	MCPURL string `json:"mcp_url"`
+	// HTTP says whether the token may call the service's HTTP API; Rules
+	// are the calls it may make, "GET /v1/balance", empty meaning any.
+	HTTP  bool     `json:"-"`
 	Rules []string `json:"-"`
+	// Tools are the remote tools the token may call; remote the remote
+	// server's tools it may, remoteErr why they could not be listed.
+	Tools     toolRules   `json:"-"`
+	remote    []*mcp.Tool `json:"-"`
+	remoteErr string      `json:"-"`
 	// Unusable says why the engine would not describe it (deleted, or
 	// created again after the agent was given it).
 	Unusable string `json:"-"`
@@ -84,6 +93,8 @@ type toolList struct {
 	resource, grant string
 	// role is the AppRole role the token logged in with: its agent.
 	role string
+	// org is the org whose MCP server it is.
+	org string
 }
 
 // toolLists caches each token's credentials by tokenKey.
@@ -182,7 +193,7 @@ func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList,
 
 	creds := make([]*agentCred, 0, len(granted))
 	for name, g := range granted {
-		creds = append(creds, &agentCred{Name: name, Use: g.use, Rules: g.rules})
+		creds = append(creds, &agentCred{Name: name, Use: g.use, Rules: g.rules, HTTP: g.http, Tools: g.tools})
 	}
 	sort.Slice(creds, func(i, j int) bool { return creds[i].Name < creds[j].Name })
 	eg, ectx := errgroup.WithContext(ctx)
@@ -194,7 +205,18 @@ func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList,
 		})
 	}
 	_ = eg.Wait()
-	list := &toolList{creds: creds, resource: self.Data.Meta[provision.MetaMCPResource], grant: self.Data.Meta[provision.MetaMCPGrant],
+	eg, ectx = errgroup.WithContext(ctx)
+	eg.SetLimit(8)
+	for _, c := range creds {
+		if c.MCPURL != "" && c.blocked() == "" && len(c.Tools.allow) > 0 {
+			eg.Go(func() error {
+				m.listRemote(ectx, org, token, c)
+				return nil
+			})
+		}
+	}
+	_ = eg.Wait()
+	list := &toolList{org: org, creds: creds, resource: self.Data.Meta[provision.MetaMCPResource], grant: self.Data.Meta[provision.MetaMCPGrant],
 		role: self.Data.Meta["role_name"]}
 	if len(creds) > 0 {
 		list.server = m.newServer(org, creds)
@@ -205,8 +227,8 @@ func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList,
 
 // describe reads the credential's description with the agent's token.
 func (m *mcpServer) describe(ctx context.Context, org, token string, c *agentCred) {
-	use, rules := c.Use, c.Rules
-	path := contract.UsePath(org, use, c.Name)
+	keep := *c
+	path := contract.UsePath(org, keep.Use, c.Name)
 	var out struct {
 		Data agentCred `json:"data"`
 	}
@@ -216,7 +238,7 @@ func (m *mcpServer) describe(ctx context.Context, org, token string, c *agentCre
 		return
 	}
 	*c = out.Data
-	c.Name, c.Use, c.Rules = strings.TrimSpace(c.Name), use, rules
+	c.Name, c.Use, c.HTTP, c.Rules, c.Tools = strings.TrimSpace(c.Name), keep.Use, keep.HTTP, keep.Rules, keep.Tools
 }
 
 type aclPermissions struct {
@@ -224,17 +246,43 @@ type aclPermissions struct {
 }
 
 type grant struct {
-	use   string
+	use string
+	// http says whether the token may call the service's HTTP API; rules
+	// narrow it ("GET /v1/balance"), nil meaning any call.
+	http  bool
 	rules []string
+	tools toolRules
+}
+
+// toolRules are the remote MCP tools a token may call, as its ACL names
+// them: a tool's name, or a prefix ending in '*'. Vault decides each call;
+// these only keep the tools it would refuse out of the agent's list.
+type toolRules struct {
+	allow, deny []string
+}
+
+func (r toolRules) allows(tool string) bool {
+	return matchTool(r.allow, tool) && !matchTool(r.deny, tool)
+}
+
+func matchTool(patterns []string, tool string) bool {
+	for _, p := range patterns {
+		if prefix, glob := strings.CutSuffix(p, "*"); glob && strings.HasPrefix(tool, prefix) || p == tool {
+			return true
+		}
+	}
+	return false
 }
 
 // grantedCreds reads the credentials and rules out of the token's ACL
-// paths: orgs/<org>/proxy/<cred>[/<METHOD>/<path>] and orgs/<org>/mail/<cred>
-// that the token may update.
+// paths: orgs/<org>/proxy/<cred>[/<METHOD>/<path>],
+// orgs/<org>/proxy/<cred>/TOOL/<tool> and orgs/<org>/mail/<cred> that the
+// token may update, and the tools it is denied.
 func grantedCreds(org string, exact, glob map[string]aclPermissions) map[string]*grant {
 	out := map[string]*grant{}
 	add := func(p string, perms aclPermissions, isGlob bool) {
-		if !slices.Contains(perms.Capabilities, "update") && !slices.Contains(perms.Capabilities, "root") {
+		deny := slices.Contains(perms.Capabilities, "deny")
+		if !deny && !slices.Contains(perms.Capabilities, "update") && !slices.Contains(perms.Capabilities, "root") {
 			return
 		}
 		for _, use := range []string{contract.UseProxy, contract.UseMail} {
@@ -246,6 +294,18 @@ func grantedCreds(org string, exact, glob map[string]aclPermissions) map[string]
 			if !contract.ValidCredName(cred) {
 				return
 			}
+			if deny {
+				if tool, ok := strings.CutPrefix(rule, contract.MethodTool+"/"); ok && use == contract.UseProxy {
+					if out[cred] == nil {
+						out[cred] = &grant{use: use}
+					}
+					if isGlob {
+						tool += "*"
+					}
+					out[cred].tools.deny = append(out[cred].tools.deny, tool)
+				}
+				return
+			}
 			g := out[cred]
 			if g == nil {
 				g = &grant{use: use}
@@ -255,11 +315,7 @@ func grantedCreds(org string, exact, glob map[string]aclPermissions) map[string]
 				g.use = contract.UseMail
 				return
 			}
-			if r := describeRule(rule, isGlob); r != "" {
-				g.rules = append(g.rules, r)
-			} else {
-				g.rules = append(g.rules, "any")
-			}
+			g.addRule(rule, isGlob)
 		}
 	}
 	for p, perms := range exact {
@@ -268,13 +324,42 @@ func grantedCreds(org string, exact, glob map[string]aclPermissions) map[string]
 	for p, perms := range glob {
 		add(p, perms, true)
 	}
-	for _, g := range out {
+	for name, g := range out {
+		if !g.http && len(g.tools.allow) == 0 && g.use != contract.UseMail {
+			delete(out, name) // denied tools only
+			continue
+		}
 		if slices.Contains(g.rules, "any") {
 			g.rules = nil
 		}
 		sort.Strings(g.rules)
+		sort.Strings(g.tools.allow)
 	}
 	return out
+}
+
+// addRule adds one ACL path below proxy/<cred>/ (rule, "" for the
+// credential's own path) to what the grant allows.
+func (g *grant) addRule(rule string, isGlob bool) {
+	method, path, _ := strings.Cut(rule, "/")
+	switch {
+	case method == contract.MethodTool && !isGlob && path == "":
+		// Listing the tools: calling none.
+	case method == contract.MethodTool:
+		if isGlob {
+			path += "*"
+		}
+		g.tools.allow = append(g.tools.allow, path)
+	default:
+		g.http = true
+		r := describeRule(rule, isGlob)
+		if r == "" {
+			// Any method and path: TOOL and every tool too.
+			g.tools.allow = append(g.tools.allow, "*")
+			r = "any"
+		}
+		g.rules = append(g.rules, r)
+	}
 }
 
 // describeRule turns "GET/v1/charges/" (a glob) into "GET /v1/charges/*";
@@ -283,8 +368,8 @@ func describeRule(rule string, isGlob bool) string {
 	if rule == "" {
 		return ""
 	}
-	method, path, _ := strings.Cut(rule, "/")
-	if method == "" || (path == "" && isGlob) {
+	method, path, slash := strings.Cut(rule, "/")
+	if method == "" || !slash || (method == "+" && path == "" && isGlob) {
 		return ""
 	}
 	if method == "+" {

@@ -200,8 +200,13 @@ func (s *Server) Serve() error {
 	return nil
 }
 
-// Shutdown stops accepting requests and waits for those in flight.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+// Shutdown stops accepting requests, waits for those in flight and ends
+// the sessions with remote MCP servers.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	s.mcp.remote.closeAll()
+	return err
+}
 
 // ServeHTTP lets tests drive the portal without a socket.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }

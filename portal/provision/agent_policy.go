@@ -39,6 +39,9 @@ func agentPolicyHCL(org string, s AgentSpec, current map[string]credInfo) string
 		if !slices.Contains(paths, base) {
 			writePath(base, "read")
 		}
+		for _, t := range slices.Compact(slices.Sorted(slices.Values(s.DenyTools))) {
+			writePath(base+"/"+contract.MethodTool+"/"+t, "deny")
+		}
 		for _, p := range paths {
 			if p == base {
 				writePath(p, "read", "update")
@@ -70,11 +73,23 @@ path "auth/token/revoke-self" {
 
 // agentCredPaths are the Vault paths one credential's rules grant. Without
 // rules: the credential's Vault path with method and path as fields, and
-// every method and path below it. With rules: only the paths that name an
-// allowed method and path.
+// every method and path below it (remote tools included). With rules: only
+// the paths that name an allowed method and path, and the allowed remote
+// tools (TOOL/<tool>, with TOOL itself for listing them).
 func agentCredPaths(base string, s AgentSpec) []string {
-	if len(s.Methods) == 0 && len(s.Paths) == 0 {
+	if len(s.Methods) == 0 && len(s.Paths) == 0 && len(s.Tools) == 0 {
 		return []string{base, base + "/*"}
+	}
+	var out []string
+	if len(s.Tools) > 0 {
+		out = append(out, base+"/"+contract.MethodTool)
+		for _, t := range s.Tools {
+			out = append(out, base+"/"+contract.MethodTool+"/"+t)
+		}
+		if len(s.Methods) == 0 && len(s.Paths) == 0 {
+			sort.Strings(out)
+			return slices.Compact(out)
+		}
 	}
 	methods := slices.Clone(s.Methods)
 	if len(methods) == 0 {
@@ -84,7 +99,6 @@ func agentCredPaths(base string, s AgentSpec) []string {
 	if len(paths) == 0 {
 		paths = []string{"/*"}
 	}
-	var out []string
 	for _, m := range methods {
 		for _, p := range paths {
 			out = append(out, base+"/"+m+p)

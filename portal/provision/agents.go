@@ -79,6 +79,13 @@ type AgentSpec struct {
 	// "/v1/customers/+/sources" (one segment of any name). The query is
 	// never matched.
 	Paths []string
+	// Tools, when set, are the tools of the credentials' remote MCP
+	// servers (mcp_url) it may call, by the remote server's name
+	// (create_issue), or "*" for all; without Methods or Paths beside them
+	// it may call those tools only, not the service's HTTP API.
+	Tools []string
+	// DenyTools are remote tools it may never call, whatever else allows.
+	DenyTools []string
 	// TokenTTL is its tokens' life (default 15 minutes); TokenMaxTTL how
 	// long renewals may extend it (default: TokenTTL, no renewal).
 	TokenTTL    time.Duration
@@ -99,10 +106,12 @@ type Agent struct {
 	Creds []string `json:"credentials"`
 	// Stale are the credentials it was given that it can no longer use:
 	// deleted, or deleted and created again.
-	Stale    []string      `json:"stale_credentials,omitempty"`
-	Methods  []string      `json:"methods,omitempty"`
-	Paths    []string      `json:"paths,omitempty"`
-	TokenTTL time.Duration `json:"token_ttl"`
+	Stale     []string      `json:"stale_credentials,omitempty"`
+	Methods   []string      `json:"methods,omitempty"`
+	Paths     []string      `json:"paths,omitempty"`
+	Tools     []string      `json:"tools,omitempty"`
+	DenyTools []string      `json:"deny_tools,omitempty"`
+	TokenTTL  time.Duration `json:"token_ttl"`
 }
 
 func (s *AgentSpec) validate(org string) error {
@@ -128,6 +137,19 @@ func (s *AgentSpec) validate(org string) error {
 	for _, p := range s.Paths {
 		if err := validatePathRule(p); err != nil {
 			return fmt.Errorf("%w: path %q: %v", ErrBadAgentSpec, p, err)
+		}
+	}
+	for _, t := range s.Tools {
+		if t != "*" && !contract.ValidToolName(t) {
+			return fmt.Errorf("%w: tool %q: a tool name is 1 to 128 of A-Z, a-z, 0-9, '_', '-' and '.', or * for every tool", ErrBadAgentSpec, t)
+		}
+	}
+	for _, t := range s.DenyTools {
+		if !contract.ValidToolName(t) {
+			return fmt.Errorf("%w: denied tool %q: a tool name is 1 to 128 of A-Z, a-z, 0-9, '_', '-' and '.'", ErrBadAgentSpec, t)
+		}
+		if slices.Contains(s.Tools, t) {
+			return fmt.Errorf("%w: tool %q is both allowed and denied", ErrBadAgentSpec, t)
 		}
 	}
 	if s.TokenTTL == 0 {
@@ -456,8 +478,16 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string, current ma
 		return a, nil
 	}
 	proxyPrefix, mailPrefix := contract.UsePath(org, contract.UseProxy, ""), contract.UsePath(org, contract.UseMail, "")
-	var methods, paths []string
+	var methods, paths, tools, denyTools []string
 	for p, r := range rules.Path {
+		if r != nil && slices.Contains(r.Capabilities, "deny") {
+			if rest, ok := strings.CutPrefix(p, proxyPrefix); ok {
+				if _, tool, ok := strings.Cut(rest, "/"+contract.MethodTool+"/"); ok {
+					denyTools = append(denyTools, tool)
+				}
+			}
+			continue
+		}
 		if r == nil || !slices.Contains(r.Capabilities, "update") {
 			continue
 		}
@@ -475,6 +505,12 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string, current ma
 			continue
 		}
 		method, path, _ := strings.Cut(rule, "/")
+		if method == contract.MethodTool {
+			if path != "" {
+				tools = append(tools, path)
+			}
+			continue
+		}
 		if method != "+" {
 			methods = append(methods, method)
 		}
@@ -485,6 +521,8 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string, current ma
 	a.Creds = compactSorted(a.Creds)
 	a.Methods = compactSorted(methods)
 	a.Paths = compactSorted(paths)
+	a.Tools = compactSorted(tools)
+	a.DenyTools = compactSorted(denyTools)
 	if a.Stale, err = staleCredentials(ctx, c, name, a.Creds, current); err != nil {
 		return nil, err
 	}
