@@ -1,0 +1,198 @@
+package integration
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/clankteam/credentials/internal/contract"
+	"github.com/clankteam/credentials/portal"
+	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/testing/oauthserver"
+	"github.com/clankteam/credentials/testing/remotemcp"
+)
+
+// Remote MCP servers through the portal: the engine connects a credential
+// to a remote MCP server protected by the fosite test server (discovery,
+// RFC 7591 registration, PKCE, resource, iss), and agents call the remote
+// server's tools on /mcp/<org> as <cred>.<tool>, each request authorized by
+// Vault with the agent's token, the remote token never in their sight.
+
+// remoteMCPNames lists a session's tool names, sorted.
+func remoteMCPNames(t *testing.T, s *mcp.ClientSession) []string {
+	t.Helper()
+	tools, err := s.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Long on purpose: one story told in order, whose steps depend on the ones before.
+func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
+	ctx := context.Background()
+	org := newOrg(t, "remote-mcp")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+
+	as, err := oauthserver.Start(oauthserver.Options{AutoApprove: true, IssInCallback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(as.Close)
+	remote, err := remotemcp.Start(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(remote.Close)
+
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	root := vault.Client()
+	if err := root.Sys().EnableAuditWithOptionsWithContext(ctx, "remote-mcp-audit", &api.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": auditLog, "log_raw": "false"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Sys().DisableAuditWithContext(ctx, "remote-mcp-audit") })
+
+	write(t, admin, mount+"/config", map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	write(t, admin, mount+"/services/tracker", map[string]interface{}{"types": "oauth2", "mcp_url": remote.MCPURL()})
+	write(t, admin, mount+"/apps/tracker-app", map[string]interface{}{"service": "tracker", "register": true})
+	write(t, admin, mount+"/creds/tracker", map[string]interface{}{"type": "oauth2", "service": "tracker", "app": "tracker-app"})
+	started := write(t, admin, mount+"/creds/tracker/connect", nil)
+	back := authorizeAt(t, started.Data["auth_url"].(string))
+	write(t, admin, mount+"/creds/tracker/callback", map[string]interface{}{
+		"code": back.Get("code"), "state": back.Get("state"), "iss": back.Get("iss"),
+	})
+
+	full := newAgent(t, org, provision.AgentSpec{Name: "triage", Creds: []string{"tracker"}})
+	reporter := newAgent(t, org, provision.AgentSpec{Name: "reporter", Creds: []string{"tracker"}, Tools: []string{"create_issue"}})
+	cautious := newAgent(t, org, provision.AgentSpec{Name: "cautious", Creds: []string{"tracker"}, DenyTools: []string{"delete_repo"}})
+
+	logs := &syncBuffer{}
+	base := servePortal(t, portal.Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}).URL()
+	endpoint := base + "/mcp/" + org
+
+	tr := &transcript{token: full}
+	s, err := mcpSession(t, endpoint, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	names := remoteMCPNames(t, s)
+	if !slices.Contains(names, "tracker.create_issue") || !slices.Contains(names, "tracker.delete_repo") {
+		t.Fatalf("tools %v: want the remote server's tools as tracker.<tool>", names)
+	}
+
+	// A call reaches the remote server with the org's token; the agent
+	// gets the remote result.
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.create_issue", Arguments: map[string]any{"title": "from the agent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.IsError || !strings.Contains(toolText(t, res), `"title":"from the agent"`) {
+		t.Fatalf("tracker.create_issue: error=%v %s", res.IsError, toolText(t, res))
+	}
+	if calls := remote.Calls(); len(calls) != 1 || calls[0] != (remotemcp.Call{Tool: "create_issue", Title: "from the agent"}) {
+		t.Fatalf("the remote server saw %v", calls)
+	}
+
+	// A remote 401 is answered by the engine and the request sent again:
+	// the agent sees a result, not the refusal.
+	remote.RefuseNext(1)
+	res, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.create_issue", Arguments: map[string]any{"title": "after a refusal"}})
+	if err != nil || res.IsError {
+		t.Fatalf("after one refusal: %v %s", err, toolText(t, res))
+	}
+	if n := len(remote.Calls()); n != 2 {
+		t.Fatalf("the remote server answered %d calls, want 2", n)
+	}
+
+	// Tool rules: reporter may list and call create_issue only, and has
+	// no HTTP tool; cautious everything but delete_repo.
+	trReporter := &transcript{token: reporter}
+	sr, err := mcpSession(t, endpoint, trReporter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sr.Close()
+	if got := remoteMCPNames(t, sr); strings.Join(got, " ") != "list_credentials tracker.create_issue" {
+		t.Errorf("reporter's tools %v, want list_credentials and tracker.create_issue", got)
+	}
+	res, err = sr.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.delete_repo", Arguments: map[string]any{"repo": "prod"}})
+	if err == nil && !res.IsError {
+		t.Fatalf("reporter called delete_repo: %s", toolText(t, res))
+	}
+	trCautious := &transcript{token: cautious}
+	sc, err := mcpSession(t, endpoint, trCautious)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if got := remoteMCPNames(t, sc); !slices.Contains(got, "tracker.create_issue") || slices.Contains(got, "tracker.delete_repo") {
+		t.Errorf("cautious's tools %v, want create_issue without delete_repo", got)
+	}
+	// Vault decides, whatever a list shows: the engine's tool path with
+	// reporter's token is refused for delete_repo.
+	_, err = vault.ClientWithToken(reporter).Logical().Write(mount+"/proxy/tracker/TOOL/delete_repo", map[string]interface{}{"edge_key": vault.PortalEdgeKey().ID})
+	assertStatus(t, err, http.StatusForbidden, "permission denied")
+	for _, c := range remote.Calls() {
+		if c.Tool == "delete_repo" {
+			t.Fatalf("the remote server ran delete_repo for an agent not allowed it")
+		}
+	}
+
+	// A grant revoked at the provider: the agent is told where a person
+	// reconnects it.
+	as.RevokeAll()
+	res, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.create_issue", Arguments: map[string]any{"title": "after revocation"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := toolText(t, res); !res.IsError || !strings.Contains(text, "reconnect") || !strings.Contains(text, base+"/orgs/"+org+"/creds/tracker") {
+		t.Fatalf("after revocation: error=%v %s", res.IsError, text)
+	}
+
+	// Each remote call was authorized by Vault on the tool's path.
+	audit, _ := os.ReadFile(auditLog)
+	for _, p := range []string{mount + "/proxy/tracker/TOOL", mount + "/proxy/tracker/TOOL/create_issue"} {
+		if !strings.Contains(string(audit), `"`+p+`"`) {
+			t.Errorf("the audit log does not show %s", p)
+		}
+	}
+	sec, err := admin.Logical().Read(mount + "/creds/tracker")
+	if err != nil || sec == nil || sec.Data["last_used_at"] == nil || sec.Data["last_used_at"] == "" {
+		t.Errorf("no last use recorded: %v %v", err, sec)
+	}
+
+	// Canary: the remote tokens are in no transcript, log or audit.
+	tokens := remote.Tokens()
+	if len(tokens) == 0 {
+		t.Fatal("the remote server accepted no token")
+	}
+	vaultLog, _ := vault.ReadLog()
+	for where, text := range map[string]string{
+		"triage's transcript": tr.String(), "reporter's transcript": trReporter.String(), "cautious's transcript": trCautious.String(),
+		"portal log": logs.String(), "vault log": string(vaultLog), "audit log": string(audit),
+	} {
+		for _, tok := range tokens {
+			if leaks(text, tok) {
+				t.Errorf("a remote token shows in the %s", where)
+			}
+		}
+	}
+}
