@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -154,6 +155,17 @@ func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 		if c.Tool == "delete_repo" {
 			t.Fatalf("the remote server ran delete_repo for an agent not allowed it")
 		}
+	}
+
+	// A tool the remote server adds is announced (tools/list_changed) and
+	// listed at once, not after the list's 5 minutes of reuse.
+	remote.AddTool("close_issue")
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(remoteMCPNames(t, s), "tracker.close_issue") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tracker.close_issue is not listed 10 s after the remote server announced it")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	// A grant revoked at the provider: the agent is told where a person

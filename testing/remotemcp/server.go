@@ -24,6 +24,7 @@ import (
 type Server struct {
 	http *http.Server
 	base string
+	mcp  *mcp.Server
 
 	mu     sync.Mutex
 	calls  []Call
@@ -94,7 +95,10 @@ func Start(as *oauthserver.Server) (*Server, error) {
 	mux.Handle("/.well-known/oauth-protected-resource/mcp", auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
 		Resource: s.MCPURL(), AuthorizationServers: []string{as.Issuer()}, BearerMethodsSupported: []string{"header"},
 	}))
-	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true})
+	s.mcp = server
+	// Sessions, as most remote servers keep: a tool added later is
+	// announced to them (notifications/tools/list_changed).
+	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
 	mux.Handle("/mcp", auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{
 		ResourceMetadataURL: s.base + "/.well-known/oauth-protected-resource/mcp",
 	})(mcpHandler))
@@ -130,6 +134,18 @@ func (s *Server) RefuseNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refuse = n
+}
+
+// AddTool adds a tool (named name, answering "done"), which the server
+// announces to its sessions.
+func (s *Server) AddTool(name string) {
+	s.mcp.AddTool(&mcp.Tool{Name: name, Description: "Added later.", InputSchema: map[string]any{"type": "object"}},
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			s.mu.Lock()
+			s.calls = append(s.calls, Call{Tool: name})
+			s.mu.Unlock()
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil
+		})
 }
 
 // Close stops the server.
