@@ -22,7 +22,7 @@ func agentCommand(ctx context.Context, verb string, args []string, stdout io.Wri
 	fs := flag.NewFlagSet("agent "+verb, flag.ContinueOnError)
 	org := fs.String("org", "", "the agent's org")
 	var creds, methods listFlag
-	var paths repeatFlag
+	var paths, tools, denyTools repeatFlag
 	ttl := fs.Duration("ttl", provision.DefaultAgentTokenTTL, "life of the agent's Vault tokens")
 	loginFile := ""
 	if verb == "create" {
@@ -33,13 +33,15 @@ func agentCommand(ctx context.Context, verb string, args []string, stdout io.Wri
 		fs.Var(&creds, "cred", "credential the agent may use (repeat, or comma-separated)")
 		fs.Var(&methods, "method", "only this HTTP method (repeat for more; default any)")
 		fs.Var(&paths, "path", "only this path, matched segment by segment: /v1/balance, '/v1/charges/*' (below), '/v1/+/x' (one segment); the query is never matched (repeat for more; default any)")
+		fs.Var(&tools, "tool", "only this tool of a remote MCP server (mcp_url), or * for all; alone, no HTTP calls (repeat for more; default any)")
+		fs.Var(&denyTools, "deny-tool", "never this remote MCP tool, whatever else allows it (repeat for more)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *org == "" || (verb != "list" && fs.NArg() != 1) || (verb == "list" && fs.NArg() != 0) {
 		return fmt.Errorf("usage: portal agent %s -org <org>%s", verb, map[string]string{
-			"create": " -cred <name>[,<name>...] [-method M]... [-path GLOB]... [-ttl 15m] <agent>",
+			"create": " -cred <name>[,<name>...] [-method M]... [-path GLOB]... [-tool T]... [-deny-tool T]... [-ttl 15m] <agent>",
 			"delete": " <agent>", "list": "",
 		}[verb])
 	}
@@ -51,7 +53,7 @@ func agentCommand(ctx context.Context, verb string, args []string, stdout io.Wri
 	case "create":
 		login, err := provision.CreateAgent(ctx, c, *org, provision.AgentSpec{
 			Name: fs.Arg(0), Creds: creds, Methods: methods, Paths: paths,
-			TokenTTL: *ttl, TokenMaxTTL: *maxTTL,
+			Tools: tools, DenyTools: denyTools, TokenTTL: *ttl, TokenMaxTTL: *maxTTL,
 		})
 		if err != nil {
 			return err
@@ -86,10 +88,14 @@ prints a fresh one for clients that run a header helper.
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "AGENT\tCREDENTIALS\tMETHODS\tPATHS\tTOKEN TTL")
+		fmt.Fprintln(tw, "AGENT\tCREDENTIALS\tMETHODS\tPATHS\tTOOLS\tTOKEN TTL")
 		for _, a := range agents {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.Name, strings.Join(a.Creds, ","),
-				orAny(a.Methods), orAny(a.Paths), a.TokenTTL.Round(time.Second))
+			tools := orAny(a.Tools)
+			if len(a.DenyTools) > 0 {
+				tools += " but " + strings.Join(a.DenyTools, ",")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, strings.Join(a.Creds, ","),
+				orAny(a.Methods), orAny(a.Paths), tools, a.TokenTTL.Round(time.Second))
 		}
 		return tw.Flush()
 	}

@@ -74,7 +74,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,mcp,mcp-oauth,mail); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
@@ -150,7 +150,9 @@ type stack struct {
 	smtp *smtpserver.Server
 	// mcpClient holds the mcp-oauth scenario's OAuth tokens.
 	mcpClient *mcpOAuth
-	tmp       string
+	// remote is the remote MCP server of the remote-* scenarios.
+	remote *remoteBench
+	tmp    string
 }
 
 func setUp(ctx context.Context) (*stack, error) {
@@ -202,6 +204,10 @@ func setUp(ctx context.Context) (*stack, error) {
 	if st.mcpClient, err = st.signInMCPClient(ctx); err != nil {
 		st.stop()
 		return nil, fmt.Errorf("signing an MCP client in by OAuth: %w", err)
+	}
+	if err := st.setUpRemote(ctx); err != nil {
+		st.stop()
+		return nil, fmt.Errorf("connecting a remote MCP server: %w", err)
 	}
 	if peer.proxy != "" {
 		proxy, err := url.Parse(peer.proxy)
@@ -281,6 +287,9 @@ func (st *stack) provision(ctx context.Context) error {
 }
 
 func (st *stack) stop() {
+	if st.remote != nil {
+		st.remote.stop()
+	}
 	if st.portal != nil {
 		_ = st.portal.Shutdown(context.Background())
 	}
@@ -322,6 +331,7 @@ func (st *stack) scenarios() []scenario {
 		}},
 	}
 	all = append(all, st.agentScenarios()...)
+	all = append(all, st.remoteScenarios()...)
 	if st.peerClient != nil {
 		all = append(all, scenario{"peer", "peer: Agent Vault forward proxy", func(ctx context.Context) error {
 			return st.peerGet(ctx, "http://"+peer.host+"/v1/ping")
@@ -481,6 +491,12 @@ func printTable(w io.Writer, rs []result, n, conc int, d time.Duration, rounds i
 	for _, r := range rs {
 		by[r.name] = r
 		fmt.Fprintf(w, "| %s | %s | %s | %.0f req/s | %s | %s | %s |\n", r.desc, ms(r.p50), ms(r.p99), r.rps, ms(r.cp50), ms(r.cp99), r.cpu)
+	}
+	if d, ok := by["remote-direct"]; ok {
+		if r, ok := by["remote-mcp"]; ok {
+			fmt.Fprintln(w)
+			fmt.Fprintf(w, "%s: p50 over the direct call %s; throughput %.2fx the direct call's\n", r.desc, ms(r.p50-d.p50), r.rps/d.rps)
+		}
 	}
 	direct, okD := by["direct"]
 	floor, okF := by["floor"]
