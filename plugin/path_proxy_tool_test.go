@@ -23,16 +23,7 @@ type remoteToolFixture struct {
 
 func newRemoteToolFixture(t *testing.T) *remoteToolFixture {
 	f := &remoteToolFixture{mcpFixture: newMCPFixture(t)}
-	as, err := oauthserver.Start(oauthserver.Options{AutoApprove: true, IssInCallback: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(as.Close)
-	remote, err := remotemcp.Start(as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(remote.Close)
+	as, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
 	f.as, f.remote = as, remote
 	b, s := f.b, f.s
 	mustOK(t, do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"redirect_url": testRedirectURL}))

@@ -274,16 +274,7 @@ func TestCatalogEntriesAreComplete(t *testing.T) {
 // stores nothing.
 func TestRemoteMCPService(t *testing.T) {
 	b, s, _ := getTestBackend(t)
-	as, err := oauthserver.New(oauthserver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(as.Close)
-	remote, err := remotemcp.Start(as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(remote.Close)
+	as, remote := remotemcp.StartForTest(t, oauthserver.Options{})
 
 	mustOK(t, do(t, b, s, logical.CreateOperation, "services/remote", map[string]interface{}{"types": "oauth2", "mcp_url": remote.MCPURL()}))
 	got := mustOK(t, do(t, b, s, logical.ReadOperation, "services/remote", nil)).Data

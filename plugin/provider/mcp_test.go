@@ -23,16 +23,7 @@ func noRedirects() *http.Client {
 // the code exchange and the refresh both carry the server's resource
 // (RFC 8707); the token then opens the MCP server.
 func TestRemoteMCPServerAuthorization(t *testing.T) {
-	as, err := oauthserver.New(oauthserver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(as.Close)
-	remote, err := remotemcp.Start(as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(remote.Close)
+	as, remote := remotemcp.StartForTest(t, oauthserver.Options{})
 	h := New(noRedirects(), 10*time.Second)
 	ctx := context.Background()
 

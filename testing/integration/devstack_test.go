@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"strings"
 	"testing"
 
@@ -75,16 +74,7 @@ func TestDevstackOnAnExistingVault(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	tools, err := s.ListTools(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tool := range tools.Tools {
-		names = append(names, tool.Name)
-	}
-	sort.Strings(names)
-	if fmt.Sprint(names) != "[demo-api demo-oauth list_credentials send_email]" {
+	if names := toolNamesOf(t, s); fmt.Sprint(names) != "[demo-api demo-oauth list_credentials send_email]" {
 		t.Fatalf("the demo agent's tools: %v", names)
 	}
 	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo-api", Arguments: map[string]any{"path": "/v1/balance"}})

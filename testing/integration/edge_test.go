@@ -427,6 +427,22 @@ func TestEdgeRefusesAtOnceWhatVaultNoLongerAllows(t *testing.T) {
 	}
 }
 
+// fileAudit enables a file audit device at path name until the test ends
+// and returns its file.
+func fileAudit(t *testing.T, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	root := vault.Client()
+	if err := root.Sys().EnableAuditWithOptionsWithContext(ctx, name, &api.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": auditLog, "log_raw": "false"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Sys().DisableAuditWithContext(ctx, name) })
+	return auditLog
+}
+
 // syncBuffer is a log sink safe for the portal's goroutines.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -450,7 +466,6 @@ func (b *syncBuffer) String() string {
 // answer, the portal's log, Vault's log and a file audit log for it in
 // any form. Each edge call is in the audit log.
 func TestEdgeCanary(t *testing.T) {
-	ctx := context.Background()
 	const canary = "sk_live_CANARY_edge_4b7c9d1e2f3a5b6c"
 	up, err := upstream.Start(upstream.Options{Key: canary, Record: true})
 	if err != nil {
@@ -465,14 +480,7 @@ func TestEdgeCanary(t *testing.T) {
 	token := newAgent(t, org, provision.AgentSpec{Name: "canary", Creds: []string{"key"}})
 	up.SetForbidden(token)
 
-	auditLog := filepath.Join(t.TempDir(), "audit.log")
-	root := vault.Client()
-	if err := root.Sys().EnableAuditWithOptionsWithContext(ctx, "edge-audit", &api.EnableAuditOptions{
-		Type: "file", Options: map[string]string{"file_path": auditLog, "log_raw": "false"},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = root.Sys().DisableAuditWithContext(ctx, "edge-audit") })
+	auditLog := fileAudit(t, "edge-audit")
 
 	logs := &syncBuffer{}
 	srv := servePortal(t, portal.Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})

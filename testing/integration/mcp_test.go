@@ -85,6 +85,21 @@ func mcpSession(t *testing.T, endpoint string, tr *transcript) (*mcp.ClientSessi
 	return client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: &http.Client{Transport: tr}}, nil)
 }
 
+// toolNamesOf lists a session's tool names, sorted.
+func toolNamesOf(t *testing.T, s *mcp.ClientSession) []string {
+	t.Helper()
+	tools, err := s.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
 func toolText(t *testing.T, res *mcp.CallToolResult) string {
 	t.Helper()
 	var parts []string

@@ -5,14 +5,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/clankteam/credentials/internal/contract"
@@ -28,21 +25,6 @@ import (
 // server's tools on /mcp/<org> as <cred>.<tool>, each request authorized by
 // Vault with the agent's token, the remote token never in their sight.
 
-// remoteMCPNames lists a session's tool names, sorted.
-func remoteMCPNames(t *testing.T, s *mcp.ClientSession) []string {
-	t.Helper()
-	tools, err := s.ListTools(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tool := range tools.Tools {
-		names = append(names, tool.Name)
-	}
-	sort.Strings(names)
-	return names
-}
-
 // Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 	ctx := context.Background()
@@ -50,25 +32,9 @@ func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 	mount := contract.Mount(org)
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
 
-	as, err := oauthserver.Start(oauthserver.Options{AutoApprove: true, IssInCallback: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(as.Close)
-	remote, err := remotemcp.Start(as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(remote.Close)
+	as, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
 
-	auditLog := filepath.Join(t.TempDir(), "audit.log")
-	root := vault.Client()
-	if err := root.Sys().EnableAuditWithOptionsWithContext(ctx, "remote-mcp-audit", &api.EnableAuditOptions{
-		Type: "file", Options: map[string]string{"file_path": auditLog, "log_raw": "false"},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = root.Sys().DisableAuditWithContext(ctx, "remote-mcp-audit") })
+	auditLog := fileAudit(t, "remote-mcp-audit")
 
 	write(t, admin, mount+"/config", map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
 	write(t, admin, mount+"/services/tracker", map[string]interface{}{"types": "oauth2", "mcp_url": remote.MCPURL()})
@@ -94,7 +60,7 @@ func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	names := remoteMCPNames(t, s)
+	names := toolNamesOf(t, s)
 	if !slices.Contains(names, "tracker.create_issue") || !slices.Contains(names, "tracker.delete_repo") {
 		t.Fatalf("tools %v: want the remote server's tools as tracker.<tool>", names)
 	}
@@ -131,7 +97,7 @@ func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sr.Close()
-	if got := remoteMCPNames(t, sr); strings.Join(got, " ") != "list_credentials tracker.create_issue" {
+	if got := toolNamesOf(t, sr); strings.Join(got, " ") != "list_credentials tracker.create_issue" {
 		t.Errorf("reporter's tools %v, want list_credentials and tracker.create_issue", got)
 	}
 	res, err = sr.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.delete_repo", Arguments: map[string]any{"repo": "prod"}})
@@ -144,7 +110,7 @@ func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sc.Close()
-	if got := remoteMCPNames(t, sc); !slices.Contains(got, "tracker.create_issue") || slices.Contains(got, "tracker.delete_repo") {
+	if got := toolNamesOf(t, sc); !slices.Contains(got, "tracker.create_issue") || slices.Contains(got, "tracker.delete_repo") {
 		t.Errorf("cautious's tools %v, want create_issue without delete_repo", got)
 	}
 	// Vault decides, whatever a list shows: the engine's tool path with
@@ -161,7 +127,7 @@ func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 	// listed at once, not after the list's 5 minutes of reuse.
 	remote.AddTool("close_issue")
 	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Contains(remoteMCPNames(t, s), "tracker.close_issue") {
+	for !slices.Contains(toolNamesOf(t, s), "tracker.close_issue") {
 		if time.Now().After(deadline) {
 			t.Fatalf("tracker.close_issue is not listed 10 s after the remote server announced it")
 		}

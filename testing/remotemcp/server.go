@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -152,3 +153,20 @@ func (s *Server) AddTool(name string) {
 func (s *Server) Close() { _ = s.http.Close() }
 
 func ptr[T any](v T) *T { return &v }
+
+// StartForTest starts an authorization server with opts and a remote MCP
+// server protected by it, both stopped when the test ends.
+func StartForTest(t testing.TB, opts oauthserver.Options) (*oauthserver.Server, *Server) {
+	t.Helper()
+	as, err := oauthserver.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(as.Close)
+	remote, err := Start(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(remote.Close)
+	return as, remote
+}
