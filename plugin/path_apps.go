@@ -28,6 +28,9 @@ type oauthApp struct {
 	// (""; a person connects) or client_credentials (app-only tokens,
 	// minted on use).
 	Grant string `json:"grant,omitempty"`
+	// Public: its client has no secret (registered as a public client, or
+	// by the portal's client ID metadata document).
+	Public bool `json:"public,omitempty"`
 }
 
 // Grants an app may use.
@@ -45,7 +48,7 @@ func (a *oauthApp) grant() string {
 
 // client is the app as the provider package knows it.
 func (a *oauthApp) client() provider.App {
-	return provider.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret}
+	return provider.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret, Public: a.Public}
 }
 
 func getApp(ctx context.Context, s logical.Storage, name string) (*oauthApp, error) {
@@ -104,7 +107,7 @@ func pathApps(b *backend) []*framework.Path {
 				},
 				"register": {
 					Type:        framework.TypeBool,
-					Description: "Register the app at the service's RFC 7591 registration endpoint (oauth.registration_url, which a service's mcp_url fills) instead of giving client_id and client_secret: the authorization server's answer is kept as the app's. Needs config redirect_url, which is registered as the redirect URI. Only when the app is created. Example: vault write orgs/acme/apps/linear-mcp service=linear-mcp register=true",
+					Description: "Get the app's client from the service's authorization server instead of giving client_id and client_secret: where it takes client ID metadata documents (CIMD, found by a service's mcp_url) and config client_metadata_url is set, the client ID is that URL, the portal's document, and nothing is registered; else the app is registered at the RFC 7591 endpoint (oauth.registration_url) and the server's answer kept. Needs config redirect_url, the redirect URI. Only when the app is created. Example: vault write orgs/acme/apps/linear-mcp service=linear-mcp register=true",
 				},
 				"grant": {
 					Type:          framework.TypeString,
@@ -187,6 +190,7 @@ func (b *backend) pathAppWrite(ctx context.Context, req *logical.Request, d *fra
 			return nil, userErrorf("app %q exists: register=true only creates an app", name)
 		}
 		a.ClientID, a.ClientSecret = reg.ClientID, reg.ClientSecret
+		a.Public = reg.AuthMethod == provider.AuthNone
 	}
 	if v, ok := d.GetOk("service"); ok {
 		if !creating && v.(string) != a.Service {
@@ -240,12 +244,18 @@ func (b *backend) registerApp(ctx context.Context, req *logical.Request, d *fram
 	if err != nil {
 		return nil, err
 	}
-	if svc == nil || svc.OAuth == nil || svc.OAuth.RegistrationURL == "" {
-		return nil, userErrorf("register=true needs a service with oauth.registration_url (a remote MCP server's service, written with mcp_url, has one when its authorization server offers RFC 7591 registration)")
-	}
 	cfg, err := b.getConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
+	}
+	if svc != nil && svc.OAuth != nil && svc.OAuth.CIMD && cfg.ClientMetadataURL != "" {
+		// The authorization server reads the portal's document when the
+		// client first asks; nothing is registered.
+		b.logger.Info("app uses the portal's client ID metadata document", "app", name, "service", svcName)
+		return &provider.Registration{ClientID: cfg.ClientMetadataURL, AuthMethod: provider.AuthNone}, nil
+	}
+	if svc == nil || svc.OAuth == nil || svc.OAuth.RegistrationURL == "" {
+		return nil, userErrorf("register=true needs a service whose authorization server takes client ID metadata documents (with config client_metadata_url set) or offers RFC 7591 registration (oauth.registration_url); a remote MCP server's service, written with mcp_url, has what discovery found")
 	}
 	if cfg.RedirectURL == "" {
 		return nil, userErrorf("redirect_url is not configured: write the portal's OAuth callback URL to config first; it is the registered redirect URI")
@@ -292,7 +302,7 @@ func applyAppFields(d *framework.FieldData, svc *service, a *oauthApp, creating 
 		return userErrorf("the client credentials grant needs a confidential client, and service %s's clients are public", a.Service)
 	case svc.OAuth != nil && svc.OAuth.Public() && a.ClientSecret != "":
 		return userErrorf("service %s's clients are public (token_auth_method none, with PKCE): an app of it has no client_secret", a.Service)
-	case creating && a.ClientSecret == "" && (svc.OAuth == nil || !svc.OAuth.Public()):
+	case creating && a.ClientSecret == "" && !a.Public && (svc.OAuth == nil || !svc.OAuth.Public()):
 		return userErrorf("client_secret is required (a public client, without one, needs a service with token_auth_method none and pkce)")
 	}
 	if v, ok := d.GetOk("scopes"); ok {
@@ -349,6 +359,7 @@ func appResponse(a *oauthApp) *logical.Response {
 		"scopes":            a.Scopes,
 		"description":       a.Description,
 		"grant":             a.grant(),
+		"public":            a.Public,
 	}}
 }
 

@@ -37,6 +37,9 @@ const (
 type mountConfig struct {
 	// RedirectURL is the portal's OAuth callback registered with providers.
 	RedirectURL string `json:"redirect_url"`
+	// ClientMetadataURL is where the portal serves its client ID metadata
+	// document: the client ID of apps registered by CIMD.
+	ClientMetadataURL string `json:"client_metadata_url,omitempty"`
 	// RefreshAhead is how long before expiry an access token is refreshed.
 	RefreshAhead time.Duration `json:"refresh_ahead"`
 	// WarnBefore is how long before expiry a credential needs attention.
@@ -78,6 +81,10 @@ func pathConfig(b *backend) []*framework.Path {
 			"redirect_url": {
 				Type:        framework.TypeString,
 				Description: "Absolute http(s) URL of the portal's OAuth callback, registered with each provider. Example: redirect_url=https://portal.acme.example/oauth/callback",
+			},
+			"client_metadata_url": {
+				Type:        framework.TypeString,
+				Description: "URL of the portal's client ID metadata document (<portal>/oauth/client.json): the client ID an app written with register=true gets from an authorization server that takes such documents (CIMD), instead of registering by RFC 7591. https, or http on a loopback address. Example: client_metadata_url=https://portal.acme.example/oauth/client.json",
 			},
 			"refresh_ahead": {
 				Type:        framework.TypeDurationSecond,
@@ -159,6 +166,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 	}
 	return &logical.Response{Data: map[string]interface{}{
 		"redirect_url":        cfg.RedirectURL,
+		"client_metadata_url": cfg.ClientMetadataURL,
 		"refresh_ahead":       int64(cfg.RefreshAhead.Seconds()),
 		"warn_before":         int64(cfg.WarnBefore.Seconds()),
 		"broker_timeout":      int64(cfg.BrokerTimeout.Seconds()),
@@ -191,6 +199,17 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			}
 		}
 		cfg.RedirectURL = raw
+	}
+	if v, ok := d.GetOk("client_metadata_url"); ok {
+		raw := v.(string)
+		if raw != "" {
+			u, err := url.Parse(raw)
+			loopback := err == nil && u.Scheme == "http" && (u.Hostname() == "127.0.0.1" || u.Hostname() == "::1" || u.Hostname() == "localhost")
+			if err != nil || (u.Scheme != "https" && !loopback) || u.Host == "" || u.Path == "" || u.Path == "/" || u.RawQuery != "" || u.Fragment != "" {
+				return nil, userErrorf("client_metadata_url must be an https URL with a path and no query or fragment (http only on a loopback address), e.g. https://portal.acme.example/oauth/client.json")
+			}
+		}
+		cfg.ClientMetadataURL = raw
 	}
 	durations := []struct {
 		field string

@@ -1,6 +1,10 @@
 package credentials
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +118,65 @@ func TestRemoteMCPToolPaths(t *testing.T) {
 	f.toolInjection("proxy/tracker/TOOL/create_issue", map[string]interface{}{"upstream_refused": true})
 	if got := f.as.TokenCallsFor("refresh_token"); got != before+1 {
 		t.Fatalf("a second refusal within %s refreshed again (%d calls)", refusedGrace, got-before)
+	}
+}
+
+// TestRemoteMCPAppByClientMetadataDocument: where the remote server's
+// authorization server takes client ID metadata documents and the org has
+// set the portal's, register=true makes the app that document's public
+// client, registers nothing, and the flow and refresh run with it; without
+// client_metadata_url the same app is registered by RFC 7591.
+func TestRemoteMCPAppByClientMetadataDocument(t *testing.T) {
+	f := newMCPFixture(t)
+	b, s := f.b, f.s
+	as, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true, CIMD: true})
+	var docURL string
+	doc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"client_id": docURL, "client_name": "Credentials broker",
+			"redirect_uris": []string{testRedirectURL}, "token_endpoint_auth_method": "none"})
+	}))
+	t.Cleanup(doc.Close)
+	docURL = doc.URL + "/oauth/client.json"
+
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"redirect_url": testRedirectURL}))
+	mustOK(t, do(t, b, s, logical.CreateOperation, "services/remote", map[string]interface{}{"types": "oauth2", "mcp_url": remote.MCPURL()}))
+	o := mustOK(t, do(t, b, s, logical.ReadOperation, "services/remote", nil)).Data["oauth"].(map[string]interface{})
+	if o["client_id_metadata_document_supported"] != true {
+		t.Fatalf("discovery did not keep CIMD support: %v", o)
+	}
+	// Without the portal's document the app is registered.
+	mustOK(t, do(t, b, s, logical.CreateOperation, "apps/dcr-app", map[string]interface{}{"service": "remote", "register": true}))
+	if as.Registrations() != 1 {
+		t.Fatalf("%d registrations, want 1", as.Registrations())
+	}
+
+	for _, bad := range []string{"http://portal.example/oauth/client.json", "https://portal.example", "https://portal.example/c.json?x=1", "not a url"} {
+		resp := do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"client_metadata_url": bad})
+		if !resp.IsError() || !strings.Contains(resp.Error().Error(), "client_metadata_url") {
+			t.Errorf("client_metadata_url=%s: %v, want a 400 naming the field", bad, resp)
+		}
+	}
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "config", map[string]interface{}{"client_metadata_url": docURL}))
+	app := mustOK(t, do(t, b, s, logical.CreateOperation, "apps/remote-app", map[string]interface{}{"service": "remote", "register": true})).Data
+	if app["client_id"] != docURL || app["public"] != true || app["client_secret_set"] != false || as.Registrations() != 1 {
+		t.Fatalf("app %v after %d registrations: want the document's public client, nothing registered", app, as.Registrations())
+	}
+
+	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/tracker", map[string]interface{}{"type": "oauth2", "service": "remote", "app": "remote-app"}))
+	start := mustOK(t, do(t, b, s, logical.UpdateOperation, "creds/tracker/connect", nil)).Data
+	if !strings.Contains(start["auth_url"].(string), "client_id="+url.QueryEscape(docURL)) {
+		t.Fatalf("auth_url %s does not name the document as client_id", start["auth_url"])
+	}
+	q := (&oauthFixture{t: t, b: b, s: s, srv: as}).authorize(start["auth_url"].(string))
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "creds/tracker/callback", map[string]interface{}{
+		"code": q.Get("code"), "state": q.Get("state"), "iss": q.Get("iss"),
+	}))
+	if as.DocumentsFetched() == 0 {
+		t.Fatal("the authorization server never read the document")
+	}
+	mustOK(t, do(t, b, s, logical.UpdateOperation, "creds/tracker/refresh", nil))
+	if c := mustOK(t, do(t, b, s, logical.ReadOperation, "creds/tracker", nil)).Data; c["status"] != "active" {
+		t.Fatalf("after connect and refresh: %v", c)
 	}
 }

@@ -236,6 +236,7 @@ func (b *backend) discoverMCP(ctx context.Context, svc *service) error {
 	if o.RegistrationURL == "" {
 		o.RegistrationURL = m.RegistrationURL
 	}
+	o.CIMD = o.CIMD || m.CIMD
 	if len(o.DefaultScopes) == 0 {
 		o.DefaultScopes = m.Scopes
 	}

@@ -45,6 +45,7 @@ func (s *Server) routes() (http.Handler, error) {
 	app.HandleFunc("/signin", s.handleSignIn).Methods(http.MethodPost)
 	app.HandleFunc("/signout", s.handleSignOut).Methods(http.MethodPost)
 	app.HandleFunc("/oauth/callback", s.handleOAuthCallback).Methods(http.MethodGet)
+	app.HandleFunc(clientMetadataPath, s.handleClientMetadata).Methods(http.MethodGet)
 	app.Handle("/", s.signedIn(s.handleHome)).Methods(http.MethodGet)
 	app.Handle("/orgs", s.signedIn(s.handleSwitchOrg)).Methods(http.MethodGet)
 

@@ -192,6 +192,29 @@ func (s *Server) PublicURL() string {
 // CallbackURL is the OAuth redirect URI to register with providers.
 func (s *Server) CallbackURL() string { return s.PublicURL() + "/oauth/callback" }
 
+// clientMetadataPath is where the portal serves its client ID metadata
+// document, the engine's OAuth client at authorization servers that take
+// such documents (CIMD): config client_metadata_url names it.
+const clientMetadataPath = "/oauth/client.json"
+
+// ClientMetadataURL is the client ID of the portal's metadata document.
+func (s *Server) ClientMetadataURL() string { return s.PublicURL() + clientMetadataPath }
+
+// handleClientMetadata serves the document: a public client (PKCE, no
+// secret) whose code comes back to the portal's callback.
+func (s *Server) handleClientMetadata(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	writeJSON(w, http.StatusOK, map[string]any{
+		"client_id":                  s.ClientMetadataURL(),
+		"client_name":                "Credentials broker",
+		"client_uri":                 s.PublicURL(),
+		"redirect_uris":              []string{s.CallbackURL()},
+		"grant_types":                []string{"authorization_code", "refresh_token"},
+		"response_types":             []string{"code"},
+		"token_endpoint_auth_method": "none",
+	})
+}
+
 // Serve answers requests until Shutdown.
 func (s *Server) Serve() error {
 	if err := s.http.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {

@@ -133,6 +133,9 @@ func config(spec *Spec, app App, redirectURL string) *oauth2.Config {
 	case AuthNone:
 		secret = ""
 	}
+	if app.Public {
+		style, secret = oauth2.AuthStyleInParams, ""
+	}
 	return &oauth2.Config{
 		ClientID:     app.ClientID,
 		ClientSecret: secret,

@@ -67,6 +67,9 @@ type Spec struct {
 	// where an app can be registered (a remote MCP server's, found by
 	// discovery).
 	RegistrationURL string `json:"registration_url,omitempty"`
+	// CIMD says the authorization server takes client ID metadata
+	// documents: an app's client ID may be the URL of the portal's.
+	CIMD bool `json:"client_id_metadata_document_supported,omitempty"`
 }
 
 // Client authentication methods (RFC 7591's names).
@@ -92,6 +95,9 @@ func (s *Spec) Scopes(scopes []string) string {
 type App struct {
 	ClientID     string
 	ClientSecret string
+	// Public: the client sends no secret, whatever the provider's other
+	// clients do (a client ID metadata document's client).
+	Public bool
 }
 
 // Duration reads and writes Go duration strings in JSON.

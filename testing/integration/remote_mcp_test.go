@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/clankteam/credentials/internal/contract"
@@ -25,6 +26,52 @@ import (
 // server's tools on /mcp/<org> as <cred>.<tool>, each request authorized by
 // Vault with the agent's token, the remote token never in their sight.
 
+// connectRemote writes config, then a service naming remote's server, an
+// app registered with register=true and credential tracker, and connects
+// it through the whole flow.
+func connectRemote(t *testing.T, admin *api.Client, mount string, remote *remotemcp.Server, config map[string]interface{}) {
+	t.Helper()
+	write(t, admin, mount+"/config", config)
+	write(t, admin, mount+"/services/tracker", map[string]interface{}{"types": "oauth2", "mcp_url": remote.MCPURL()})
+	write(t, admin, mount+"/apps/tracker-app", map[string]interface{}{"service": "tracker", "register": true})
+	write(t, admin, mount+"/creds/tracker", map[string]interface{}{"type": "oauth2", "service": "tracker", "app": "tracker-app"})
+	started := write(t, admin, mount+"/creds/tracker/connect", nil)
+	back := authorizeAt(t, started.Data["auth_url"].(string))
+	write(t, admin, mount+"/creds/tracker/callback", map[string]interface{}{
+		"code": back.Get("code"), "state": back.Get("state"), "iss": back.Get("iss"),
+	})
+}
+
+// TestRemoteMCPConnectsByClientMetadataDocument: an authorization server
+// that takes client ID metadata documents reads the portal's, and the
+// engine's client is that document's: nothing is registered, and agents'
+// tool calls run on the grant.
+func TestRemoteMCPConnectsByClientMetadataDocument(t *testing.T) {
+	org := newOrg(t, "remote-cimd")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	as, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true, CIMD: true})
+	srv := servePortal(t, portal.Config{})
+
+	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": srv.CallbackURL(), "client_metadata_url": srv.ClientMetadataURL()})
+	if as.Registrations() != 0 || as.DocumentsFetched() == 0 {
+		t.Fatalf("%d registrations and %d documents read: want the portal's document, nothing registered", as.Registrations(), as.DocumentsFetched())
+	}
+	token := newAgent(t, org, provision.AgentSpec{Name: "triage", Creds: []string{"tracker"}})
+	s, err := mcpSession(t, srv.URL()+"/mcp/"+org, &transcript{token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "tracker.create_issue", Arguments: map[string]any{"title": "by the document's client"}})
+	if err != nil || res.IsError {
+		t.Fatalf("tracker.create_issue: %v %s", err, toolText(t, res))
+	}
+	if calls := remote.Calls(); len(calls) != 1 || calls[0].Title != "by the document's client" {
+		t.Fatalf("the remote server saw %v", calls)
+	}
+}
+
 // Long on purpose: one story told in order, whose steps depend on the ones before.
 func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 	ctx := context.Background()
@@ -36,15 +83,7 @@ func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 
 	auditLog := fileAudit(t, "remote-mcp-audit")
 
-	write(t, admin, mount+"/config", map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
-	write(t, admin, mount+"/services/tracker", map[string]interface{}{"types": "oauth2", "mcp_url": remote.MCPURL()})
-	write(t, admin, mount+"/apps/tracker-app", map[string]interface{}{"service": "tracker", "register": true})
-	write(t, admin, mount+"/creds/tracker", map[string]interface{}{"type": "oauth2", "service": "tracker", "app": "tracker-app"})
-	started := write(t, admin, mount+"/creds/tracker/connect", nil)
-	back := authorizeAt(t, started.Data["auth_url"].(string))
-	write(t, admin, mount+"/creds/tracker/callback", map[string]interface{}{
-		"code": back.Get("code"), "state": back.Get("state"), "iss": back.Get("iss"),
-	})
+	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
 
 	full := newAgent(t, org, provision.AgentSpec{Name: "triage", Creds: []string{"tracker"}})
 	reporter := newAgent(t, org, provision.AgentSpec{Name: "reporter", Creds: []string{"tracker"}, Tools: []string{"create_issue"}})

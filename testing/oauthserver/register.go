@@ -63,6 +63,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 // RegisterURL is the RFC 7591 registration endpoint.
 func (s *Server) RegisterURL() string { return s.baseURL + "/register" }
 
+// DocumentsFetched counts the client ID metadata documents fetched (CIMD).
+func (s *Server) DocumentsFetched() int { return s.store.documentsFetched() }
+
 // Registrations counts the clients registered at RegisterURL.
 func (s *Server) Registrations() int {
 	s.mu.Lock()

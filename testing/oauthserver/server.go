@@ -84,6 +84,10 @@ type Options struct {
 	// IssInCallback adds RFC 9207's iss (the issuer, Issuer()) to the
 	// authorization response.
 	IssInCallback bool
+	// CIMD takes client ID metadata documents: a client_id that is an
+	// http(s) URL is the client described by the JSON document there,
+	// fetched on each lookup (plain http too, for loopback test servers).
+	CIMD bool
 	// Logf, if set, receives one line per token-endpoint outcome (grant and
 	// error code; never a token or secret).
 	Logf func(format string, args ...any)
@@ -176,7 +180,7 @@ func newServer(opts Options, baseURL string) (*Server, error) {
 
 	s := &Server{
 		opts:        opts,
-		store:       newStore(),
+		store:       newStore(opts.CIMD),
 		baseURL:     baseURL,
 		quirks:      opts.Quirks,
 		failLeft:    opts.Quirks.FailNextTokenCalls,

@@ -4,7 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,10 +53,15 @@ type store struct {
 	access  map[string]*tokenEntry // by signature
 	refresh map[string]*tokenEntry // by signature
 	jtis    map[string]time.Time
+	// cimd: client IDs that are URLs name metadata documents; fetched
+	// counts the documents fetched.
+	cimd    bool
+	fetched int
 }
 
-func newStore() *store {
+func newStore(cimd bool) *store {
 	return &store{
+		cimd:    cimd,
 		clients: map[string]fosite.Client{},
 		codes:   map[string]*codeEntry{},
 		pkce:    map[string]fosite.Requester{},
@@ -70,14 +79,58 @@ func (s *store) setClient(c fosite.Client) {
 
 // --- fosite.ClientManager
 
-func (s *store) GetClient(_ context.Context, id string) (fosite.Client, error) {
+func (s *store) GetClient(ctx context.Context, id string) (fosite.Client, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	c, ok := s.clients[id]
-	if !ok {
+	cimd := s.cimd
+	s.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	if cimd && (strings.HasPrefix(id, "https://") || strings.HasPrefix(id, "http://")) {
+		return s.clientFromDocument(ctx, id)
+	}
+	return nil, fosite.ErrNotFound
+}
+
+// clientFromDocument fetches the client metadata document at id: a public
+// client whose client_id is id, with the document's redirect URIs.
+func (s *store) clientFromDocument(ctx context.Context, id string) (fosite.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, id, nil)
+	if err != nil {
 		return nil, fosite.ErrNotFound
 	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fosite.ErrNotFound
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		ClientID     string   `json:"client_id"`
+		RedirectURIs []string `json:"redirect_uris"`
+		AuthMethod   string   `json:"token_endpoint_auth_method"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&doc) != nil ||
+		doc.ClientID != id || len(doc.RedirectURIs) == 0 || (doc.AuthMethod != "" && doc.AuthMethod != "none") {
+		return nil, fosite.ErrNotFound
+	}
+	c := &fosite.DefaultOpenIDConnectClient{TokenEndpointAuthMethod: "none", DefaultClient: &fosite.DefaultClient{
+		ID: id, RedirectURIs: doc.RedirectURIs, Public: true, Scopes: []string{"*"},
+		GrantTypes: []string{GrantAuthorizationCode, GrantRefreshToken}, ResponseTypes: []string{"code"},
+	}}
+	s.mu.Lock()
+	s.fetched++
+	s.mu.Unlock()
 	return c, nil
+}
+
+// documentsFetched counts the client metadata documents fetched.
+func (s *store) documentsFetched() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fetched
 }
 
 func (s *store) ClientAssertionJWTValid(_ context.Context, jti string) error {

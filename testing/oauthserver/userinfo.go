@@ -59,5 +59,6 @@ func (s *Server) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
 		"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post", "none"},
 		"scopes_supported":                               []string{"openid", "email", "offline_access"},
 		"authorization_response_iss_parameter_supported": s.opts.IssInCallback,
+		"client_id_metadata_document_supported":          s.opts.CIMD,
 	})
 }
