@@ -105,12 +105,20 @@ func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred,
 		"status", status, "via", "mcp", "duration_ms", time.Since(start).Milliseconds())
 	if err != nil {
 		msg := m.remoteFailure(rc, c, err)
-		if _, dead, _ := rc.outcome(); dead {
+		if refusal, dead, _ := rc.outcome(); dead || credentialRefusal(refusal) {
 			return m.needsPerson(call, c, msg)
 		}
 		return toolError(msg)
 	}
 	return res
+}
+
+// credentialRefusal says whether the engine refused the call for the
+// credential's sake (disconnected, deleted, a grant it cannot refresh),
+// which a person fixes, rather than for the agent's token or rules.
+func credentialRefusal(e *egress.Error) bool {
+	return e != nil && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusUnauthorized &&
+		e.Status != http.StatusTooManyRequests && !strings.HasPrefix(e.Msg, "permission denied")
 }
 
 // remoteFailure says why a remote request failed, without the remote
