@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -12,6 +13,11 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/clankteam/credentials/internal/contract"
+	"github.com/clankteam/credentials/portal"
+	"github.com/clankteam/credentials/portal/provision"
 )
 
 // conformanceDir holds the MCP conformance suite and its Node.js, installed
@@ -106,4 +112,50 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// The MCP conformance suite's client auth scenarios against the engine's MCP
+// OAuth client. For each scenario the suite runs a remote MCP server and its
+// authorization server, and the driver (testing/conformance/client) does
+// what an org admin and an agent would: a service naming the server, an app,
+// a credential connected through Vault, then a call of the server's tool
+// through /mcp/<org> with an agent's token. The scenarios the engine does
+// not pass are listed, each with why, under client: in
+// testing/conformance/expected-failures.yml; README.md, "Remote MCP
+// servers", lists those that pass.
+func TestMCPConformanceClientAuthScenarios(t *testing.T) {
+	node, suite := conformanceNode(t)
+	org := newOrg(t, "mcp-conformance-client")
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	agents, err := vault.Token(context.Background(), time.Hour, provision.AgentsPolicy(org))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := servePortal(t, portal.Config{})
+	// The suite's authorization servers accept this one client metadata
+	// document URL as a client ID without reading it.
+	write(t, admin, contract.Mount(org)+"/config", map[string]interface{}{
+		"redirect_url":        srv.CallbackURL(),
+		"client_metadata_url": "https://conformance-test.local/client-metadata.json",
+	})
+
+	driver := filepath.Join(t.TempDir(), "conformance-client")
+	if out, err := exec.Command("go", "build", "-o", driver, "../conformance/client").CombinedOutput(); err != nil {
+		t.Fatalf("building the driver: %v\n%s", err, out)
+	}
+	out := t.TempDir()
+	cmd := exec.Command(node, suite, "client", "--suite", "auth", "--command", driver,
+		"--expected-failures", filepath.Join(conformanceDir, "expected-failures.yml"),
+		"--output-dir", out)
+	cmd.Env = append(os.Environ(), "NO_COLOR=1",
+		"CONFORMANCE_VAULT_ADDR="+vault.Addr,
+		"CONFORMANCE_ADMIN_TOKEN="+admin.Token(),
+		"CONFORMANCE_AGENTS_TOKEN="+agents,
+		"CONFORMANCE_ORG="+org,
+		"CONFORMANCE_PORTAL="+srv.URL())
+	output, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("conformance client auth scenarios: %v\n%s\n%s", err, output, failedChecks(t, out))
+	}
+	t.Logf("%s", lastLines(string(output), 20))
 }
