@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
@@ -106,6 +108,10 @@ type remoteCall struct {
 	dead bool
 	// status is the remote server's refusal of a request, if any.
 	status int
+	// missingScope is the scope a 403 insufficient_scope asked for (the
+	// MCP spec's step-up): the grant must be widened, which only a person
+	// can consent to.
+	missingScope string
 }
 
 type remoteCallKey struct{}
@@ -114,6 +120,36 @@ func (rc *remoteCall) refused(e *egress.Error, dead bool) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	rc.refusal, rc.dead = e, dead
+}
+
+// insufficientScope is the scope of a Bearer error="insufficient_scope"
+// challenge (RFC 6750 section 3.1), "" when there is none.
+func insufficientScope(challenges []string) string {
+	cs, err := oauthex.ParseWWWAuthenticate(challenges)
+	if err != nil {
+		return ""
+	}
+	for _, c := range cs {
+		if c.Scheme == "bearer" && c.Params["error"] == "insufficient_scope" {
+			if sc := strings.TrimSpace(c.Params["scope"]); sc != "" {
+				if len(sc) > 200 {
+					sc = sc[:200] + "…"
+				}
+				return sc
+			}
+			return "(not named)"
+		}
+	}
+	return ""
+}
+
+func (rc *remoteCall) scopeNeeded() string {
+	if rc == nil {
+		return ""
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.missingScope
 }
 
 func (rc *remoteCall) outcome() (*egress.Error, bool, int) {
@@ -284,6 +320,9 @@ func (t *remoteTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp.StatusCode >= 400 {
 		rc.mu.Lock()
 		rc.status = resp.StatusCode
+		if resp.StatusCode == http.StatusForbidden {
+			rc.missingScope = insufficientScope(resp.Header.Values("WWW-Authenticate"))
+		}
 		rc.mu.Unlock()
 	}
 	return resp, nil

@@ -105,7 +105,7 @@ func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred,
 		"status", status, "via", "mcp", "duration_ms", time.Since(start).Milliseconds())
 	if err != nil {
 		msg := m.remoteFailure(rc, c, err)
-		if refusal, dead, _ := rc.outcome(); dead || credentialRefusal(refusal) {
+		if refusal, dead, _ := rc.outcome(); dead || credentialRefusal(refusal) || rc.scopeNeeded() != "" {
 			return m.needsPerson(call, c, msg)
 		}
 		return toolError(msg)
@@ -132,6 +132,8 @@ func (m *mcpServer) remoteFailure(rc *remoteCall, c *agentCred, err error) strin
 			return fmt.Sprintf("%s's MCP server refused credential %s (revoked or expired at the provider): reconnect it", serviceTitle(c), c.Name)
 		case refusal != nil:
 			return fmt.Sprintf("the broker refused the call (%d): %s", refusal.Status, refusal.Msg)
+		case rc.scopeNeeded() != "":
+			return fmt.Sprintf("%s's MCP server needs scope %s, which credential %s was not granted: a person must reconnect it with that scope", serviceTitle(c), rc.scopeNeeded(), c.Name)
 		case status != 0:
 			return fmt.Sprintf("%s's MCP server answered %d %s", serviceTitle(c), status, http.StatusText(status))
 		}

@@ -103,8 +103,13 @@ func (d *Discovery) Fill(spec *Spec) {
 		if len(methods) == 0 {
 			methods = []string{AuthSecretBasic}
 		}
-		if !slices.Contains(methods, AuthSecretPost) && slices.Contains(methods, AuthSecretBasic) {
+		switch {
+		case slices.Contains(methods, AuthSecretPost):
+		case slices.Contains(methods, AuthSecretBasic):
 			spec.TokenAuthMethod = AuthSecretBasic
+		case slices.Contains(methods, AuthNone):
+			// A server taking public clients only: no secret to send.
+			spec.TokenAuthMethod = AuthNone
 		}
 	}
 }

@@ -45,8 +45,9 @@ func (h *HTTP) DiscoverMCP(ctx context.Context, mcpURL string) (*MCPServer, *Err
 	}
 	var prm *oauthex.ProtectedResourceMetadata
 	var last error
-	for _, metaURL := range h.resourceMetadataURLs(ctx, u) {
-		prm, last = oauthex.GetProtectedResourceMetadata(ctx, metaURL, mcpURL, h.client)
+	locations, challengeScope := h.resourceMetadataURLs(ctx, u)
+	for _, loc := range locations {
+		prm, last = oauthex.GetProtectedResourceMetadata(ctx, loc.url, loc.resource, h.client)
 		if last == nil && prm != nil {
 			break
 		}
@@ -77,9 +78,15 @@ func (h *HTTP) DiscoverMCP(ctx context.Context, mcpURL string) (*MCPServer, *Err
 	if asm.AuthorizationEndpoint == "" || asm.TokenEndpoint == "" {
 		return nil, &Error{Kind: Refused, Msg: "the authorization server's metadata names no authorization or token endpoint"}
 	}
+	// The scopes of the server's 401 come first (the spec's scope
+	// selection), then those its metadata lists.
+	scopes := prm.ScopesSupported
+	if challengeScope != "" {
+		scopes = strings.Fields(challengeScope)
+	}
 	return &MCPServer{
 		Resource: prm.Resource,
-		Scopes:   prm.ScopesSupported,
+		Scopes:   scopes,
 		Auth: Discovery{
 			Issuer: asm.Issuer, AuthURL: asm.AuthorizationEndpoint, TokenURL: asm.TokenEndpoint,
 			RevokeURL: asm.RevocationEndpoint, S256: true,
@@ -91,21 +98,35 @@ func (h *HTTP) DiscoverMCP(ctx context.Context, mcpURL string) (*MCPServer, *Err
 	}, nil
 }
 
+// metadataLocation is where a server's RFC 9728 metadata may be, and the
+// resource that metadata must name there.
+type metadataLocation struct{ url, resource string }
+
 // resourceMetadataURLs are where the server's RFC 9728 metadata may be, in
 // the spec's order: the resource_metadata of its 401, then the well-known
-// URI with the server's path, then at the root.
-func (h *HTTP) resourceMetadataURLs(ctx context.Context, u *url.URL) []string {
-	var out []string
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+// URI with the server's path, then at the root, whose metadata names the
+// origin (RFC 9728 section 3.3). The 401 answers an initialize request, as
+// a client's first message would be (Streamable HTTP takes messages by
+// POST only); its scope, if any, is returned too.
+func (h *HTTP) resourceMetadataURLs(ctx context.Context, u *url.URL) (out []metadataLocation, scope string) {
+	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"credentials-engine","version":"1"}}}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(initialize))
 	if err == nil {
+		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		if resp, err := h.client.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusUnauthorized {
 				if cs, err := oauthex.ParseWWWAuthenticate(resp.Header.Values("WWW-Authenticate")); err == nil {
 					for _, c := range cs {
-						if m := c.Params["resource_metadata"]; c.Scheme == "bearer" && m != "" {
-							out = append(out, m)
+						if c.Scheme != "bearer" {
+							continue
+						}
+						if m := c.Params["resource_metadata"]; m != "" {
+							out = append(out, metadataLocation{m, u.String()})
+						}
+						if scope == "" {
+							scope = c.Params["scope"]
 						}
 					}
 				}
@@ -114,9 +135,9 @@ func (h *HTTP) resourceMetadataURLs(ctx context.Context, u *url.URL) []string {
 	}
 	origin := u.Scheme + "://" + u.Host
 	if p := strings.TrimSuffix(u.EscapedPath(), "/"); p != "" {
-		out = append(out, origin+"/.well-known/oauth-protected-resource"+p)
+		out = append(out, metadataLocation{origin + "/.well-known/oauth-protected-resource" + p, u.String()})
 	}
-	return append(out, origin+"/.well-known/oauth-protected-resource")
+	return append(out, metadataLocation{origin + "/.well-known/oauth-protected-resource", origin}), scope
 }
 
 // Registration is a client registered by RFC 7591.
@@ -161,5 +182,11 @@ func (h *HTTP) Register(ctx context.Context, regURL, name, redirectURL, authMeth
 	if method != AuthNone && resp.ClientSecret == "" {
 		return nil, &Error{Kind: Refused, Msg: "the registration endpoint gave no client_secret for a " + method + " client"}
 	}
-	return &Registration{ClientID: resp.ClientID, ClientSecret: resp.ClientSecret, AuthMethod: method}, nil
+	secret := resp.ClientSecret
+	if method == AuthNone {
+		// A public client was asked for: a secret given anyway is never
+		// sent, so it is not kept.
+		secret = ""
+	}
+	return &Registration{ClientID: resp.ClientID, ClientSecret: secret, AuthMethod: method}, nil
 }

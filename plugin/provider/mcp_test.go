@@ -128,3 +128,73 @@ func TestRemoteMCPDiscoveryRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteMCPDiscoveryWhereTheSpecSays: the 401 answers a POSTed
+// initialize (a server that takes messages by POST only still names its
+// metadata), its scope comes before the metadata's scopes_supported,
+// metadata at the root names the origin as the resource (RFC 9728 section
+// 3.3), and an authorization server that takes public clients only gets
+// none as the token endpoint auth method.
+func TestRemoteMCPDiscoveryWhereTheSpecSays(t *testing.T) {
+	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		base := "http://" + r.Host
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"issuer": base, "authorization_endpoint": base + "/authorize", "token_endpoint": base + "/token",
+			"response_types_supported": []string{"code"}, "code_challenge_methods_supported": []string{"S256"},
+			"token_endpoint_auth_methods_supported": []string{"none"},
+		})
+	}))
+	defer as.Close()
+	server := func(challenge string, prm map[string]string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/mcp" {
+				if r.Method != http.MethodPost {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("WWW-Authenticate", strings.ReplaceAll(challenge, "BASE", "http://"+r.Host))
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			resource, ok := prm[r.URL.Path]
+			if !ok {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{
+				"resource": strings.ReplaceAll(resource, "BASE", "http://"+r.Host), "authorization_servers": []string{as.URL},
+				"scopes_supported": []string{"listed"},
+			})
+		}))
+	}
+	h := New(noRedirects(), 10*time.Second)
+	cases := map[string]struct {
+		challenge string
+		prm       map[string]string
+		resource  string
+		scopes    string
+	}{
+		"named by the 401, with its scope": {`Bearer resource_metadata="BASE/custom/prm", scope="files:read files:write"`, map[string]string{"/custom/prm": "BASE/mcp"}, "/mcp", "files:read files:write"},
+		"at the root":                      {`Bearer`, map[string]string{"/.well-known/oauth-protected-resource": "BASE"}, "", "listed"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			srv := server(c.challenge, c.prm)
+			defer srv.Close()
+			d, pe := h.DiscoverMCP(context.Background(), srv.URL+"/mcp")
+			if pe != nil {
+				t.Fatal(pe)
+			}
+			if d.Resource != srv.URL+c.resource || strings.Join(d.Scopes, " ") != c.scopes {
+				t.Fatalf("resource %q scopes %q, want %q and %q", d.Resource, d.Scopes, srv.URL+c.resource, c.scopes)
+			}
+			spec := &Spec{}
+			d.Auth.Fill(spec)
+			if spec.TokenAuthMethod != AuthNone {
+				t.Fatalf("token_auth_method %q for a server taking only public clients, want none", spec.TokenAuthMethod)
+			}
+		})
+	}
+}

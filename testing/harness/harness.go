@@ -63,8 +63,9 @@ type Options struct {
 }
 
 // TestPrivateTargets is what the harness lets the engine reach although it
-// is not public: the loopback range, where tests run their services.
-const TestPrivateTargets = "127.0.0.0/8"
+// is not public: the loopback range, where tests run their services, and
+// the name localhost, which the MCP conformance suite's servers are called.
+const TestPrivateTargets = "127.0.0.0/8,localhost"
 
 // Vault is a running dev server with the engine registered.
 type Vault struct {
