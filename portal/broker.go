@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -53,6 +54,8 @@ type brokerHandler struct {
 	publicURL func() string
 	logger    *slog.Logger
 	sealed    sealedCache
+	// roots are the CAs services are checked against; nil: the system's.
+	roots *x509.CertPool
 
 	// clientsMu guards clients: one pooled client per set of private
 	// targets the engine reports (in practice, one).
@@ -191,6 +194,9 @@ type edgeRequest struct {
 	header        http.Header
 	body          io.Reader
 	contentLength int64
+	// proxied: the caller reached the service's own URL through the
+	// forward proxy, so the answer's links stay the service's.
+	proxied bool
 }
 
 // edgeAnswer is a service's answer on its way to the agent; the reader
@@ -245,7 +251,9 @@ func (h *brokerHandler) send(ctx context.Context, grant *egress.Grant, r edgeReq
 		cancel()
 		return nil, asEgressError(err)
 	}
-	answer.PointAtBroker(egress.BrokerBase(h.publicURL(), r.call.org, r.call.cred))
+	if !r.proxied {
+		answer.PointAtBroker(egress.BrokerBase(h.publicURL(), r.call.org, r.call.cred))
+	}
 	return &edgeAnswer{Answer: answer, cancel: cancel}, nil
 }
 
@@ -342,7 +350,7 @@ func (h *brokerHandler) upstream(privateTargets string) *http.Client {
 	if err != nil {
 		guard = &egress.Guard{}
 	}
-	c := guard.Client(egress.ClientOptions{MaxIdleConnsPerHost: 256})
+	c := guard.Client(egress.ClientOptions{MaxIdleConnsPerHost: 256, RootCAs: h.roots})
 	if len(h.clients) > 16 {
 		clear(h.clients)
 	}

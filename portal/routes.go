@@ -25,6 +25,7 @@ func (s *Server) routes() (http.Handler, error) {
 	r := s.router
 	r.Use(nameRoute)
 	s.broker = newBrokerHandler(s.cfg.VaultAddr, s.cfg.EdgeKey, s.PublicURL, s.logger)
+	s.broker.roots = s.cfg.OutboundRoots
 	s.mcpAuth = newMCPAuth(s)
 
 	// Pages, and the JSON API that mirrors them, get the security headers

@@ -66,20 +66,31 @@ type Config struct {
 	// own outbound calls (MCP clients' metadata documents) may reach, in
 	// the engine's syntax (CREDENTIALS_PRIVATE_TARGETS); empty: none.
 	PrivateTargets string
-	// OutboundRoots are the CAs those calls trust; nil: the system's.
+	// OutboundRoots are the CAs those calls, and the edge's calls to
+	// services, trust; nil: the system's.
 	OutboundRoots *x509.CertPool
+	// ProxyAddr, when set, is where the forward proxy listens
+	// (HTTPS_PROXY for agents' programs), e.g. 127.0.0.1:8081.
+	ProxyAddr string
+	// ProxyCADir holds the orgs' proxy CAs, <org>.pem and <org>-key.pem,
+	// made by portal proxy-ca (PORTAL_PROXY_CA_DIR).
+	ProxyCADir string
 	// Logger receives request logs; never a secret.
 	Logger *slog.Logger
 }
 
 // Server is one portal instance.
 type Server struct {
-	cfg       Config
-	logger    *slog.Logger
-	router    *mux.Router
-	handler   http.Handler
-	http      *http.Server
-	ln        net.Listener
+	cfg     Config
+	logger  *slog.Logger
+	router  *mux.Router
+	handler http.Handler
+	http    *http.Server
+	ln      net.Listener
+	// proxy is the forward proxy, with its own server and listener.
+	proxy     *forwardProxy
+	proxyHTTP *http.Server
+	proxyLn   net.Listener
 	vaultBase *api.Client
 	sessions  *sealer
 	broker    *brokerHandler
@@ -160,6 +171,16 @@ func NewServer(cfg Config) (*Server, error) {
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
 	}
+	if cfg.ProxyAddr != "" {
+		cas, err := newProxyCAs(cfg.ProxyCADir)
+		if err != nil {
+			return nil, err
+		}
+		s.proxy = newForwardProxy(s.broker, s.mcp, cas, s.logger)
+		// No read timeout: a tunnel lives as long as its client keeps
+		// it; the calls inside are bounded by broker_timeout.
+		s.proxyHTTP = &http.Server{Handler: s.proxy, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	}
 	return s, nil
 }
 
@@ -171,6 +192,12 @@ func (s *Server) Listen() error {
 		return err
 	}
 	s.ln = ln
+	if s.proxyHTTP != nil {
+		if s.proxyLn, err = net.Listen("tcp", s.cfg.ProxyAddr); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	if s.publicURL == nil {
 		s.publicURL = &url.URL{Scheme: "http", Host: ln.Addr().String()}
 	}
@@ -179,6 +206,15 @@ func (s *Server) Listen() error {
 
 // URL is the portal's base address once Listen has returned.
 func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// ProxyURL is the forward proxy's address once Listen has returned, ""
+// without one.
+func (s *Server) ProxyURL() string {
+	if s.proxyLn == nil {
+		return ""
+	}
+	return "http://" + s.proxyLn.Addr().String()
+}
 
 // PublicURL is where people reach the portal: Config.PublicURL, or the
 // listen address once Listen has returned.
@@ -217,6 +253,13 @@ func (s *Server) handleClientMetadata(w http.ResponseWriter, _ *http.Request) {
 
 // Serve answers requests until Shutdown.
 func (s *Server) Serve() error {
+	if s.proxyLn != nil {
+		go func() {
+			if err := s.proxyHTTP.Serve(s.proxyLn); !errors.Is(err, http.ErrServerClosed) {
+				s.logger.Error("the forward proxy stopped", "error", err)
+			}
+		}()
+	}
 	if err := s.http.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -227,6 +270,10 @@ func (s *Server) Serve() error {
 // the sessions with remote MCP servers.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
+	if s.proxyHTTP != nil {
+		// Tunnels are hijacked connections: the inner server ends them.
+		err = errors.Join(err, s.proxyHTTP.Shutdown(ctx), s.proxy.shutdown(ctx))
+	}
 	s.mcp.remote.closeAll()
 	return err
 }
