@@ -13,6 +13,8 @@
 //	portal agent create -org <org> -cred <name>[,<name>...] [-method GET] [-path '/v1/*'] [-ttl 15m] <agent>
 //	portal agent delete -org <org> <agent>        remove an agent and end its tokens
 //	portal agent list -org <org>
+//	portal proxy-ca -org <org> [-dir DIR] [-replace]
+//	                                             make the org's CA for the forward proxy (-proxy-addr)
 package main
 
 import (
@@ -43,6 +45,8 @@ import (
 
 const usage = `usage:
   portal serve [-addr 127.0.0.1:8080] [-public-url https://portal.example.com] [-trusted-proxies 10.0.0.0/8]
+               [-proxy-addr 127.0.0.1:8081]
+  portal proxy-ca -org <org> [-dir DIR] [-replace]
   portal session-key
   portal edge-key
   portal org create <org>
@@ -58,7 +62,9 @@ session cookies; every instance behind one load balancer needs the same key.
 PORTAL_SESSION_KEYS rotates them: comma-separated keys (each optionally
 <id>:<key>), newest first; the newest seals, all open.
 PORTAL_EDGE_KEY (from "portal edge-key") opens the injections the engine seals
-for the broker; register the plugin with the printed CREDENTIALS_EDGE_KEYS.`
+for the broker; register the plugin with the printed CREDENTIALS_EDGE_KEYS.
+-proxy-addr serves the forward proxy (HTTPS_PROXY=http://<org>:<token>@host:port)
+with the orgs' CAs in PORTAL_PROXY_CA_DIR, made by "portal proxy-ca".`
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout); err != nil {
@@ -93,6 +99,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		return orgCreate(ctx, args[2:], stdout)
 	case len(args) >= 2 && args[0] == "person" && args[1] == "create":
 		return personCreate(ctx, args[2:], stdin, stdout)
+	case args[0] == "proxy-ca":
+		return proxyCA(args[1:], stdout)
 	case len(args) >= 2 && args[0] == "agent":
 		return agentCommand(ctx, args[1], args[2:], stdout)
 	}
@@ -103,6 +111,7 @@ func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	publicURL := fs.String("public-url", "", "where people reach the portal, e.g. https://portal.example.com (default: http:// and the listen address)")
+	proxyAddr := fs.String("proxy-addr", "", "where the forward proxy listens (HTTPS_PROXY for agents' programs), e.g. 127.0.0.1:8081; its CAs are in PORTAL_PROXY_CA_DIR")
 	trusted := fs.String("trusted-proxies", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client address (for sign-in limits)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -143,6 +152,8 @@ func serve(ctx context.Context, args []string) error {
 		TrustedProxies: trustedProxies,
 		EdgeKey:        edgeKey,
 		PrivateTargets: os.Getenv(egress.PrivateTargetsEnv),
+		ProxyAddr:      *proxyAddr,
+		ProxyCADir:     os.Getenv("PORTAL_PROXY_CA_DIR"),
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
@@ -155,7 +166,7 @@ func serve(ctx context.Context, args []string) error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
-	slog.Info("portal listening", "url", srv.URL(), "vault", vaultAddr)
+	slog.Info("portal listening", "url", srv.URL(), "proxy", srv.ProxyURL(), "vault", vaultAddr)
 	select {
 	case err := <-errc:
 		return err
@@ -252,3 +263,25 @@ func personCreate(ctx context.Context, args []string, stdin io.Reader, stdout io
 type usageError string
 
 func (u usageError) Error() string { return string(u) }
+
+// proxyCA makes an org's CA for the forward proxy in the directory the
+// portal reads (-dir, default PORTAL_PROXY_CA_DIR) and prints the
+// certificate's path: agents' programs trust that file.
+func proxyCA(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("proxy-ca", flag.ContinueOnError)
+	org := fs.String("org", "", "the org")
+	dir := fs.String("dir", os.Getenv("PORTAL_PROXY_CA_DIR"), "the directory of the orgs' proxy CAs (PORTAL_PROXY_CA_DIR)")
+	replace := fs.Bool("replace", false, "replace an existing CA (agents must trust the new one)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *org == "" || *dir == "" {
+		return usageError("usage: portal proxy-ca -org <org> [-dir DIR] [-replace] (DIR defaults to PORTAL_PROXY_CA_DIR)")
+	}
+	path, err := portal.CreateProxyCA(*dir, *org, *replace)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s\nAgents' programs trust it: SSL_CERT_FILE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, NODE_EXTRA_CA_CERTS or REQUESTS_CA_BUNDLE=%s\n", path, path)
+	return nil
+}

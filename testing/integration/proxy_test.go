@@ -1,0 +1,215 @@
+package integration
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/clankteam/credentials/internal/contract"
+	"github.com/clankteam/credentials/portal"
+	"github.com/clankteam/credentials/portal/provision"
+)
+
+// tlsService is an HTTPS service (HTTP/2 and HTTP/1.1) that takes key as
+// a bearer token and, to try the scrubber, says back the Authorization it
+// got.
+type tlsService struct {
+	*httptest.Server
+	authorized, refused atomic.Int64
+}
+
+func startTLSService(t *testing.T, key string) *tlsService {
+	t.Helper()
+	s := &tlsService{}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ok := r.Header.Get("Authorization") == "Bearer "+key
+		if !ok {
+			s.refused.Add(1)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		s.authorized.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"proto": r.Proto, "method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery,
+			"body": string(body), "you_sent": r.Header.Get("Authorization"),
+			"proxy_auth": r.Header.Get("Proxy-Authorization"),
+		})
+	}))
+	cfg, err := vault.CA.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.TLS = cfg
+	s.EnableHTTP2 = true
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// proxyClient is a program configured with HTTPS_PROXY and the org's CA.
+func proxyClient(t *testing.T, proxyURL string, user *url.Userinfo, caPath string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(caPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatal("the proxy CA is not PEM")
+	}
+	pu, err := url.Parse(proxyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pu.User = user
+	return &http.Client{Transport: &http.Transport{
+		Proxy:             http.ProxyURL(pu),
+		TLSClientConfig:   &tls.Config{RootCAs: roots},
+		ForceAttemptHTTP2: true,
+	}}
+}
+
+type echoed struct {
+	Proto, Method, Path, Query, Body string
+	YouSent                          string `json:"you_sent"`
+	ProxyAuth                        string `json:"proxy_auth"`
+}
+
+func proxiedCall(t *testing.T, c *http.Client, method, u, body string) (int, string, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err.Error(), ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Proto
+}
+
+// Long on purpose: one story told in order, whose steps depend on the ones before.
+func TestProxyModeCallsThroughTheEdge(t *testing.T) {
+	org := newOrg(t, "proxy-mode")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	const key = "sk-proxy-canary-5f1e0c9b7a3d4e2f"
+	svc := startTLSService(t, key)
+	write(t, admin, mount+"/services/tls-api", map[string]interface{}{"types": "api_key", "base_urls": svc.URL + "/v1"})
+	write(t, admin, mount+"/creds/tls-key", map[string]interface{}{"type": "api_key", "service": "tls-api", "api_key": key})
+	plain := startFake(t)
+	write(t, admin, mount+"/services/local", map[string]interface{}{"types": "api_key", "base_urls": plain.URL})
+	write(t, admin, mount+"/creds/key-a", map[string]interface{}{"type": "api_key", "service": "local", "api_key": brokerKeyA})
+
+	caDir := t.TempDir()
+	caPath, err := portal.CreateProxyCA(caDir, org, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := portal.CreateProxyCA(caDir, org, false); err == nil {
+		t.Fatal("a second proxy-ca replaced the CA agents trust without -replace")
+	}
+	logs := &syncBuffer{}
+	srv := servePortal(t, portal.Config{ProxyAddr: "127.0.0.1:0", ProxyCADir: caDir, OutboundRoots: vault.CA.Pool(), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	token := newAgent(t, org, provision.AgentSpec{Name: "cli", Creds: []string{"tls-key", "key-a"}})
+	other := newAgent(t, org, provision.AgentSpec{Name: "bystander", Creds: []string{"key-a"}})
+	plain.SetForbidden(token)
+
+	c := proxyClient(t, srv.ProxyURL(), url.UserPassword(org, token), caPath)
+	var outputs []string
+
+	// Through an intercepted tunnel, over HTTP/2: the service gets the
+	// key, the program an answer with the key scrubbed out and nothing of
+	// the proxy's authorization.
+	status, body, proto := proxiedCall(t, c, http.MethodPost, svc.URL+"/v1/items?limit=2", `{"name":"x"}`)
+	outputs = append(outputs, body)
+	var got echoed
+	if status != http.StatusOK || json.Unmarshal([]byte(body), &got) != nil {
+		t.Fatalf("POST through the proxy: %d %s", status, body)
+	}
+	if proto != "HTTP/2.0" || got.Proto != "HTTP/2.0" {
+		t.Errorf("the program spoke %s to the proxy and the proxy %s to the service, want HTTP/2.0 both", proto, got.Proto)
+	}
+	if got.Method != http.MethodPost || got.Path != "/v1/items" || got.Query != "limit=2" || got.Body != `{"name":"x"}` || got.ProxyAuth != "" {
+		t.Errorf("the service got %+v", got)
+	}
+	if strings.Contains(got.YouSent, key) || !strings.Contains(got.YouSent, "Bearer") {
+		t.Errorf("the key came back unscrubbed, or the service's answer was changed otherwise: %q", got.YouSent)
+	}
+
+	// The token alone as the user name: Vault names its org.
+	status, body, _ = proxiedCall(t, proxyClient(t, srv.ProxyURL(), url.User(token), caPath), http.MethodGet, svc.URL+"/v1/items", "")
+	outputs = append(outputs, body)
+	if status != http.StatusOK {
+		t.Errorf("with the token as the user: %d %s", status, body)
+	}
+
+	// curl, over HTTP/1.1, with the CA file.
+	if curl, err := exec.LookPath("curl"); err == nil {
+		out, err := exec.Command(curl, "-sS", "--http1.1", "--proxy", srv.ProxyURL(), "--proxy-user", org+":"+token,
+			"--cacert", caPath, "-w", `\nspoke HTTP/%{http_version}`, svc.URL+"/v1/from-curl").CombinedOutput()
+		outputs = append(outputs, string(out))
+		if err != nil || !strings.Contains(string(out), `"path":"/v1/from-curl"`) || !strings.HasSuffix(string(out), "spoke HTTP/1.1") {
+			t.Errorf("curl through the proxy: %v %s", err, out)
+		}
+	}
+
+	// Plain http:// through the proxy, without a tunnel.
+	status, body, _ = proxiedCall(t, c, http.MethodGet, plain.URL+"/v1/balance", "")
+	outputs = append(outputs, body)
+	if status != http.StatusOK {
+		t.Errorf("plain http through the proxy: %d %s", status, body)
+	}
+
+	// Refusals, each before any service call: a path outside the
+	// credential's base URL, a host none of the agent's credentials
+	// serves, an agent not given the credential, no authorization.
+	before := svc.authorized.Load() + svc.refused.Load()
+	if status, body, _ = proxiedCall(t, c, http.MethodGet, svc.URL+"/admin", ""); status != http.StatusForbidden || !strings.Contains(body, "not under the base URL") {
+		t.Errorf("a path outside the base URL: %d %s", status, body)
+	}
+	elsewhere := startTLSService(t, key)
+	if status, body, _ = proxiedCall(t, c, http.MethodGet, elsewhere.URL+"/v1/x", ""); status != 0 || !strings.Contains(body, "Forbidden") {
+		t.Errorf("a host none of the credentials serves: %d %s", status, body)
+	}
+	if status, body, _ = proxiedCall(t, proxyClient(t, srv.ProxyURL(), url.UserPassword(org, other), caPath), http.MethodGet, svc.URL+"/v1/x", ""); status != 0 || !strings.Contains(body, "Forbidden") {
+		t.Errorf("an agent not given the credential: %d %s", status, body)
+	}
+	if status, body, _ = proxiedCall(t, proxyClient(t, srv.ProxyURL(), nil, caPath), http.MethodGet, plain.URL+"/v1/balance", ""); status != http.StatusProxyAuthRequired {
+		t.Errorf("no proxy authorization: %d %s", status, body)
+	}
+	if n := svc.authorized.Load() + svc.refused.Load() + elsewhere.authorized.Load() + elsewhere.refused.Load(); n != before {
+		t.Errorf("refused calls reached a service (%d calls)", n-before)
+	}
+
+	// Vault decides every call: the token revoked, the next call in the
+	// same open tunnel is refused.
+	write(t, vault.Client(), "auth/token/revoke", map[string]interface{}{"token": token})
+	status, body, _ = proxiedCall(t, c, http.MethodGet, svc.URL+"/v1/items", "")
+	if status != http.StatusUnauthorized {
+		t.Errorf("a revoked token's call in an open tunnel: %d %s", status, body)
+	}
+
+	for _, out := range append(outputs, logs.String()) {
+		if strings.Contains(out, key) || strings.Contains(out, brokerKeyA) || strings.Contains(out, token) {
+			t.Fatalf("a secret in what the program or the log saw: %s", out)
+		}
+	}
+	if !strings.Contains(logs.String(), "via=proxy") {
+		t.Errorf("the proxy's calls are not in the log")
+	}
+}
