@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cgi"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -211,5 +212,98 @@ func TestProxyModeCallsThroughTheEdge(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "via=proxy") {
 		t.Errorf("the proxy's calls are not in the log")
+	}
+}
+
+// TestProxyModeGitCloneAndPush: git, unmodified, clones and pushes over
+// HTTPS through the proxy to a git server that takes HTTP basic auth; the
+// password is the org's, injected by the edge, and git never has it.
+func TestProxyModeGitCloneAndPush(t *testing.T) {
+	git, err := exec.LookPath("git")
+	backend := "/usr/lib/git-core/git-http-backend"
+	if _, serr := os.Stat(backend); err != nil || serr != nil {
+		t.Fatalf("git and %s are needed (Debian's git package)", backend)
+	}
+	org := newOrg(t, "proxy-git")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	const user, password = "ci-bot", "git-canary-pw-8d7c6b5a4f3e"
+
+	root := t.TempDir()
+	run := func(dir string, env []string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(git, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), append([]string{"GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + root,
+			"GIT_AUTHOR_NAME=ci", "GIT_AUTHOR_EMAIL=ci@acme.example", "GIT_COMMITTER_NAME=ci", "GIT_COMMITTER_EMAIL=ci@acme.example"}, env...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run(root, nil, "init", "-q", "--bare", "-b", "main", "repo.git")
+	run(root+"/repo.git", nil, "config", "http.receivepack", "true")
+	seed := t.TempDir()
+	run(seed, nil, "init", "-q", "-b", "main")
+	if err := os.WriteFile(seed+"/README", []byte("first\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(seed, nil, "add", "README")
+	run(seed, nil, "commit", "-q", "-m", "first")
+	run(seed, nil, "push", "-q", root+"/repo.git", "main")
+
+	gitServer := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		gitServer.ServeHTTP(w, r)
+	}))
+	cfg, err := vault.CA.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.TLS = cfg
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	write(t, admin, mount+"/services/git-host", map[string]interface{}{
+		"types": "password", "base_urls": srv.URL,
+		"injection": `{"password": {"style": "basic"}}`,
+	})
+	write(t, admin, mount+"/creds/git", map[string]interface{}{"type": "password", "service": "git-host", "username": user, "password": password})
+	caDir := t.TempDir()
+	caPath, err := portal.CreateProxyCA(caDir, org, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	portalSrv := servePortal(t, portal.Config{ProxyAddr: "127.0.0.1:0", ProxyCADir: caDir, OutboundRoots: vault.CA.Pool()})
+	token := newAgent(t, org, provision.AgentSpec{Name: "builder", Creds: []string{"git"}})
+	proxy, _ := url.Parse(portalSrv.ProxyURL())
+	proxy.User = url.UserPassword(org, token)
+	env := []string{"HTTPS_PROXY=" + proxy.String(), "GIT_SSL_CAINFO=" + caPath}
+
+	work := t.TempDir()
+	var outputs []string
+	outputs = append(outputs, run(work, env, "clone", srv.URL+"/repo.git", "clone"))
+	if b, err := os.ReadFile(work + "/clone/README"); err != nil || string(b) != "first\n" {
+		t.Fatalf("the clone has README %q (%v)", b, err)
+	}
+	if err := os.WriteFile(work+"/clone/README", []byte("second\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(work+"/clone", nil, "commit", "-q", "-am", "second")
+	outputs = append(outputs, run(work+"/clone", env, "push", "origin", "main"))
+	if log := run(root+"/repo.git", nil, "log", "--format=%s", "main"); log != "second\nfirst\n" {
+		t.Fatalf("the server's history after the push: %q", log)
+	}
+	config, _ := os.ReadFile(work + "/clone/.git/config")
+	for _, out := range append(outputs, string(config)) {
+		if strings.Contains(out, password) {
+			t.Fatalf("git saw the password: %s", out)
+		}
 	}
 }
