@@ -333,8 +333,14 @@ func (p *forwardProxy) credsOn(ctx context.Context, org, token string, target *u
 		}
 		return nil, fail
 	}
+	return credsServing(list.creds, org, target)
+}
+
+// credsServing are those of creds the agent may call over HTTP whose base
+// URL is on target's scheme, host and port.
+func credsServing(creds []*agentCred, org string, target *url.URL) ([]proxyCred, *egress.Error) {
 	var out []proxyCred
-	for _, c := range list.creds {
+	for _, c := range creds {
 		if !c.HTTP || c.BaseURL == "" || c.Unusable != "" {
 			continue
 		}
@@ -360,6 +366,11 @@ func (p *forwardProxy) pick(ctx context.Context, org, token string, target *url.
 	if fail != nil {
 		return "", "", fail
 	}
+	return choose(creds, target, named)
+}
+
+// choose is pick's decision among the credentials on target's host.
+func choose(creds []proxyCred, target *url.URL, named string) (string, string, *egress.Error) {
 	path := target.EscapedPath()
 	if path == "" {
 		path = "/"

@@ -74,7 +74,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,proxy,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
@@ -144,6 +144,8 @@ type stack struct {
 	// same kind of token as an agent's (with an entity), for the floor.
 	roleToken string
 	client    *http.Client
+	// proxyClient sends through the portal's forward proxy.
+	proxyClient *http.Client
 	// peerClient sends through the peer's forward proxy.
 	peerClient *http.Client
 	// smtp receives the mail scenario's messages.
@@ -187,7 +189,8 @@ func setUp(ctx context.Context) (*stack, error) {
 	}
 	st.portal, err = portal.NewServer(portal.Config{
 		Addr: "127.0.0.1:0", VaultAddr: st.vault.Addr, EdgeKey: st.vault.PortalEdgeKey(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ProxyAddr: "127.0.0.1:0",
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err == nil {
 		err = st.portal.Listen()
@@ -209,6 +212,18 @@ func setUp(ctx context.Context) (*stack, error) {
 		st.stop()
 		return nil, fmt.Errorf("connecting a remote MCP server: %w", err)
 	}
+	// The portal's forward proxy, as a program with HTTPS_PROXY would
+	// use it (the scenario proxy).
+	ours, err := url.Parse(st.portal.ProxyURL())
+	if err != nil {
+		st.stop()
+		return nil, err
+	}
+	ours.User = url.UserPassword(org, st.agentToken)
+	st.proxyClient = &http.Client{Transport: &http.Transport{
+		Proxy:        http.ProxyURL(ours),
+		MaxIdleConns: 256, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute,
+	}}
 	if peer.proxy != "" {
 		proxy, err := url.Parse(peer.proxy)
 		if err != nil {
@@ -330,6 +345,9 @@ func (st *stack) scenarios() []scenario {
 			return st.get(ctx, st.vault.Addr+"/v1/"+contract.Mount(org)+"/proxy/"+cred+"/GET/v1/ping", "X-Vault-Token", st.agentToken, proxyBody)
 		}},
 	}
+	all = append(all, scenario{"proxy", "through the portal's forward proxy (HTTP_PROXY, plain http)", func(ctx context.Context) error {
+		return st.viaProxy(ctx, st.proxyClient, st.up.URL+"/v1/ping")
+	}})
 	all = append(all, st.agentScenarios()...)
 	all = append(all, st.remoteScenarios()...)
 	if st.peerClient != nil {
@@ -338,6 +356,26 @@ func (st *stack) scenarios() []scenario {
 		}})
 	}
 	return all
+}
+
+// viaProxy calls url through a forward proxy whose address and
+// authorization c's transport holds; the fake upstream answers 200 only
+// with the real key, so a 200 proves the proxy injected it.
+func (st *stack) viaProxy(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, out)
+	}
+	return nil
 }
 
 // peerGet calls through the peer's forward proxy. The fake upstream
