@@ -74,7 +74,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,proxy,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
@@ -146,6 +146,12 @@ type stack struct {
 	client    *http.Client
 	// proxyClient sends through the portal's forward proxy.
 	proxyClient *http.Client
+	// upTLS is the fake upstream over HTTPS; tlsClient calls it directly
+	// and proxyTLS through the proxy's intercepted tunnels, trusting the
+	// org's proxy CA in proxyCADir.
+	upTLS               *upstream.Server
+	tlsClient, proxyTLS *http.Client
+	proxyCADir          string
 	// peerClient sends through the peer's forward proxy.
 	peerClient *http.Client
 	// smtp receives the mail scenario's messages.
@@ -179,6 +185,10 @@ func setUp(ctx context.Context) (*stack, error) {
 		st.stop()
 		return nil, err
 	}
+	if err := st.startTLSUpstream(); err != nil {
+		st.stop()
+		return nil, err
+	}
 	if err := st.startSMTP(); err != nil {
 		st.stop()
 		return nil, err
@@ -189,8 +199,8 @@ func setUp(ctx context.Context) (*stack, error) {
 	}
 	st.portal, err = portal.NewServer(portal.Config{
 		Addr: "127.0.0.1:0", VaultAddr: st.vault.Addr, EdgeKey: st.vault.PortalEdgeKey(),
-		ProxyAddr: "127.0.0.1:0",
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ProxyAddr: "127.0.0.1:0", ProxyCADir: st.proxyCADir, OutboundRoots: st.vault.CA.Pool(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err == nil {
 		err = st.portal.Listen()
@@ -224,6 +234,10 @@ func setUp(ctx context.Context) (*stack, error) {
 		Proxy:        http.ProxyURL(ours),
 		MaxIdleConns: 256, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute,
 	}}
+	if err := st.proxyTLSClients(ours); err != nil {
+		st.stop()
+		return nil, err
+	}
 	if peer.proxy != "" {
 		proxy, err := url.Parse(peer.proxy)
 		if err != nil {
@@ -250,6 +264,8 @@ func (st *stack) provision(ctx context.Context) error {
 	}{
 		{mount + "/services/local", map[string]interface{}{"types": "api_key", "base_urls": st.up.URL}},
 		{mount + "/creds/" + cred, map[string]interface{}{"type": "api_key", "service": "local", "api_key": apiKey}},
+		{mount + "/services/local-tls", map[string]interface{}{"types": "api_key", "base_urls": st.upTLS.URL}},
+		{mount + "/creds/" + credTLS, map[string]interface{}{"type": "api_key", "service": "local-tls", "api_key": apiKey}},
 		{mount + "/creds/" + mailer, st.mailerCred()},
 		// Room for the 50 MB downloads of the memory measurement.
 		{mount + "/config", map[string]interface{}{"broker_max_body": 64 << 20}},
@@ -259,7 +275,7 @@ func (st *stack) provision(ctx context.Context) error {
 			return fmt.Errorf("writing %s: %w", w.path, err)
 		}
 	}
-	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "bench", Creds: []string{cred, mailer}, TokenTTL: time.Hour})
+	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "bench", Creds: []string{cred, credTLS, mailer}, TokenTTL: time.Hour})
 	if err != nil {
 		return err
 	}
@@ -311,6 +327,9 @@ func (st *stack) stop() {
 	if st.up != nil {
 		st.up.Close()
 	}
+	if st.upTLS != nil {
+		st.upTLS.Close()
+	}
 	if st.smtp != nil {
 		st.smtp.Close()
 	}
@@ -348,6 +367,7 @@ func (st *stack) scenarios() []scenario {
 	all = append(all, scenario{"proxy", "through the portal's forward proxy (HTTP_PROXY, plain http)", func(ctx context.Context) error {
 		return st.viaProxy(ctx, st.proxyClient, st.up.URL+"/v1/ping")
 	}})
+	all = append(all, st.proxyTLSScenarios()...)
 	all = append(all, st.agentScenarios()...)
 	all = append(all, st.remoteScenarios()...)
 	if st.peerClient != nil {
@@ -401,6 +421,11 @@ func (st *stack) peerGet(ctx context.Context, url string) error {
 // get sends one request (a POST when body is set) and checks for 200 and,
 // for the proxy path, the upstream's 200 inside.
 func (st *stack) get(ctx context.Context, url, hdr, val string, body []byte) error {
+	return st.getVia(ctx, st.client, url, hdr, val, body)
+}
+
+// getVia is get with client c.
+func (st *stack) getVia(ctx context.Context, c *http.Client, url, hdr, val string, body []byte) error {
 	method := http.MethodGet
 	var rd io.Reader
 	if body != nil {
@@ -411,7 +436,7 @@ func (st *stack) get(ctx context.Context, url, hdr, val string, body []byte) err
 		return err
 	}
 	req.Header.Set(hdr, val)
-	resp, err := st.client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}

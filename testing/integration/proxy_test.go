@@ -21,7 +21,8 @@ import (
 	"github.com/clankteam/credentials/portal/provision"
 )
 
-// tlsService is an HTTPS service (HTTP/2 and HTTP/1.1) that takes key as
+// tlsService is an HTTPS service, HTTP/2 only (httptest's EnableHTTP2
+// offers h2 alone), that takes key as
 // a bearer token and, to try the scrubber, says back the Authorization it
 // got.
 type tlsService struct {
@@ -167,6 +168,18 @@ func TestProxyModeCallsThroughTheEdge(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), `"path":"/v1/from-curl"`) || !strings.HasSuffix(string(out), "spoke HTTP/1.1") {
 			t.Errorf("curl through the proxy: %v %s", err, out)
 		}
+	}
+
+	// Node's fetch, with Node's own proxy support and the CA.
+	node, _ := conformanceNode(t)
+	proxyWithAuth, _ := url.Parse(srv.ProxyURL())
+	proxyWithAuth.User = url.UserPassword(org, token)
+	nodeCmd := exec.Command(node, "-e", `fetch(process.argv[1], {method: "PUT", body: "from node"}).then(async r => console.log(r.status, await r.text())).catch(e => { console.error(e.cause || e); process.exit(1) })`, svc.URL+"/v1/from-node")
+	nodeCmd.Env = append(os.Environ(), "NODE_USE_ENV_PROXY=1", "HTTPS_PROXY="+proxyWithAuth.String(), "NODE_EXTRA_CA_CERTS="+caPath, "NODE_NO_WARNINGS=1")
+	out, err := nodeCmd.CombinedOutput()
+	outputs = append(outputs, string(out))
+	if err != nil || !strings.HasPrefix(string(out), "200 ") || !strings.Contains(string(out), `"body":"from node"`) {
+		t.Errorf("Node's fetch through the proxy: %v %s", err, out)
 	}
 
 	// Plain http:// through the proxy, without a tunnel.

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -38,6 +39,9 @@ type Options struct {
 	Forbidden []string
 	// Record keeps every request for Requests; off for benchmarks.
 	Record bool
+	// TLS, when set, serves HTTPS (HTTP/2 and HTTP/1.1) with it; URL is
+	// then https://.
+	TLS *tls.Config
 }
 
 // Request is what the fake received.
@@ -78,6 +82,14 @@ func Start(opts Options) (*Server, error) {
 	}
 	s := &Server{URL: "http://" + ln.Addr().String(), opts: opts, ln: ln}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	if opts.TLS != nil {
+		cfg := opts.TLS.Clone()
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+		s.srv.TLSConfig = cfg
+		s.URL = "https://" + ln.Addr().String()
+		go func() { _ = s.srv.ServeTLS(ln, "", "") }()
+		return s, nil
+	}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
 }
