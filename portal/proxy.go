@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -278,7 +279,11 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 		p.logCall(r.Method, org, "", target.Host, brokerFail(w, &egress.Error{Status: http.StatusMethodNotAllowed, Permanent: true, Msg: contract.MethodRule()}), start)
 		return
 	}
-	cred, rest, fail := p.pick(r.Context(), org, token, target, r.Header.Get(ProxyCredentialHeader))
+	named := r.Header.Get(ProxyCredentialHeader)
+	if named == "" {
+		named = placeholderCred(r.Header)
+	}
+	cred, rest, fail := p.pick(r.Context(), org, token, target, named)
 	if fail != nil {
 		p.logCall(r.Method, org, "", target.Host, brokerFail(w, fail), start)
 		return
@@ -314,6 +319,40 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 func (p *forwardProxy) logCall(method, org, cred, host string, status int, start time.Time) {
 	p.logger.Info("broker", "via", "proxy", "method", method, "org", org, "cred", cred, "host", host,
 		"status", status, "duration_ms", time.Since(start).Milliseconds())
+}
+
+// A placeholder is what a program is given instead of a secret, for the
+// tools that will not run without one (GH_TOKEN=ghp_broker-cred-gh-work):
+// broker-cred-<credential>, after any prefix the tool expects. Where the
+// program sends it as its credential (Authorization, basic auth, the
+// headers SDKs put keys in) it names the credential; the injection then
+// replaces it there, since the caller's own credential headers are never
+// passed on. Anywhere else (a body, a query) it is passed on as it is:
+// nothing outside the injection's place is rewritten.
+var placeholderPattern = regexp.MustCompile(`broker-cred-([a-z0-9][a-z0-9_-]{0,63})`)
+
+// placeholderCred is the credential a placeholder in h's credential
+// headers names, "" when there is none.
+func placeholderCred(h http.Header) string {
+	values := []string{}
+	if auth := h.Get("Authorization"); auth != "" {
+		scheme, value, _ := strings.Cut(auth, " ")
+		if strings.EqualFold(scheme, "Basic") {
+			if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(value)); err == nil {
+				value = string(raw)
+			}
+		}
+		values = append(values, value)
+	}
+	for _, name := range brokerTokenHeaders {
+		values = append(values, h.Get(name))
+	}
+	for _, v := range values {
+		if m := placeholderPattern.FindStringSubmatch(v); m != nil && contract.ValidCredName(m[1]) {
+			return m[1]
+		}
+	}
+	return ""
 }
 
 // proxyCred is one of the agent's credentials the proxy may use: its

@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"encoding/base64"
 	"net/http"
 	"net/url"
 	"strings"
@@ -49,6 +50,27 @@ func TestProxyChoosesTheCredentialByBaseURL(t *testing.T) {
 			t.Errorf("%s (%q): %v, want %d %q", c.url, c.named, fail, c.status, c.msg)
 		case c.status == 0 && (fail != nil || cred != c.cred || rest != c.rest):
 			t.Errorf("%s (%q): %q %q %v, want %q %q", c.url, c.named, cred, rest, fail, c.cred, c.rest)
+		}
+	}
+}
+
+// A placeholder names the credential where the program sends its own
+// credential, and nowhere else.
+func TestProxyPlaceholderNamesTheCredential(t *testing.T) {
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("x-access-token:ghp_broker-cred-gh-work"))
+	for _, c := range []struct {
+		header http.Header
+		want   string
+	}{
+		{http.Header{"Authorization": {"Bearer sk-broker-cred-openai-main"}}, "openai-main"},
+		{http.Header{"Authorization": {"token ghp_broker-cred-gh-work"}}, "gh-work"},
+		{http.Header{"Authorization": {basic}}, "gh-work"},
+		{http.Header{"X-Api-Key": {"broker-cred-anthropic"}}, "anthropic"},
+		{http.Header{"X-Custom": {"broker-cred-elsewhere"}}, ""},
+		{http.Header{"Authorization": {"Bearer sk-real-looking-key"}}, ""},
+	} {
+		if got := placeholderCred(c.header); got != c.want {
+			t.Errorf("%v: %q, want %q", c.header, got, c.want)
 		}
 	}
 }

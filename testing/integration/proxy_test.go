@@ -153,6 +153,24 @@ func TestProxyModeCallsThroughTheEdge(t *testing.T) {
 		t.Errorf("the key came back unscrubbed, or the service's answer was changed otherwise: %q", got.YouSent)
 	}
 
+	// A placeholder where the program sends its key names the credential
+	// and is replaced by the key; the same string in the body, where the
+	// injection does not go, reaches the service as it is.
+	req, _ := http.NewRequest(http.MethodPost, svc.URL+"/v1/items", strings.NewReader(`{"note":"sk-broker-cred-tls-key"}`))
+	req.Header.Set("Authorization", "Bearer sk-broker-cred-tls-key")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	outputs = append(outputs, string(raw))
+	got = echoed{}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &got) != nil || got.Body != `{"note":"sk-broker-cred-tls-key"}` {
+		t.Errorf("with a placeholder: %d %s", resp.StatusCode, raw)
+	}
+
 	// The token alone as the user name: Vault names its org.
 	status, body, _ = proxiedCall(t, proxyClient(t, srv.ProxyURL(), url.User(token), caPath), http.MethodGet, svc.URL+"/v1/items", "")
 	outputs = append(outputs, body)
