@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -270,9 +271,10 @@ func sameAuthority(reqHost, tunnelHost string) bool {
 // forward is one call of the edge's pipeline for target.
 func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, token string, target *url.URL) {
 	start := time.Now()
-	if r.Header.Get("Upgrade") != "" {
+	websocket := egress.IsWebSocketUpgrade(r.Header)
+	if r.Header.Get("Upgrade") != "" && (!websocket || r.ProtoMajor != 1 || r.Method != http.MethodGet) {
 		p.logCall(r.Method, org, "", target.Host, brokerFail(w, &egress.Error{Status: http.StatusNotImplemented, Permanent: true,
-			Msg: "protocol upgrades (WebSocket) are not proxied yet"}), start)
+			Msg: "of protocol upgrades, only WebSocket over HTTP/1.1 (a GET) is proxied"}), start)
 		return
 	}
 	if !contract.ValidMethod(r.Method) {
@@ -299,6 +301,10 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 		return
 	}
 	defer grant.Material.Zero()
+	if websocket {
+		p.logCall(r.Method, org, cred, target.Host, p.webSocket(w, r, grant, call, target), start)
+		return
+	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(grant.Timeout()))
 	_ = rc.EnableFullDuplex()
@@ -314,6 +320,66 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 	}
 	defer answer.Close()
 	p.logCall(r.Method, org, cred, target.Host, p.edge.respond(w, r.Method, answer), start)
+}
+
+// webSocket upgrades an authorized call and relays its frames, the
+// service's scrubbed, until either side ends the connection.
+func (p *forwardProxy) webSocket(w http.ResponseWriter, r *http.Request, grant *egress.Grant, call *edgeCall, target *url.URL) int {
+	checked, err := egress.Check(grant, egress.Request{
+		Method: r.Method, Target: call.rest + rawQuery(target), Header: r.Header, CallerToken: call.token, ContentLength: 0,
+	})
+	if err != nil {
+		return brokerFail(w, asEgressError(err))
+	}
+	// The connection lives as long as both sides keep it: its context
+	// is not the request's, which ends once the handler has hijacked it.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	out, err := checked.Prepare(ctx, grant.Material)
+	if err != nil {
+		return brokerFail(w, asEgressError(err))
+	}
+	defer out.Scrubber.Zero()
+	out.PrepareWebSocket()
+	service, header, err := out.SendWebSocket(p.edge.upstream(grant.PrivateTargets))
+	if err != nil {
+		return brokerFail(w, asEgressError(err))
+	}
+	defer service.Close()
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return brokerFail(w, &egress.Error{Status: http.StatusInternalServerError, Msg: "the proxy cannot take this connection over"})
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Time{})
+	if _, err := fmt.Fprintf(buf, "HTTP/1.1 101 Switching Protocols\r\n"); err != nil {
+		return http.StatusSwitchingProtocols
+	}
+	_ = header.Write(buf)
+	_, _ = buf.WriteString("\r\n")
+	if buf.Flush() != nil {
+		return http.StatusSwitchingProtocols
+	}
+	done := make(chan struct{})
+	go func() {
+		// The caller's frames go as they are: they are its own data.
+		_, _ = io.Copy(service, buf.Reader)
+		service.Close()
+		close(done)
+	}()
+	if err := egress.ScrubFrames(conn, service, out.Scrubber); err != nil {
+		p.logger.Debug("proxy: a WebSocket ended", "cred", call.cred, "reason", err.Error())
+	}
+	conn.Close()
+	<-done
+	return http.StatusSwitchingProtocols
+}
+
+func rawQuery(u *url.URL) string {
+	if u.RawQuery == "" {
+		return ""
+	}
+	return "?" + u.RawQuery
 }
 
 func (p *forwardProxy) logCall(method, org, cred, host string, status int, start time.Time) {

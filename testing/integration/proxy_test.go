@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -15,6 +16,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal"
@@ -336,5 +340,87 @@ func TestProxyModeGitCloneAndPush(t *testing.T) {
 		if strings.Contains(out, password) {
 			t.Fatalf("git saw the password: %s", out)
 		}
+	}
+}
+
+// TestProxyModeWebSocket: a WebSocket through an intercepted tunnel. The
+// upgrade is authorized and injected like any call; the service's frames
+// reach the program scrubbed of the key, the program's reach the service
+// as sent.
+func TestProxyModeWebSocket(t *testing.T) {
+	org := newOrg(t, "proxy-ws")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	const key = "sk-ws-canary-0a9b8c7d6e5f4a3b"
+	var upgraded atomic.Int64
+	svc := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+key {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(1 << 20)
+		upgraded.Add(1)
+		ctx := r.Context()
+		for {
+			typ, msg, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			// An echo, and a service that says the key back.
+			if c.Write(ctx, typ, msg) != nil || c.Write(ctx, websocket.MessageText, []byte("you sent "+r.Header.Get("Authorization"))) != nil {
+				return
+			}
+		}
+	}))
+	cfg, err := vault.CA.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.TLS = cfg
+	svc.StartTLS()
+	t.Cleanup(svc.Close)
+	write(t, admin, mount+"/services/ws-api", map[string]interface{}{"types": "api_key", "base_urls": svc.URL})
+	write(t, admin, mount+"/creds/ws-key", map[string]interface{}{"type": "api_key", "service": "ws-api", "api_key": key})
+	caDir := t.TempDir()
+	caPath, err := portal.CreateProxyCA(caDir, org, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := servePortal(t, portal.Config{ProxyAddr: "127.0.0.1:0", ProxyCADir: caDir, OutboundRoots: vault.CA.Pool()})
+	token := newAgent(t, org, provision.AgentSpec{Name: "streamer", Creds: []string{"ws-key"}})
+	c := proxyClient(t, srv.ProxyURL(), url.UserPassword(org, token), caPath)
+	c.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(svc.URL, "https")+"/v1/stream", &websocket.DialOptions{HTTPClient: c})
+	if err != nil {
+		t.Fatalf("WebSocket through the proxy: %v", err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(1 << 20)
+	for _, msg := range []string{"hello", strings.Repeat("long message ", 20000)} {
+		if err := conn.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, echo, err := conn.Read(ctx)
+		if err != nil || string(echo) != msg {
+			t.Fatalf("the echo: %v, %d bytes, want %d", err, len(echo), len(msg))
+		}
+		_, said, err := conn.Read(ctx)
+		if err != nil || strings.Contains(string(said), key) || !strings.HasPrefix(string(said), "you sent Bearer ") {
+			t.Fatalf("the service's message with the key: %v %q", err, said)
+		}
+	}
+	if err := conn.Close(websocket.StatusNormalClosure, ""); err != nil {
+		t.Errorf("closing: %v", err)
+	}
+	if upgraded.Load() != 1 {
+		t.Errorf("%d upgrades reached the service", upgraded.Load())
 	}
 }
