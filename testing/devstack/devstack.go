@@ -32,6 +32,9 @@ type Options struct {
 	PortalAddr string
 	// VaultAddr defaults to 127.0.0.1:8200, or a free port if that is taken.
 	VaultAddr string
+	// ProxyAddr is the portal's forward proxy, default 127.0.0.1:8081 or a
+	// free port.
+	ProxyAddr string
 	// Org, Username and Password name the demo org and its person.
 	Org, Username, Password string
 }
@@ -49,6 +52,12 @@ type Stack struct {
 	// agent (DemoAgent), which may use demo-api, demo-oauth and mailer.
 	MCPURL string
 	Agent  *provision.AgentLogin
+	// ProxyURL is the portal's forward proxy (HTTPS_PROXY); ProxyCA the
+	// demo org's proxy CA, which programs using it trust.
+	ProxyURL, ProxyCA string
+	proxyDir          string
+	// DemoAPIURL is the demo API's base URL (credential demo-api).
+	DemoAPIURL string
 
 	vault  *harness.Vault
 	portal *portal.Server
@@ -79,7 +88,10 @@ func (st *Stack) Describe(w io.Writer) {
            export AGENT_TOKEN=$(VAULT_ADDR=%[4]s bin/portal agent token -org %[5]s %[1]s)
            curl -H "Authorization: Bearer $AGENT_TOKEN" %[6]s/broker/%[5]s/demo-api/v1/balance
   MCP:     %[7]s  (Authorization: Bearer $AGENT_TOKEN)
-`, DemoAgent, st.Agent.RoleID, st.Agent.SecretID, st.VaultAddr, st.Org, st.PortalURL, st.MCPURL)
+  Proxy:   curl --proxy http://%[5]s:$AGENT_TOKEN@%[8]s %[9]s/v1/balance
+           (HTTPS_PROXY for programs; for https:// they trust %[10]s)
+`, DemoAgent, st.Agent.RoleID, st.Agent.SecretID, st.VaultAddr, st.Org, st.PortalURL, st.MCPURL,
+		strings.TrimPrefix(st.ProxyURL, "http://"), st.DemoAPIURL, st.ProxyCA)
 }
 
 // Start brings the stack up. With VAULT_ADDR and VAULT_TOKEN set it uses that
@@ -108,11 +120,20 @@ func Start(ctx context.Context, opts Options, logOut io.Writer) (*Stack, error) 
 		st.Stop()
 		return nil, err
 	}
+	if st.proxyDir, err = os.MkdirTemp("", "credentials-proxy-ca-"); err == nil {
+		st.ProxyCA, err = portal.CreateProxyCA(st.proxyDir, st.Org, false)
+	}
+	if err != nil {
+		st.Stop()
+		return nil, fmt.Errorf("the demo org's proxy CA: %w", err)
+	}
 	srv, err := portal.NewServer(portal.Config{
-		Addr:      addrOrFree(opts.PortalAddr, "127.0.0.1:8080"),
-		VaultAddr: st.VaultAddr,
-		EdgeKey:   edgeKey,
-		Logger:    slog.New(slog.NewTextHandler(logOut, nil)),
+		Addr:       addrOrFree(opts.PortalAddr, "127.0.0.1:8080"),
+		VaultAddr:  st.VaultAddr,
+		EdgeKey:    edgeKey,
+		ProxyAddr:  addrOrFree(opts.ProxyAddr, "127.0.0.1:8081"),
+		ProxyCADir: st.proxyDir,
+		Logger:     slog.New(slog.NewTextHandler(logOut, nil)),
 	})
 	if err != nil {
 		st.Stop()
@@ -124,6 +145,7 @@ func Start(ctx context.Context, opts Options, logOut io.Writer) (*Stack, error) 
 	}
 	st.portal = srv
 	st.PortalURL = srv.URL()
+	st.ProxyURL = srv.ProxyURL()
 	var ca *tlsca.CA
 	if st.vault != nil {
 		ca = st.vault.CA
@@ -133,6 +155,7 @@ func Start(ctx context.Context, opts Options, logOut io.Writer) (*Stack, error) 
 		return nil, err
 	}
 	st.MCPURL = st.PortalURL + "/mcp/" + st.Org
+	st.DemoAPIURL = st.demo.api.URL
 	if st.Agent, err = provision.CreateAgent(ctx, client, st.Org, provision.AgentSpec{Name: DemoAgent, Creds: []string{"demo-api", "demo-oauth", "mailer"}}); err != nil {
 		st.Stop()
 		return nil, fmt.Errorf("creating the demo agent: %w", err)
@@ -245,6 +268,9 @@ func (st *Stack) Stop() error {
 	}
 	if st.vault != nil {
 		errs = append(errs, st.vault.Stop())
+	}
+	if st.proxyDir != "" {
+		errs = append(errs, os.RemoveAll(st.proxyDir))
 	}
 	return errors.Join(errs...)
 }

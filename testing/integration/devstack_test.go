@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"testing"
 
@@ -23,7 +25,7 @@ func TestDevstackOnAnExistingVault(t *testing.T) {
 	// The operator registered the engine with this key's public half.
 	t.Setenv("PORTAL_EDGE_KEY", vault.EdgeKey)
 	ctx := context.Background()
-	st, err := devstack.Start(ctx, devstack.Options{Org: "devstack", PortalAddr: "127.0.0.1:0"}, io.Discard)
+	st, err := devstack.Start(ctx, devstack.Options{Org: "devstack", PortalAddr: "127.0.0.1:0", ProxyAddr: "127.0.0.1:0"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,5 +82,21 @@ func TestDevstackOnAnExistingVault(t *testing.T) {
 	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo-api", Arguments: map[string]any{"path": "/v1/balance"}})
 	if err != nil || res.IsError || !strings.Contains(toolText(t, res), `"status":200`) {
 		t.Fatalf("demo-api through MCP: %v %s", err, toolText(t, res))
+	}
+
+	// And through the forward proxy, as make run prints.
+	proxy, _ := url.Parse(st.ProxyURL)
+	proxy.User = url.UserPassword(st.Org, token)
+	viaProxy := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxy)}}
+	resp, err = viaProxy.Get(st.DemoAPIURL + "/v1/balance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the demo API through the proxy answered %d", resp.StatusCode)
+	}
+	if _, err := os.Stat(st.ProxyCA); err != nil {
+		t.Errorf("the demo org's proxy CA: %v", err)
 	}
 }
