@@ -55,6 +55,23 @@ type mountConfig struct {
 	MailMaxBytes      int64         `json:"mail_max_bytes"`
 	MailMaxRecipients int           `json:"mail_max_recipients"`
 	MailTimeout       time.Duration `json:"mail_timeout"`
+	// ProxyOtherHosts is what the portal's forward proxy does with a
+	// CONNECT to a host none of the agent's credentials serve: refuse it
+	// (the default) or tunnel it through untouched.
+	ProxyOtherHosts string `json:"proxy_other_hosts,omitempty"`
+}
+
+// What the forward proxy does with hosts outside an agent's credentials.
+const (
+	proxyOtherHostsRefuse = "refuse"
+	proxyOtherHostsTunnel = "tunnel"
+)
+
+func (c *mountConfig) proxyOtherHosts() string {
+	if c.ProxyOtherHosts == "" {
+		return proxyOtherHostsRefuse
+	}
+	return c.ProxyOtherHosts
 }
 
 func defaultConfig() *mountConfig {
@@ -126,6 +143,12 @@ func pathConfig(b *backend) []*framework.Path {
 				Description: "Time limit of one submission to an SMTP server. Example: mail_timeout=45s",
 				Default:     int(defaultMailTimeout.Seconds()),
 			},
+			"proxy_other_hosts": {
+				Type:          framework.TypeString,
+				Description:   "What the portal's forward proxy does with a CONNECT to a host none of the agent's credentials serve: refuse (403) or tunnel (passed through untouched: no credential, no interception, the dial guard still applies). Agents read it at agent-settings. Example: proxy_other_hosts=tunnel",
+				Default:       proxyOtherHostsRefuse,
+				AllowedValues: []interface{}{proxyOtherHostsRefuse, proxyOtherHostsTunnel},
+			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -139,8 +162,39 @@ func pathConfig(b *backend) []*framework.Path {
 		},
 		HelpSynopsis:    pathConfigHelpSyn,
 		HelpDescription: pathConfigHelpDesc,
+	}, {
+		Pattern: "agent-settings",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "credentials",
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathAgentSettingsRead,
+				Summary:  "Read the org's settings that agents' front doors apply.",
+			},
+		},
+		HelpSynopsis:    pathAgentSettingsHelpSyn,
+		HelpDescription: pathAgentSettingsHelpDesc,
 	}}
 }
+
+// pathAgentSettingsRead answers the few settings agents' tokens may read:
+// the portal's front doors apply them with the agent's token.
+func (b *backend) pathAgentSettingsRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]interface{}{"proxy_other_hosts": cfg.proxyOtherHosts()}}, nil
+}
+
+const pathAgentSettingsHelpSyn = `The org's settings agents' front doors apply; readable by agents.`
+
+const pathAgentSettingsHelpDesc = `
+Answers proxy_other_hosts (see config): what the portal's forward proxy does
+with a CONNECT to a host none of the agent's credentials serve. Agents'
+policies may read this path and nothing else of the mount's configuration.
+`
 
 // getConfig returns the stored configuration, or the defaults when none was
 // written.
@@ -175,6 +229,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		"mail_max_bytes":      cfg.MailMaxBytes,
 		"mail_max_recipients": cfg.MailMaxRecipients,
 		"mail_timeout":        int64(cfg.MailTimeout.Seconds()),
+		"proxy_other_hosts":   cfg.proxyOtherHosts(),
 	}}, nil
 }
 
@@ -243,6 +298,13 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			return nil, userErrorf("mail_max_bytes must be between 1 and %d bytes", maxMailMaxBytes)
 		}
 		cfg.MailMaxBytes = n
+	}
+	if v, ok := d.GetOk("proxy_other_hosts"); ok {
+		mode := v.(string)
+		if mode != proxyOtherHostsRefuse && mode != proxyOtherHostsTunnel {
+			return nil, userErrorf("proxy_other_hosts must be refuse or tunnel, not %q", mode)
+		}
+		cfg.ProxyOtherHosts = mode
 	}
 	if v, ok := d.GetOk("mail_max_recipients"); ok {
 		n := v.(int)

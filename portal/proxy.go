@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,6 +43,9 @@ type forwardProxy struct {
 	mcp    *mcpServer
 	cas    *proxyCAs
 	logger *slog.Logger
+	// guard dials the hosts passed through untouched: the operator's
+	// private targets for the portal's own calls, else public addresses.
+	guard *egress.Guard
 
 	// inner serves the requests inside intercepted tunnels, HTTP/1.1 or
 	// HTTP/2 as the client's ALPN chose; tunnels feeds it their
@@ -63,8 +67,8 @@ type tokenOrg struct {
 	until time.Time
 }
 
-func newForwardProxy(edge *brokerHandler, m *mcpServer, cas *proxyCAs, logger *slog.Logger) *forwardProxy {
-	p := &forwardProxy{edge: edge, mcp: m, cas: cas, logger: logger, conns: newConnQueue(), orgs: map[string]tokenOrg{}}
+func newForwardProxy(edge *brokerHandler, m *mcpServer, cas *proxyCAs, guard *egress.Guard, logger *slog.Logger) *forwardProxy {
+	p := &forwardProxy{edge: edge, mcp: m, cas: cas, guard: guard, logger: logger, conns: newConnQueue(), orgs: map[string]tokenOrg{}}
 	p.inner = &http.Server{
 		Handler:           http.HandlerFunc(p.serveTunneled),
 		ReadHeaderTimeout: 30 * time.Second,
@@ -213,7 +217,15 @@ func (p *forwardProxy) connect(w http.ResponseWriter, r *http.Request, org, toke
 		return
 	}
 	target := &url.URL{Scheme: "https", Host: r.Host, Path: "/"}
-	if _, fail := p.credsOn(r.Context(), org, token, target); fail != nil {
+	creds, fail := p.credsOn(r.Context(), org, token, target)
+	if fail == nil && len(creds) == 0 {
+		if p.tunnelsOtherHosts(r.Context(), org, token) {
+			p.logCall(r.Method, org, "", r.Host, p.passThrough(w, r.Host), start)
+			return
+		}
+		fail = noneServes(target)
+	}
+	if fail != nil {
 		p.logCall(r.Method, org, "", r.Host, brokerFail(w, fail), start)
 		return
 	}
@@ -382,6 +394,61 @@ func rawQuery(u *url.URL) string {
 	return "?" + u.RawQuery
 }
 
+// tunnelsOtherHosts says whether the org passes hosts outside the agent's
+// credentials through (config proxy_other_hosts=tunnel), as the agent's
+// token reads it; any failure to read it refuses.
+func (p *forwardProxy) tunnelsOtherHosts(ctx context.Context, org, token string) bool {
+	var out struct {
+		Data struct {
+			ProxyOtherHosts string `json:"proxy_other_hosts"`
+		} `json:"data"`
+	}
+	ctx, cancel := context.WithTimeout(ctx, edgeVaultTimeout)
+	defer cancel()
+	u := &url.URL{Path: "/v1/" + contract.Mount(org) + "/agent-settings"}
+	if fail := p.edge.vaultDo(ctx, token, http.MethodGet, u, nil, &out, mcpRefusal); fail != nil {
+		return false
+	}
+	return out.Data.ProxyOtherHosts == "tunnel"
+}
+
+// passThrough tunnels the CONNECT to host untouched: no credential, no
+// interception; the dial guard still decides which addresses it may reach.
+func (p *forwardProxy) passThrough(w http.ResponseWriter, host string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), egress.DialTimeout)
+	service, err := p.guard.DialContext(ctx, "tcp", host)
+	cancel()
+	if err != nil {
+		msg := "the proxy cannot reach " + host
+		if errors.Is(err, egress.ErrPrivateTarget) {
+			msg = host + " is not a public address, nor one the operator allows"
+		}
+		return brokerFail(w, &egress.Error{Status: http.StatusBadGateway, Msg: msg})
+	}
+	defer service.Close()
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return brokerFail(w, &egress.Error{Status: http.StatusInternalServerError, Msg: "the proxy cannot take this connection over"})
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Time{})
+	if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		return http.StatusOK
+	}
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(service, buf.Reader)
+		if tc, ok := service.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		close(done)
+	}()
+	_, _ = io.Copy(conn, service)
+	conn.Close()
+	<-done
+	return http.StatusOK
+}
+
 func (p *forwardProxy) logCall(method, org, cred, host string, status int, start time.Time) {
 	p.logger.Info("broker", "via", "proxy", "method", method, "org", org, "cred", cred, "host", host,
 		"status", status, "duration_ms", time.Since(start).Milliseconds())
@@ -442,7 +509,7 @@ func (p *forwardProxy) credsOn(ctx context.Context, org, token string, target *u
 }
 
 // credsServing are those of creds the agent may call over HTTP whose base
-// URL is on target's scheme, host and port.
+// URL is on target's scheme, host and port; none is not an error here.
 func credsServing(creds []*agentCred, org string, target *url.URL) ([]proxyCred, *egress.Error) {
 	var out []proxyCred
 	for _, c := range creds {
@@ -456,11 +523,13 @@ func credsServing(creds []*agentCred, org string, target *url.URL) ([]proxyCred,
 		}
 		out = append(out, proxyCred{name: c.Name, base: b})
 	}
-	if len(out) == 0 {
-		return nil, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf(
-			"none of this token's credentials in org %s serves %s://%s: the proxy only reaches the services of your credentials", org, target.Scheme, target.Host)}
-	}
 	return out, nil
+}
+
+// noneServes refuses a target none of the agent's credentials serve.
+func noneServes(target *url.URL) *egress.Error {
+	return &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: fmt.Sprintf(
+		"none of this token's credentials serves %s://%s: the proxy only reaches the services of your credentials", target.Scheme, target.Host)}
 }
 
 // pick chooses the credential for target: the one named in
@@ -476,6 +545,9 @@ func (p *forwardProxy) pick(ctx context.Context, org, token string, target *url.
 
 // choose is pick's decision among the credentials on target's host.
 func choose(creds []proxyCred, target *url.URL, named string) (string, string, *egress.Error) {
+	if len(creds) == 0 {
+		return "", "", noneServes(target)
+	}
 	path := target.EscapedPath()
 	if path == "" {
 		path = "/"

@@ -176,7 +176,11 @@ func NewServer(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.proxy = newForwardProxy(s.broker, s.mcp, cas, s.logger)
+		guard, err := egress.ParseGuard(cfg.PrivateTargets)
+		if err != nil {
+			return nil, err
+		}
+		s.proxy = newForwardProxy(s.broker, s.mcp, cas, guard, s.logger)
 		// No read timeout: a tunnel lives as long as its client keeps
 		// it; the calls inside are bounded by broker_timeout.
 		s.proxyHTTP = &http.Server{Handler: s.proxy, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}

@@ -50,6 +50,7 @@ func agentPolicyHCL(org string, s AgentSpec, current map[string]credInfo) string
 			}
 		}
 	}
+	writePath(contract.Mount(org)+"/agent-settings", "read")
 	b.WriteString(`# The edge asks Vault whether this token may make each call.
 path "sys/capabilities-self" {
   capabilities = ["update"]

@@ -110,7 +110,7 @@ func TestAgentPolicyGrantsOnlyItsCredentials(t *testing.T) {
 					t.Errorf("%s: %v", p, r.Capabilities)
 				}
 				continue
-			case "auth/token/lookup-self", "sys/internal/ui/resultant-acl":
+			case "auth/token/lookup-self", "sys/internal/ui/resultant-acl", "orgs/acme/agent-settings":
 				if fmt.Sprint(r.Capabilities) != "[read]" {
 					t.Errorf("%s: %v", p, r.Capabilities)
 				}

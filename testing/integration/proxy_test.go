@@ -23,6 +23,7 @@ import (
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal"
 	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/testing/harness"
 )
 
 // tlsService is an HTTPS service, HTTP/2 only (httptest's EnableHTTP2
@@ -130,7 +131,8 @@ func TestProxyModeCallsThroughTheEdge(t *testing.T) {
 		t.Fatal("a second proxy-ca replaced the CA agents trust without -replace")
 	}
 	logs := &syncBuffer{}
-	srv := servePortal(t, portal.Config{ProxyAddr: "127.0.0.1:0", ProxyCADir: caDir, OutboundRoots: vault.CA.Pool(), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	srv := servePortal(t, portal.Config{ProxyAddr: "127.0.0.1:0", ProxyCADir: caDir, OutboundRoots: vault.CA.Pool(),
+		PrivateTargets: harness.TestPrivateTargets, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	token := newAgent(t, org, provision.AgentSpec{Name: "cli", Creds: []string{"tls-key", "key-a"}})
 	other := newAgent(t, org, provision.AgentSpec{Name: "bystander", Creds: []string{"key-a"}})
 	plain.SetForbidden(token)
@@ -231,6 +233,17 @@ func TestProxyModeCallsThroughTheEdge(t *testing.T) {
 	if n := svc.authorized.Load() + svc.refused.Load() + elsewhere.authorized.Load() + elsewhere.refused.Load(); n != before {
 		t.Errorf("refused calls reached a service (%d calls)", n-before)
 	}
+
+	// An org that lets other hosts through: the tunnel is the program's
+	// own, with the service's certificate, and nothing is injected.
+	write(t, admin, mount+"/config", map[string]interface{}{"proxy_other_hosts": "tunnel"})
+	pu, _ := url.Parse(srv.ProxyURL())
+	pu.User = url.UserPassword(org, token)
+	untouched := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: vault.CA.Pool()}}}
+	if status, body, _ = proxiedCall(t, untouched, http.MethodGet, elsewhere.URL+"/v1/x", ""); status != http.StatusUnauthorized || elsewhere.refused.Load() != 1 {
+		t.Errorf("a host passed through: %d %s (the service refused %d calls), want the service's own 401", status, body, elsewhere.refused.Load())
+	}
+	write(t, admin, mount+"/config", map[string]interface{}{"proxy_other_hosts": "refuse"})
 
 	// Vault decides every call: the token revoked, the next call in the
 	// same open tunnel is refused.
