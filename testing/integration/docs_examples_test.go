@@ -66,8 +66,10 @@ var docExamples = map[string]docExample{
 	// README: the CLI section, in order.
 	"vault read orgs/acme/config": {want: []string{"refresh_ahead", "warn_before"}},
 	"vault write orgs/acme/config redirect_url=https://portal.example/oauth/callback warn_before=72h": {},
-	"vault list -detailed orgs/acme/services":                                                         {want: []string{"anthropic", "stripe"}},
-	"vault read orgs/acme/services/anthropic":                                                         {want: []string{"api.anthropic.com"}},
+	// README: proxy mode.
+	"vault write orgs/acme/config proxy_other_hosts=tunnel": {},
+	"vault list -detailed orgs/acme/services":               {want: []string{"anthropic", "stripe"}},
+	"vault read orgs/acme/services/anthropic":               {want: []string{"api.anthropic.com"}},
 	`vault write orgs/acme/services/billing-api types=api_key base_urls=https://billing.example injection='{"api_key":{"style":"header","header":"X-Api-Key","format":"{secret}"}}'`: {},
 	"vault write orgs/acme/apps/google-workspace service=google client_id=… client_secret=… scopes=gmail,calendar":                                                                   {},
 	"vault write orgs/acme/creds/stripe-live type=api_key service=stripe api_key=sk_live_…":                                                                                          {},
