@@ -227,23 +227,12 @@ func (h *brokerHandler) do(ctx context.Context, r edgeRequest) (*edgeAnswer, *eg
 // point at the broker. grant's material is no longer needed once it
 // returns.
 func (h *brokerHandler) send(ctx context.Context, grant *egress.Grant, r edgeRequest) (*edgeAnswer, *egress.Error) {
-	target := r.call.rest
-	if r.rawQuery != "" {
-		target += "?" + r.rawQuery
-	}
-	checked, err := egress.Check(grant, egress.Request{
-		Method: r.method, Target: target, Header: r.header,
-		Body: r.body, ContentLength: r.contentLength, CallerToken: r.call.token,
-	})
-	if err != nil {
-		return nil, asEgressError(err)
-	}
 	timeout := grant.Timeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
-	out, err := checked.Prepare(ctx, grant.Material)
-	if err != nil {
+	out, fail := h.prepare(ctx, grant, r)
+	if fail != nil {
 		cancel()
-		return nil, asEgressError(err)
+		return nil, fail
 	}
 	answer, err := out.Send(h.upstream(grant.PrivateTargets), timeout)
 	if err != nil {
@@ -255,6 +244,27 @@ func (h *brokerHandler) send(ctx context.Context, grant *egress.Grant, r edgeReq
 		answer.PointAtBroker(egress.BrokerBase(h.publicURL(), r.call.org, r.call.cred))
 	}
 	return &edgeAnswer{Answer: answer, cancel: cancel}, nil
+}
+
+// prepare takes an authorized call through the pipeline's check and
+// prepare steps: the outgoing request, injected, bounded by ctx.
+func (h *brokerHandler) prepare(ctx context.Context, grant *egress.Grant, r edgeRequest) (*egress.Outgoing, *egress.Error) {
+	target := r.call.rest
+	if r.rawQuery != "" {
+		target += "?" + r.rawQuery
+	}
+	checked, err := egress.Check(grant, egress.Request{
+		Method: r.method, Target: target, Header: r.header,
+		Body: r.body, ContentLength: r.contentLength, CallerToken: r.call.token,
+	})
+	if err != nil {
+		return nil, asEgressError(err)
+	}
+	out, err := checked.Prepare(ctx, grant.Material)
+	if err != nil {
+		return nil, asEgressError(err)
+	}
+	return out, nil
 }
 
 // respond streams the answer to the agent.

@@ -229,16 +229,15 @@ func (p *forwardProxy) connect(w http.ResponseWriter, r *http.Request, org, toke
 		p.logCall(r.Method, org, "", r.Host, brokerFail(w, fail), start)
 		return
 	}
-	conn, buf, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		p.logCall(r.Method, org, "", r.Host, brokerFail(w, &egress.Error{Status: http.StatusInternalServerError, Msg: "the proxy cannot take this connection over"}), start)
+	conn, buf, fail := takeOver(w)
+	if fail != nil {
+		p.logCall(r.Method, org, "", r.Host, fail.Status, start)
 		return
 	}
-	if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+	if _, err := conn.Write([]byte(connectionEstablished)); err != nil {
 		conn.Close()
 		return
 	}
-	_ = conn.SetDeadline(time.Time{})
 	tc := tls.Server(&bufferedConn{Conn: conn, r: buf.Reader}, &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
@@ -337,19 +336,13 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 // webSocket upgrades an authorized call and relays its frames, the
 // service's scrubbed, until either side ends the connection.
 func (p *forwardProxy) webSocket(w http.ResponseWriter, r *http.Request, grant *egress.Grant, call *edgeCall, target *url.URL) int {
-	checked, err := egress.Check(grant, egress.Request{
-		Method: r.Method, Target: call.rest + rawQuery(target), Header: r.Header, CallerToken: call.token, ContentLength: 0,
-	})
-	if err != nil {
-		return brokerFail(w, asEgressError(err))
-	}
 	// The connection lives as long as both sides keep it: its context
 	// is not the request's, which ends once the handler has hijacked it.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
-	out, err := checked.Prepare(ctx, grant.Material)
-	if err != nil {
-		return brokerFail(w, asEgressError(err))
+	out, fail := p.edge.prepare(ctx, grant, edgeRequest{call: call, method: r.Method, rawQuery: target.RawQuery, header: r.Header})
+	if fail != nil {
+		return brokerFail(w, fail)
 	}
 	defer out.Scrubber.Zero()
 	out.PrepareWebSocket()
@@ -358,40 +351,64 @@ func (p *forwardProxy) webSocket(w http.ResponseWriter, r *http.Request, grant *
 		return brokerFail(w, asEgressError(err))
 	}
 	defer service.Close()
-	conn, buf, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return brokerFail(w, &egress.Error{Status: http.StatusInternalServerError, Msg: "the proxy cannot take this connection over"})
+	conn, buf, fail := takeOver(w)
+	if fail != nil {
+		return fail.Status
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Time{})
-	if _, err := fmt.Fprintf(buf, "HTTP/1.1 101 Switching Protocols\r\n"); err != nil {
-		return http.StatusSwitchingProtocols
-	}
+	_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
 	_ = header.Write(buf)
 	_, _ = buf.WriteString("\r\n")
 	if buf.Flush() != nil {
 		return http.StatusSwitchingProtocols
 	}
-	done := make(chan struct{})
-	go func() {
-		// The caller's frames go as they are: they are its own data.
-		_, _ = io.Copy(service, buf.Reader)
-		service.Close()
-		close(done)
-	}()
-	if err := egress.ScrubFrames(conn, service, out.Scrubber); err != nil {
+	// The caller's frames go as they are: they are its own data.
+	err = relay(conn, buf.Reader, service, func(dst io.Writer, src io.Reader) error {
+		return egress.ScrubFrames(dst, src, out.Scrubber)
+	})
+	if err != nil {
 		p.logger.Debug("proxy: a WebSocket ended", "cred", call.cred, "reason", err.Error())
 	}
-	conn.Close()
-	<-done
 	return http.StatusSwitchingProtocols
 }
 
-func rawQuery(u *url.URL) string {
-	if u.RawQuery == "" {
-		return ""
+// connectionEstablished answers a CONNECT the proxy takes.
+const connectionEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
+
+// takeOver hijacks the caller's connection for a tunnel or an upgrade,
+// with the proxy server's deadlines cleared: it lives as long as both
+// sides keep it. A failure is answered to the caller.
+func takeOver(w http.ResponseWriter) (net.Conn, *bufio.ReadWriter, *egress.Error) {
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		fail := &egress.Error{Status: http.StatusInternalServerError, Msg: "the proxy cannot take this connection over"}
+		brokerFail(w, fail)
+		return nil, nil, fail
 	}
-	return "?" + u.RawQuery
+	_ = conn.SetDeadline(time.Time{})
+	return conn, buf, nil
+}
+
+// relay copies the caller's bytes (from caller, the hijacked connection's
+// reader) to service as they are, and service's to conn through
+// fromService, until both directions end. When the caller is done
+// writing, service is half-closed where it can be (the rest of its
+// answer still comes back), else closed.
+func relay(conn net.Conn, caller io.Reader, service io.ReadWriteCloser, fromService func(dst io.Writer, src io.Reader) error) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(service, caller)
+		if hc, ok := service.(interface{ CloseWrite() error }); ok {
+			_ = hc.CloseWrite()
+			return
+		}
+		service.Close()
+	}()
+	err := fromService(conn, service)
+	conn.Close()
+	<-done
+	return err
 }
 
 // tunnelsOtherHosts says whether the org passes hosts outside the agent's
@@ -426,26 +443,18 @@ func (p *forwardProxy) passThrough(w http.ResponseWriter, host string) int {
 		return brokerFail(w, &egress.Error{Status: http.StatusBadGateway, Msg: msg})
 	}
 	defer service.Close()
-	conn, buf, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return brokerFail(w, &egress.Error{Status: http.StatusInternalServerError, Msg: "the proxy cannot take this connection over"})
+	conn, buf, fail := takeOver(w)
+	if fail != nil {
+		return fail.Status
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Time{})
-	if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+	if _, err := conn.Write([]byte(connectionEstablished)); err != nil {
 		return http.StatusOK
 	}
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(service, buf.Reader)
-		if tc, ok := service.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		close(done)
-	}()
-	_, _ = io.Copy(conn, service)
-	conn.Close()
-	<-done
+	_ = relay(conn, buf.Reader, service, func(dst io.Writer, src io.Reader) error {
+		_, err := io.Copy(dst, src)
+		return err
+	})
 	return http.StatusOK
 }
 
@@ -505,12 +514,12 @@ func (p *forwardProxy) credsOn(ctx context.Context, org, token string, target *u
 		}
 		return nil, fail
 	}
-	return credsServing(list.creds, org, target)
+	return credsServing(list.creds, target), nil
 }
 
 // credsServing are those of creds the agent may call over HTTP whose base
-// URL is on target's scheme, host and port; none is not an error here.
-func credsServing(creds []*agentCred, org string, target *url.URL) ([]proxyCred, *egress.Error) {
+// URL is on target's scheme, host and port.
+func credsServing(creds []*agentCred, target *url.URL) []proxyCred {
 	var out []proxyCred
 	for _, c := range creds {
 		if !c.HTTP || c.BaseURL == "" || c.Unusable != "" {
@@ -523,7 +532,7 @@ func credsServing(creds []*agentCred, org string, target *url.URL) ([]proxyCred,
 		}
 		out = append(out, proxyCred{name: c.Name, base: b})
 	}
-	return out, nil
+	return out
 }
 
 // noneServes refuses a target none of the agent's credentials serve.

@@ -40,11 +40,7 @@ func TestProxyChoosesTheCredentialByBaseURL(t *testing.T) {
 	}
 	for _, c := range cases {
 		target, _ := url.Parse(c.url)
-		on, fail := credsServing(creds, "acme", target)
-		var cred, rest string
-		if fail == nil {
-			cred, rest, fail = choose(on, target, c.named)
-		}
+		cred, rest, fail := choose(credsServing(creds, target), target, c.named)
 		switch {
 		case c.status != 0 && (fail == nil || fail.Status != c.status || !strings.Contains(fail.Msg, c.msg)):
 			t.Errorf("%s (%q): %v, want %d %q", c.url, c.named, fail, c.status, c.msg)

@@ -38,7 +38,7 @@ type tlsService struct {
 func startTLSService(t *testing.T, key string) *tlsService {
 	t.Helper()
 	s := &tlsService{}
-	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Server = serveTLS(t, true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ok := r.Header.Get("Authorization") == "Bearer "+key
 		if !ok {
 			s.refused.Add(1)
@@ -54,15 +54,24 @@ func startTLSService(t *testing.T, key string) *tlsService {
 			"proxy_auth": r.Header.Get("Proxy-Authorization"),
 		})
 	}))
+	return s
+}
+
+// serveTLS serves h over TLS with a certificate of the test CA, HTTP/2
+// only (httptest's EnableHTTP2 offers h2 alone) or HTTP/1.1 only, until
+// the test ends.
+func serveTLS(t *testing.T, http2 bool, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	cfg, err := vault.CA.ServerTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.TLS = cfg
-	s.EnableHTTP2 = true
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	return s
+	srv.TLS = cfg
+	srv.EnableHTTP2 = http2
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // proxyClient is a program configured with HTTPS_PROXY and the org's CA.
@@ -302,7 +311,7 @@ func TestProxyModeGitCloneAndPush(t *testing.T) {
 	run(seed, nil, "push", "-q", root+"/repo.git", "main")
 
 	gitServer := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := serveTLS(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
 			w.WriteHeader(http.StatusUnauthorized)
@@ -310,13 +319,6 @@ func TestProxyModeGitCloneAndPush(t *testing.T) {
 		}
 		gitServer.ServeHTTP(w, r)
 	}))
-	cfg, err := vault.CA.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.TLS = cfg
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
 
 	write(t, admin, mount+"/services/git-host", map[string]interface{}{
 		"types": "password", "base_urls": srv.URL,
@@ -366,7 +368,7 @@ func TestProxyModeWebSocket(t *testing.T) {
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
 	const key = "sk-ws-canary-0a9b8c7d6e5f4a3b"
 	var upgraded atomic.Int64
-	svc := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	svc := serveTLS(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+key {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
@@ -390,13 +392,6 @@ func TestProxyModeWebSocket(t *testing.T) {
 			}
 		}
 	}))
-	cfg, err := vault.CA.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.TLS = cfg
-	svc.StartTLS()
-	t.Cleanup(svc.Close)
 	write(t, admin, mount+"/services/ws-api", map[string]interface{}{"types": "api_key", "base_urls": svc.URL})
 	write(t, admin, mount+"/creds/ws-key", map[string]interface{}{"type": "api_key", "service": "ws-api", "api_key": key})
 	caDir := t.TempDir()
