@@ -54,6 +54,7 @@ type brokerHandler struct {
 	publicURL func() string
 	logger    *slog.Logger
 	sealed    sealedCache
+	checks    *capabilityChecks
 	// roots are the CAs services are checked against; nil: the system's.
 	roots *x509.CertPool
 
@@ -81,7 +82,7 @@ func newBrokerHandler(vaultAddr string, key *egress.EdgePrivateKey, publicURL fu
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &brokerHandler{
+	h := &brokerHandler{
 		vaultAddr: strings.TrimSuffix(vaultAddr, "/"),
 		vault:     &http.Client{Transport: t, Timeout: edgeVaultTimeout},
 		key:       key,
@@ -90,6 +91,8 @@ func newBrokerHandler(vaultAddr string, key *egress.EdgePrivateKey, publicURL fu
 		sealed:    newSealedCache(),
 		clients:   map[string]*http.Client{},
 	}
+	h.checks = newCapabilityChecks(h.askVault)
+	return h
 }
 
 func (h *brokerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

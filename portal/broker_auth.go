@@ -28,7 +28,8 @@ import (
 // records the use. Until the engine's use_until (seconds later), further
 // calls of the same token ask Vault only whether the token may update the
 // call's Vault path (sys/capabilities-self, answered by Vault's core
-// without a plugin round trip) and reuse the injection, kept as ciphertext
+// without a plugin round trip; calls of a token that arrive together share
+// one, see broker_checks.go) and reuse the injection, kept as ciphertext
 // and opened for the call alone. A revoked token, a deleted agent or a
 // narrowed policy is refused on its next call either way.
 //
@@ -188,16 +189,17 @@ func (h *brokerHandler) fetchSealed(ctx context.Context, call *edgeCall, method,
 	return sealed, useUntil, nil
 }
 
-// checkCapability asks Vault whether the token may update the call's path.
+// checkCapability asks Vault whether the token may update the call's path,
+// in a check it may share with the token's other calls of the moment
+// (broker_checks.go).
 func (h *brokerHandler) checkCapability(ctx context.Context, call *edgeCall, method, path string) *egress.Error {
-	var out struct {
-		Capabilities []string `json:"capabilities"`
-	}
-	body := map[string]any{"paths": []string{path}}
-	if fail := h.vaultCall(ctx, call, method, path, &url.URL{Path: "/v1/sys/capabilities-self"}, body, &out); fail != nil {
-		return fail
-	}
-	if slices.Contains(out.Capabilities, "update") || slices.Contains(out.Capabilities, "root") {
+	caps, fail := h.checks.capabilities(ctx, call.token, path)
+	switch {
+	case fail.err != nil:
+		return fail.err
+	case fail.status != 0:
+		return vaultRefusal(fail.status, fail.errs, call, method)
+	case slices.Contains(caps, "update") || slices.Contains(caps, "root"):
 		return nil
 	}
 	return denied(call, method)

@@ -520,3 +520,104 @@ func TestEdgeCanary(t *testing.T) {
 		t.Errorf("the service saw %d calls, want 5", len(up.Requests()))
 	}
 }
+
+// TestEdgeRefusesRevokedTokensAmidConcurrentCalls: the edge has Vault
+// decide the calls of a token that arrive together in shared checks, yet
+// each call is decided by a check sent after it arrived. With 16 calls
+// of each token always in flight, every call that starts after the token
+// is revoked, or its policy narrowed, is refused.
+func TestEdgeRefusesRevokedTokensAmidConcurrentCalls(t *testing.T) {
+	up := startFake(t)
+	org := brokerOrg(t, "edge-concurrent", up)
+	base := startPortal(t)
+	ctx := context.Background()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	type outcome struct {
+		start  time.Time
+		status int
+	}
+	// hammer makes calls with token from 16 goroutines until stop.
+	hammer := func(token string, stop <-chan struct{}) <-chan []outcome {
+		done := make(chan []outcome, 16)
+		for range 16 {
+			go func() {
+				var seen []outcome
+				for {
+					select {
+					case <-stop:
+						done <- seen
+						return
+					default:
+					}
+					req, _ := http.NewRequest(http.MethodGet, base+"/broker/"+org+"/key-a/v1/balance", nil)
+					req.Header.Set("Authorization", "Bearer "+token)
+					o := outcome{start: time.Now()}
+					resp, err := client.Do(req)
+					if err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						o.status = resp.StatusCode
+					}
+					seen = append(seen, o)
+				}
+			}()
+		}
+		return done
+	}
+
+	for _, c := range []struct {
+		name   string
+		change func(token string)
+		want   int
+	}{
+		{"revoked", func(token string) {
+			if err := vault.Client().Auth().Token().RevokeTreeWithContext(ctx, token); err != nil {
+				t.Error(err)
+			}
+		}, http.StatusUnauthorized},
+		{"narrowed", func(string) {
+			// The agent's policy keeps only what every agent may do, without
+			// the credential.
+			if err := vault.Client().Sys().PutPolicyWithContext(ctx, provision.AgentName(org, "narrowed"),
+				`path "sys/capabilities-self" { capabilities = ["update"] }`); err != nil {
+				t.Error(err)
+			}
+		}, http.StatusForbidden},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			token := newAgent(t, org, provision.AgentSpec{Name: c.name, Creds: []string{"key-a"}})
+			stop := make(chan struct{})
+			done := hammer(token, stop)
+			time.Sleep(300 * time.Millisecond)
+			changing := time.Now()
+			c.change(token)
+			changed := time.Now()
+			time.Sleep(300 * time.Millisecond)
+			close(stop)
+
+			var before, after, allowedBefore int
+			for range 16 {
+				for _, o := range <-done {
+					switch {
+					case o.start.Before(changing):
+						before++
+						if o.status == http.StatusOK {
+							allowedBefore++
+						}
+					case o.start.After(changed):
+						after++
+						if o.status != c.want {
+							t.Errorf("a call started %v after the change answered %d, want %d", o.start.Sub(changed), o.status, c.want)
+						}
+					}
+				}
+			}
+			if allowedBefore == 0 || after == 0 {
+				t.Fatalf("%d calls allowed of %d before the change, %d after it: the test saw no concurrent calls", allowedBefore, before, after)
+			}
+			t.Logf("%d calls before the change (%d allowed), %d after it", before, allowedBefore, after)
+		})
+	}
+}
