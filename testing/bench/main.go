@@ -9,6 +9,8 @@
 //	floor    GET Vault /v1/orgs/<org>/config: one Vault request into the plugin
 //	edge     GET portal /broker/<org>/<cred>/v1/ping with an agent's token
 //	vault    POST Vault /v1/orgs/<org>/proxy/<cred>/GET/v1/ping with an agent's token
+//	check    POST Vault /v1/sys/capabilities-self for the edge call's path: the
+//	         Vault request the edge makes per call once the injection is kept
 //
 // For each: p50 and p99 latency at concurrency 1 (-n calls) and throughput
 // at concurrency -c (for -d), in -rounds interleaved rounds (medians are
@@ -74,7 +76,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,edge,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,check,edge,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
@@ -347,6 +349,7 @@ type scenario struct {
 
 func (st *stack) scenarios() []scenario {
 	proxyBody := []byte(`{}`)
+	checkBody := []byte(`{"paths":["` + contract.CallPath(org, cred, http.MethodGet, "/v1/ping") + `"]}`)
 	all := []scenario{
 		{"direct", "direct to the upstream", func(ctx context.Context) error {
 			return st.get(ctx, st.up.URL+"/v1/ping", "Authorization", "Bearer "+apiKey, nil)
@@ -356,6 +359,9 @@ func (st *stack) scenarios() []scenario {
 		}},
 		{"floor-approle", "the same read with an AppRole token (entity)", func(ctx context.Context) error {
 			return st.get(ctx, st.vault.Addr+"/v1/"+contract.Mount(org)+"/config", "X-Vault-Token", st.roleToken, nil)
+		}},
+		{"check", "Vault's check of an edge call alone (sys/capabilities-self)", func(ctx context.Context) error {
+			return st.check(ctx, checkBody)
 		}},
 		{"edge", "brokered through the portal's edge", func(ctx context.Context) error {
 			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+cred+"/v1/ping", "Authorization", "Bearer "+st.agentToken, nil)
@@ -376,6 +382,28 @@ func (st *stack) scenarios() []scenario {
 		}})
 	}
 	return all
+}
+
+// check sends the edge's per-call Vault check and wants "update".
+func (st *stack) check(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.vault.Addr+"/v1/sys/capabilities-self", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Vault-Token", st.agentToken)
+	resp, err := st.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(out, []byte(`"capabilities":["update"]`)) {
+		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, out)
+	}
+	return nil
 }
 
 // peerGet calls through the peer's forward proxy. The fake upstream
