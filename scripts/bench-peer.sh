@@ -14,6 +14,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 src=${AGENT_VAULT_SRC:?set AGENT_VAULT_SRC to a checkout of the Agent Vault repository}
 bin=$root/bin/agent-vault
 upstream_port=${BENCH_UPSTREAM_PORT:-18411}
+upstream_tls_port=${BENCH_UPSTREAM_TLS_PORT:-18412}
 api_port=${AGENT_VAULT_PORT:-14321}
 proxy_port=${AGENT_VAULT_PROXY_PORT:-14322}
 key=sk_test_BENCHbench0123456789abcd   # the bench's upstream key (testing/bench)
@@ -34,6 +35,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# The HTTPS upstream's CA, made before the peer starts so that the peer
+# trusts it (SSL_CERT_FILE); the bench serves with it.
+(cd "$root" && go run ./testing/bench -write-upstream-ca "$work/upstream-ca")
+
 cp /etc/hosts "$work/hosts"
 echo "127.0.0.1 bench.test" >>"$work/hosts"
 go_home=$HOME
@@ -43,7 +48,7 @@ password=bench-password-0123456789
 addr="http://127.0.0.1:$api_port"
 
 AGENT_VAULT_MASTER_PASSWORD=$password AGENT_VAULT_RATELIMIT_PROFILE=off \
-AGENT_VAULT_ALLOW_PRIVATE_RANGES=true AGENT_VAULT_ADDR="$addr" \
+AGENT_VAULT_ALLOW_PRIVATE_RANGES=true AGENT_VAULT_ADDR="$addr" SSL_CERT_FILE="$work/upstream-ca/bundle.pem" \
 	unshare -m sh -c "mount --bind '$work/hosts' /etc/hosts && exec '$bin' server --host 127.0.0.1 --port $api_port --mitm-port $proxy_port" \
 	>"$work/server.log" 2>&1 &
 server_pid=$!
@@ -58,8 +63,12 @@ echo "$password" | "$bin" auth register --address "$addr" --email bench@example.
 echo "$password" | "$bin" auth login --address "$addr" --email bench@example.com --password-stdin >/dev/null
 "$bin" vault credential set "BENCH_KEY=$key" >/dev/null
 "$bin" vault service add --name bench --host "bench.test:$upstream_port" --auth-type bearer --token-key BENCH_KEY >/dev/null
+"$bin" vault service add --name bench-tls --host "bench.test:$upstream_tls_port" --auth-type bearer --token-key BENCH_KEY >/dev/null
+curl -fsS "$addr/v1/mitm/ca.pem" >"$work/peer-ca.pem"
 token=$("$bin" agent create bench --vault default:proxy --token-only)
 
 cd "$root"
 HOME=$go_home go run ./testing/bench -peer-pid "$server_pid" -upstream-addr "127.0.0.1:$upstream_port" \
-	-peer-proxy "http://127.0.0.1:$proxy_port" -peer-token "$token" -peer-host "bench.test:$upstream_port" "$@"
+	-upstream-tls-addr "127.0.0.1:$upstream_tls_port" -upstream-ca "$work/upstream-ca" \
+	-peer-proxy "http://127.0.0.1:$proxy_port" -peer-token "$token" -peer-host "bench.test:$upstream_port" \
+	-peer-tls-host "bench.test:$upstream_tls_port" -peer-ca "$work/peer-ca.pem" "$@"

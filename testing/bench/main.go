@@ -47,16 +47,19 @@ import (
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/harness"
 	"github.com/clankteam/credentials/testing/smtpserver"
+	"github.com/clankteam/credentials/testing/tlsca"
 	"github.com/clankteam/credentials/testing/upstream"
 )
 
 // peer is another broker measured beside ours in the same run.
 var peer struct {
 	proxy, token, host string
-	pid                int
+	// tlsHost and caFile are for the peer's MITM mode.
+	tlsHost, caFile string
+	pid             int
 }
 
-var upstreamAddr string
+var upstreamAddr, upstreamTLSAddr, upstreamCADir string
 
 const (
 	org     = "bench"
@@ -86,7 +89,19 @@ func run() error {
 	flag.StringVar(&peer.token, "peer-token", "", "the peer's agent token, sent as Proxy-Authorization: Bearer")
 	flag.IntVar(&peer.pid, "peer-pid", 0, "the peer's process id, for its CPU per call")
 	flag.StringVar(&peer.host, "peer-host", "", "host:port the peer's service rule names; it must resolve, for the peer, to the fake upstream")
+	flag.StringVar(&peer.tlsHost, "peer-tls-host", "", "host:port the peer's service rule for the HTTPS upstream names (scenario peer-tls, through its MITM proxy)")
+	flag.StringVar(&peer.caFile, "peer-ca", "", "the peer's MITM CA certificate (PEM), for scenario peer-tls")
+	flag.StringVar(&upstreamTLSAddr, "upstream-tls-addr", "", "address of the HTTPS fake upstream (default: a free 127.0.0.1 port)")
+	flag.StringVar(&upstreamCADir, "upstream-ca", "", "a CA directory from -write-upstream-ca that signs the HTTPS upstream's certificate (default: the Vault harness's CA)")
+	writeCA := flag.String("write-upstream-ca", "", "write a CA for -upstream-ca to this directory, with bundle.pem for a peer's SSL_CERT_FILE, and exit")
 	flag.Parse()
+	if *writeCA != "" {
+		ca, err := tlsca.New()
+		if err == nil {
+			err = ca.Save(*writeCA)
+		}
+		return err
+	}
 	ctx := context.Background()
 
 	st, err := setUp(ctx)
@@ -151,11 +166,14 @@ type stack struct {
 	// upTLS is the fake upstream over HTTPS; tlsClient calls it directly
 	// and proxyTLS through the proxy's intercepted tunnels, trusting the
 	// org's proxy CA in proxyCADir.
-	upTLS               *upstream.Server
+	upTLS *upstream.Server
+	// upCA signs the HTTPS upstream's certificate.
+	upCA                *tlsca.CA
 	tlsClient, proxyTLS *http.Client
 	proxyCADir          string
-	// peerClient sends through the peer's forward proxy.
-	peerClient *http.Client
+	// peerClient sends through the peer's forward proxy; peerTLS through
+	// its intercepted tunnels.
+	peerClient, peerTLS *http.Client
 	// smtp receives the mail scenario's messages.
 	smtp *smtpserver.Server
 	// mcpClient holds the mcp-oauth scenario's OAuth tokens.
@@ -201,7 +219,7 @@ func setUp(ctx context.Context) (*stack, error) {
 	}
 	st.portal, err = portal.NewServer(portal.Config{
 		Addr: "127.0.0.1:0", VaultAddr: st.vault.Addr, EdgeKey: st.vault.PortalEdgeKey(),
-		ProxyAddr: "127.0.0.1:0", ProxyCADir: st.proxyCADir, OutboundRoots: st.vault.CA.Pool(),
+		ProxyAddr: "127.0.0.1:0", ProxyCADir: st.proxyCADir, OutboundRoots: st.outboundRoots(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err == nil {
@@ -250,6 +268,10 @@ func setUp(ctx context.Context) (*stack, error) {
 			Proxy:        http.ProxyURL(proxy),
 			MaxIdleConns: 256, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute,
 		}}
+		if err := st.peerTLSClient(proxy); err != nil {
+			st.stop()
+			return nil, err
+		}
 	}
 	return st, nil
 }
@@ -379,6 +401,11 @@ func (st *stack) scenarios() []scenario {
 	if st.peerClient != nil {
 		all = append(all, scenario{"peer", "peer: Agent Vault forward proxy", func(ctx context.Context) error {
 			return st.peerGet(ctx, "http://"+peer.host+"/v1/ping")
+		}})
+	}
+	if st.peerTLS != nil {
+		all = append(all, scenario{"peer-tls", "peer: Agent Vault MITM proxy (HTTPS_PROXY) to the HTTPS upstream", func(ctx context.Context) error {
+			return st.getVia(ctx, st.peerTLS, "https://"+peer.tlsHost+"/v1/ping", "Accept", "application/json", nil)
 		}})
 	}
 	return all
