@@ -69,6 +69,8 @@ func TestCustomService(t *testing.T) {
 		{"relative base url", map[string]interface{}{"types": "api_key", "base_urls": "/api"}, "base_urls"},
 		{"inner wildcard", map[string]interface{}{"types": "api_key", "base_urls": "https://a.*.example"}, "wildcard"},
 		{"bad injection style", map[string]interface{}{"types": "api_key", "injection": map[string]interface{}{"api_key": map[string]interface{}{"style": "cookie"}}}, "style must be"},
+		{"body without field", map[string]interface{}{"types": "api_key", "injection": map[string]interface{}{"api_key": map[string]interface{}{"style": "body"}}}, "style body needs field"},
+		{"body for a password", map[string]interface{}{"types": "password", "injection": map[string]interface{}{"password": map[string]interface{}{"style": "body", "field": "pw"}}}, "one secret"},
 		{"misspelt nested key", map[string]interface{}{"types": "api_key", "injection": map[string]interface{}{"api_key": map[string]interface{}{"style": "header", "hedaer": "X"}}}, "unknown field"},
 		{"oauth2 without endpoints", map[string]interface{}{"types": "oauth2"}, "auth_url"},
 		{"unknown field", map[string]interface{}{"types": "api_key", "colour": "red"}, "unknown field(s): colour"},

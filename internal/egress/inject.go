@@ -12,6 +12,7 @@ const (
 	StyleHeader = "header" // a header, value from Format with {secret}
 	StyleBasic  = "basic"  // HTTP basic; an API key alone is the user name
 	StyleQuery  = "query"  // a query parameter
+	StyleBody   = "body"   // a top-level field of a JSON or form body
 )
 
 // Injection says how a credential goes into a request. Nothing in it is
@@ -22,6 +23,8 @@ type Injection struct {
 	// Format is the header value; {secret} is replaced by the secret.
 	Format string `json:"format,omitempty"`
 	Query  string `json:"query,omitempty"`
+	// Field is the body field of style body.
+	Field string `json:"field,omitempty"`
 	// User is basic auth's user name for an API key that goes as the
 	// password (Mailgun's "api"); empty: the key is the user name.
 	User string `json:"user,omitempty"`
@@ -66,6 +69,10 @@ func Inject(req *http.Request, inj Injection, m Material) error {
 		}
 		q.Set(inj.Query, string(m.Secret))
 		req.URL.RawQuery = q.Encode()
+	case StyleBody:
+		if err := injectBody(req, inj.Field, m.Secret); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("unknown injection style %q", inj.Style)
 	}

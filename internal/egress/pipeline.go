@@ -116,6 +116,9 @@ func (c *Checked) Prepare(ctx context.Context, m Material) (*Outgoing, error) {
 	req.Header = c.header
 	req.Header.Set("Accept-Encoding", AcceptEncoding)
 	if err := Inject(req, c.grant.Injection, m); err != nil {
+		if limited != nil && limited.over {
+			return nil, TooLarge("request", c.grant.MaxBody)
+		}
 		return nil, err
 	}
 	return &Outgoing{Request: req, Scrubber: ScrubberFor(c.grant.Injection, m), grant: c.grant, target: c.target, body: limited}, nil

@@ -197,8 +197,15 @@ func validateInjection(inj egress.Injection, credType string) error {
 		if inj.Query == "" {
 			return fmt.Errorf("style query needs query, the parameter name")
 		}
+	case egress.StyleBody:
+		if inj.Field == "" || len(inj.Field) > 128 {
+			return fmt.Errorf("style body needs field, the JSON or form field's name (up to 128 characters)")
+		}
+		if credType == TypePassword {
+			return fmt.Errorf("style body suits credentials of one secret; a password credential goes as basic auth or a header")
+		}
 	default:
-		return fmt.Errorf("style must be header, basic or query, not %q", inj.Style)
+		return fmt.Errorf("style must be header, basic, query or body, not %q", inj.Style)
 	}
 	for k := range inj.Headers {
 		if strings.ContainsAny(k, " :\r\n") {
