@@ -131,6 +131,9 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
 		return brokerFail(w, fail)
 	}
 	defer grant.Material.Zero()
+	if websocket, _ := isWebSocketCall(r); websocket {
+		return h.webSocket(w, r, grant, call, r.URL.RawQuery)
+	}
 	// The server's own read deadline is for pages; a brokered upload may
 	// take as long as broker_timeout allows. Full duplex: the transport may
 	// still be reading the request body (if only to see its end) when the
@@ -162,9 +165,8 @@ func (h *brokerHandler) parse(r *http.Request) (*edgeCall, *egress.Error) {
 	if !contract.ValidMethod(r.Method) {
 		return nil, &egress.Error{Status: http.StatusMethodNotAllowed, Permanent: true, Msg: contract.MethodRule()}
 	}
-	if r.Header.Get("Upgrade") != "" {
-		return nil, &egress.Error{Status: http.StatusNotImplemented, Permanent: true,
-			Msg: "protocol upgrades (WebSocket) are not brokered: use the service's HTTP API"}
+	if _, fail := isWebSocketCall(r); fail != nil {
+		return nil, fail
 	}
 	token, from := brokerToken(r.Header)
 	if token == "" {

@@ -89,7 +89,8 @@ func TestBrokerRefusesBeforeReadingTheBody(t *testing.T) {
 		{"dot segments", "POST", "/broker/acme/stripe/v1/..;/admin", "hvs.x", nil, http.StatusBadRequest, "'..'", "invalid_request_error"},
 		{"double encoding", "POST", "/broker/acme/stripe/v1/%252e%252e/admin", "hvs.x", nil, http.StatusBadRequest, "percent-encode", "invalid_request_error"},
 		{"trace", "TRACE", "/broker/acme/stripe/v1/x", "hvs.x", nil, http.StatusMethodNotAllowed, "method", "invalid_request_error"},
-		{"websocket", "GET", "/broker/acme/stripe/v1/realtime", "hvs.x", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}, http.StatusNotImplemented, "WebSocket", "broker_error"},
+		{"h2c upgrade", "GET", "/broker/acme/stripe/v1/realtime", "hvs.x", map[string]string{"Upgrade": "h2c", "Connection": "Upgrade"}, http.StatusNotImplemented, "only WebSocket", "broker_error"},
+		{"websocket by POST", "POST", "/broker/acme/stripe/v1/realtime", "hvs.x", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}, http.StatusNotImplemented, "only WebSocket", "broker_error"},
 		{"vault down", "POST", "/broker/acme/stripe/v1/x", "hvs.x", nil, http.StatusServiceUnavailable, "Vault cannot be reached", "broker_error"},
 	} {
 		req := httptest.NewRequest(tc.method, tc.path, nil)

@@ -282,10 +282,9 @@ func sameAuthority(reqHost, tunnelHost string) bool {
 // forward is one call of the edge's pipeline for target.
 func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, token string, target *url.URL) {
 	start := time.Now()
-	websocket := egress.IsWebSocketUpgrade(r.Header)
-	if r.Header.Get("Upgrade") != "" && (!websocket || r.ProtoMajor != 1 || r.Method != http.MethodGet) {
-		p.logCall(r.Method, org, "", target.Host, brokerFail(w, &egress.Error{Status: http.StatusNotImplemented, Permanent: true,
-			Msg: "of protocol upgrades, only WebSocket over HTTP/1.1 (a GET) is proxied"}), start)
+	websocket, fail := isWebSocketCall(r)
+	if fail != nil {
+		p.logCall(r.Method, org, "", target.Host, brokerFail(w, fail), start)
 		return
 	}
 	if !contract.ValidMethod(r.Method) {
@@ -313,7 +312,7 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 	}
 	defer grant.Material.Zero()
 	if websocket {
-		p.logCall(r.Method, org, cred, target.Host, p.webSocket(w, r, grant, call, target), start)
+		p.logCall(r.Method, org, cred, target.Host, p.edge.webSocket(w, r, grant, call, target.RawQuery), start)
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -333,83 +332,8 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 	p.logCall(r.Method, org, cred, target.Host, p.edge.respond(w, r.Method, answer), start)
 }
 
-// webSocket upgrades an authorized call and relays its frames, the
-// service's scrubbed, until either side ends the connection.
-func (p *forwardProxy) webSocket(w http.ResponseWriter, r *http.Request, grant *egress.Grant, call *edgeCall, target *url.URL) int {
-	// The connection lives as long as both sides keep it: its context
-	// is not the request's, which ends once the handler has hijacked it.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer cancel()
-	out, fail := p.edge.prepare(ctx, grant, edgeRequest{call: call, method: r.Method, rawQuery: target.RawQuery, header: r.Header})
-	if fail != nil {
-		return brokerFail(w, fail)
-	}
-	defer out.Scrubber.Zero()
-	out.PrepareWebSocket()
-	service, header, err := out.SendWebSocket(p.edge.upstream(grant.PrivateTargets))
-	if err != nil {
-		return brokerFail(w, asEgressError(err))
-	}
-	defer service.Close()
-	conn, buf, fail := takeOver(w)
-	if fail != nil {
-		return fail.Status
-	}
-	defer conn.Close()
-	_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	_ = header.Write(buf)
-	_, _ = buf.WriteString("\r\n")
-	if buf.Flush() != nil {
-		return http.StatusSwitchingProtocols
-	}
-	// The caller's frames go as they are: they are its own data.
-	err = relay(conn, buf.Reader, service, func(dst io.Writer, src io.Reader) error {
-		return egress.ScrubFrames(dst, src, out.Scrubber)
-	})
-	if err != nil {
-		p.logger.Debug("proxy: a WebSocket ended", "cred", call.cred, "reason", err.Error())
-	}
-	return http.StatusSwitchingProtocols
-}
-
 // connectionEstablished answers a CONNECT the proxy takes.
 const connectionEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
-
-// takeOver hijacks the caller's connection for a tunnel or an upgrade,
-// with the proxy server's deadlines cleared: it lives as long as both
-// sides keep it. A failure is answered to the caller.
-func takeOver(w http.ResponseWriter) (net.Conn, *bufio.ReadWriter, *egress.Error) {
-	conn, buf, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		fail := &egress.Error{Status: http.StatusInternalServerError, Msg: "the proxy cannot take this connection over"}
-		brokerFail(w, fail)
-		return nil, nil, fail
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return conn, buf, nil
-}
-
-// relay copies the caller's bytes (from caller, the hijacked connection's
-// reader) to service as they are, and service's to conn through
-// fromService, until both directions end. When the caller is done
-// writing, service is half-closed where it can be (the rest of its
-// answer still comes back), else closed.
-func relay(conn net.Conn, caller io.Reader, service io.ReadWriteCloser, fromService func(dst io.Writer, src io.Reader) error) error {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(service, caller)
-		if hc, ok := service.(interface{ CloseWrite() error }); ok {
-			_ = hc.CloseWrite()
-			return
-		}
-		service.Close()
-	}()
-	err := fromService(conn, service)
-	conn.Close()
-	<-done
-	return err
-}
 
 // tunnelsOtherHosts says whether the org passes hosts outside the agent's
 // credentials through (config proxy_other_hosts=tunnel), as the agent's

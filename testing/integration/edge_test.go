@@ -22,6 +22,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	anthropicopt "github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/coder/websocket"
 	"github.com/google/go-github/v75/github"
 	"github.com/hashicorp/vault/api"
 	"github.com/openai/openai-go/v3"
@@ -619,5 +620,31 @@ func TestEdgeRefusesRevokedTokensAmidConcurrentCalls(t *testing.T) {
 			}
 			t.Logf("%d calls before the change (%d allowed), %d after it", before, allowedBefore, after)
 		})
+	}
+}
+
+// TestEdgeWebSocket: a WebSocket on /broker/, the agent's token in
+// Authorization as for any call: authorized by Vault, the key injected,
+// the service's frames scrubbed. A revoked token's upgrade is refused
+// before the service sees it.
+func TestEdgeWebSocket(t *testing.T) {
+	org := newOrg(t, "edge-ws")
+	const key = "sk-edge-ws-canary-7e6d5c4b3a29"
+	svc := startWebSocketService(t, org, key)
+	srv := servePortal(t, portal.Config{OutboundRoots: vault.CA.Pool()})
+	token := newAgent(t, org, provision.AgentSpec{Name: "streamer", Creds: []string{"ws-key"}})
+	u := "ws" + strings.TrimPrefix(srv.URL(), "http") + "/broker/" + org + "/ws-key/v1/stream"
+	header := http.Header{"Authorization": {"Bearer " + token}}
+	svc.exchange(t, u, &websocket.DialOptions{HTTPHeader: header})
+
+	write(t, vault.Client(), "auth/token/revoke", map[string]interface{}{"token": token})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: header})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a revoked token's upgrade: %v %v", err, resp)
+	}
+	if n := svc.upgraded.Load(); n != 1 {
+		t.Errorf("%d upgrades reached the service, want the first alone", n)
 	}
 }

@@ -364,11 +364,33 @@ func TestProxyModeGitCloneAndPush(t *testing.T) {
 // as sent.
 func TestProxyModeWebSocket(t *testing.T) {
 	org := newOrg(t, "proxy-ws")
-	mount := contract.Mount(org)
-	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
 	const key = "sk-ws-canary-0a9b8c7d6e5f4a3b"
-	var upgraded atomic.Int64
-	svc := serveTLS(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	svc := startWebSocketService(t, org, key)
+	caDir := t.TempDir()
+	caPath, err := portal.CreateProxyCA(caDir, org, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := servePortal(t, portal.Config{ProxyAddr: "127.0.0.1:0", ProxyCADir: caDir, OutboundRoots: vault.CA.Pool()})
+	token := newAgent(t, org, provision.AgentSpec{Name: "streamer", Creds: []string{"ws-key"}})
+	c := proxyClient(t, srv.ProxyURL(), url.UserPassword(org, token), caPath)
+	c.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+	svc.exchange(t, "wss"+strings.TrimPrefix(svc.URL, "https")+"/v1/stream", &websocket.DialOptions{HTTPClient: c})
+}
+
+// wsService is a WebSocket service taking key as a bearer token: it
+// echoes each message, then says back the Authorization it got. Its
+// credential is ws-key of org.
+type wsService struct {
+	*httptest.Server
+	key      string
+	upgraded atomic.Int64
+}
+
+func startWebSocketService(t *testing.T, org, key string) *wsService {
+	t.Helper()
+	s := &wsService{key: key}
+	s.Server = serveTLS(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+key {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
@@ -379,36 +401,35 @@ func TestProxyModeWebSocket(t *testing.T) {
 		}
 		defer c.CloseNow()
 		c.SetReadLimit(1 << 20)
-		upgraded.Add(1)
+		s.upgraded.Add(1)
 		ctx := r.Context()
 		for {
 			typ, msg, err := c.Read(ctx)
 			if err != nil {
 				return
 			}
-			// An echo, and a service that says the key back.
 			if c.Write(ctx, typ, msg) != nil || c.Write(ctx, websocket.MessageText, []byte("you sent "+r.Header.Get("Authorization"))) != nil {
 				return
 			}
 		}
 	}))
-	write(t, admin, mount+"/services/ws-api", map[string]interface{}{"types": "api_key", "base_urls": svc.URL})
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	write(t, admin, mount+"/services/ws-api", map[string]interface{}{"types": "api_key", "base_urls": s.URL})
 	write(t, admin, mount+"/creds/ws-key", map[string]interface{}{"type": "api_key", "service": "ws-api", "api_key": key})
-	caDir := t.TempDir()
-	caPath, err := portal.CreateProxyCA(caDir, org, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := servePortal(t, portal.Config{ProxyAddr: "127.0.0.1:0", ProxyCADir: caDir, OutboundRoots: vault.CA.Pool()})
-	token := newAgent(t, org, provision.AgentSpec{Name: "streamer", Creds: []string{"ws-key"}})
-	c := proxyClient(t, srv.ProxyURL(), url.UserPassword(org, token), caPath)
-	c.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+	return s
+}
 
+// exchange dials u with opts and checks a short and a long message: each
+// echoed as sent, the service's message with the key scrubbed; then one
+// upgrade has reached the service.
+func (s *wsService) exchange(t *testing.T, u string, opts *websocket.DialOptions) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(svc.URL, "https")+"/v1/stream", &websocket.DialOptions{HTTPClient: c})
+	conn, _, err := websocket.Dial(ctx, u, opts)
 	if err != nil {
-		t.Fatalf("WebSocket through the proxy: %v", err)
+		t.Fatalf("WebSocket to %s: %v", u, err)
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(1 << 20)
@@ -421,14 +442,14 @@ func TestProxyModeWebSocket(t *testing.T) {
 			t.Fatalf("the echo: %v, %d bytes, want %d", err, len(echo), len(msg))
 		}
 		_, said, err := conn.Read(ctx)
-		if err != nil || strings.Contains(string(said), key) || !strings.HasPrefix(string(said), "you sent Bearer ") {
+		if err != nil || strings.Contains(string(said), s.key) || !strings.HasPrefix(string(said), "you sent Bearer ") {
 			t.Fatalf("the service's message with the key: %v %q", err, said)
 		}
 	}
 	if err := conn.Close(websocket.StatusNormalClosure, ""); err != nil {
 		t.Errorf("closing: %v", err)
 	}
-	if upgraded.Load() != 1 {
-		t.Errorf("%d upgrades reached the service", upgraded.Load())
+	if s.upgraded.Load() != 1 {
+		t.Errorf("%d upgrades reached the service", s.upgraded.Load())
 	}
 }
