@@ -36,6 +36,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 		return nil, err
 	}
 	b.startLastUseFlusher(conf.StorageView, lastUseFlushEvery)
+	b.startWebhookDeliverer(conf.StorageView)
 	return b, nil
 }
 
@@ -91,6 +92,12 @@ type backend struct {
 	// oauth is the OAuth lifecycle's in-memory state: shared refreshes,
 	// grants awaiting storage, the refresh schedule's cache.
 	oauth *oauthRuntime
+
+	// webhooks delivers the org's events (webhook_delivery.go).
+	webhooks *webhookRuntime
+	// mount is the mount point (orgs/<org>/) as requests name it, for
+	// events made outside a request.
+	mount atomic.Value
 }
 
 func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
@@ -100,6 +107,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 		credLocks: locksutil.CreateLocks(),
 		egress:    eg,
 		oauth:     newOAuthRuntime(eg.guard),
+		webhooks:  newWebhookRuntime(eg.guard),
 
 		nodeID:            newNodeID(),
 		vaultPathSlots:    make(chan struct{}, vaultPathConcurrent),
@@ -117,14 +125,14 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			// (PKCE verifiers) and MCP grants (an agent's secret ID) hold
 			// secrets: seal-wrap them where the server supports it (Vault
 			// Enterprise with an HSM).
-			SealWrapStorage: []string{"config", credStoragePrefix, appStoragePrefix, pendingConnectPrefix, mcpGrantPrefix},
+			SealWrapStorage: []string{"config", credStoragePrefix, appStoragePrefix, pendingConnectPrefix, mcpGrantPrefix, webhookConfigPrefix},
 			// An MCP client redeems a code or a refresh token, and holds
 			// no Vault token yet: the code or token is what these check.
 			Unauthenticated: []string{"mcp/token", "mcp/token/issued"},
 		},
 		// Most specific patterns first: creds/<name>/connect before
 		// creds/<name>.
-		Paths: answerErrors(framework.PathAppend(
+		Paths: b.notingMount(answerErrors(framework.PathAppend(
 			b.changesBrokerInputs(pathConfig(b)),
 			b.changesBrokerInputs(pathServices(b)),
 			pathApps(b),
@@ -136,7 +144,8 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathRefreshFailing(b),
 			pathMetrics(b),
 			pathMCP(b),
-		)),
+			pathWebhooks(b),
+		))),
 		Invalidate:     b.invalidate,
 		Clean:          b.cleanup,
 		PeriodicFunc:   b.periodic,
@@ -156,6 +165,9 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 	b.brokerInputs.invalidateKey(key)
 	b.oauth.sched.invalidate(key)
+	if strings.HasPrefix(key, webhookConfigPrefix) {
+		b.webhooks.forget()
+	}
 }
 
 // periodic runs about once a minute: it stores the uses recorded in memory
@@ -174,7 +186,33 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if err := b.refreshDue(ctx, req.Storage); err != nil {
 		b.logger.Warn("refreshing due grants", "error", err)
 	}
+	if err := b.emitStatusChanges(ctx, req.Storage); err != nil {
+		b.logger.Warn("announcing status changes", "error", err)
+	}
+	b.webhooks.kick()
 	return nil
+}
+
+// notingMount has each request note the mount point it came by.
+func (b *backend) notingMount(paths []*framework.Path) []*framework.Path {
+	for _, p := range paths {
+		for _, h := range p.Operations {
+			po := h.(*framework.PathOperation)
+			next := po.Callback
+			po.Callback = func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+				if req.MountPoint != "" {
+					b.mount.Store(req.MountPoint)
+				}
+				return next(ctx, req, d)
+			}
+		}
+	}
+	return paths
+}
+
+func (b *backend) mountPoint() string {
+	m, _ := b.mount.Load().(string)
+	return m
 }
 
 // writeSafe says whether this node may write the mount's storage: not a

@@ -107,7 +107,7 @@ func mustOK(tb testing.TB, resp *logical.Response) *logical.Response {
 func TestSecretsAreSealWrappedAndProviderWritesForwarded(t *testing.T) {
 	b, _, _ := getTestBackend(t)
 	wrapped := strings.Join(b.PathsSpecial.SealWrapStorage, " ")
-	for _, prefix := range []string{"config", credStoragePrefix, appStoragePrefix, pendingConnectPrefix} {
+	for _, prefix := range []string{"config", credStoragePrefix, appStoragePrefix, pendingConnectPrefix, webhookConfigPrefix} {
 		if !strings.Contains(wrapped, prefix) {
 			t.Errorf("%s is not seal-wrapped (%s)", prefix, wrapped)
 		}

@@ -52,7 +52,13 @@ func validateCredName(name string) error {
 
 // saveCredential stores c and its index line (store.Index.Save). The
 // caller holds the credential's lock.
+// A change of its status is announced to the org's webhooks.
 func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *credential) error {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return err
+	}
+	b.announce(ctx, s, c, cfg.WarnBefore)
 	return b.index.Save(ctx, s, c)
 }
 
@@ -77,6 +83,7 @@ func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, c *cr
 		b.oauth.sched.markUnfiled(name)
 		return err
 	}
+	b.queueEvent(ctx, s, b.newEvent(b.mountPoint(), eventDeleted, eventData{Credential: name, Service: c.Service, CredType: c.Type}))
 	return nil
 }
 

@@ -87,6 +87,9 @@ type Credential struct {
 	// Revision counts stored versions: each save adds one, so a lost
 	// concurrent update would show as a gap.
 	Revision uint64 `json:"revision"`
+	// Announced is the status the org's webhooks were last told of
+	// (store's statuses, or "expiring"); empty before the first.
+	Announced string `json:"announced,omitempty"`
 }
 
 // OAuthGrant is an oauth2 credential's grant from its provider.
@@ -172,6 +175,9 @@ type Summary struct {
 	// credential needs attention whatever State says.
 	RefreshFailing string    `json:"rf,omitempty"`
 	TokenExpiry    time.Time `json:"te,omitzero"`
+	// Announced is Credential.Announced, for the periodic pass that
+	// announces what changed with the clock alone.
+	Announced string `json:"an,omitempty"`
 }
 
 // Summary is c's line in the index.
@@ -187,6 +193,7 @@ func (c *Credential) Summary() Summary {
 		LastUsedAt:   c.LastUsedAt,
 		NotConnected: c.Type == catalog.TypeOAuth2 && !c.ClientCredentials && !c.OAuth.Connected() && c.State != StatusDisconnected,
 		ID:           c.ID,
+		Announced:    c.Announced,
 	}
 	if g := c.OAuth; g != nil && g.RefreshFailures > 0 && !g.ReconnectRequired {
 		sum.RefreshFailing, sum.TokenExpiry = g.RefreshError, g.Expiry
