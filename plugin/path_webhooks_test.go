@@ -2,87 +2,24 @@ package credentials
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/clankteam/credentials/testing/webhookrecv"
 )
 
-// webhookReceiver is an org's receiver: it checks each delivery's
-// signature with Standard Webhooks' own library and keeps the events;
-// fail makes it answer 503 that many times first.
-type webhookReceiver struct {
-	*httptest.Server
-	secret string
-	mu     sync.Mutex
-	events []receivedEvent
-	bodies []string
-	fail   int
-	bad    int
-}
-
-type receivedEvent struct {
-	ID   string
-	Type string
-	Data map[string]string
-}
-
-func startWebhookReceiver(t *testing.T) *webhookReceiver {
+func startWebhookReceiver(t *testing.T) *webhookrecv.Receiver {
 	t.Helper()
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	r := &webhookReceiver{secret: "whsec_" + base64.StdEncoding.EncodeToString(key)}
-	verifier, err := standardwebhooks.NewWebhook(r.secret)
+	r, err := webhookrecv.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if err := verifier.Verify(body, req.Header); err != nil {
-			r.bad++
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		if r.fail > 0 {
-			r.fail--
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		var ev struct {
-			Type string            `json:"type"`
-			Data map[string]string `json:"data"`
-		}
-		if json.Unmarshal(body, &ev) != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		r.events = append(r.events, receivedEvent{ID: req.Header.Get("webhook-id"), Type: ev.Type, Data: ev.Data})
-		r.bodies = append(r.bodies, string(body))
-		w.WriteHeader(http.StatusNoContent)
-	}))
 	t.Cleanup(r.Close)
 	return r
-}
-
-func (r *webhookReceiver) types() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, e := range r.events {
-		out = append(out, e.Type)
-	}
-	return out
 }
 
 func deliver(t *testing.T, b *backend, s logical.Storage) {
@@ -154,7 +91,7 @@ func TestWebhookEventsFollowTheStatus(t *testing.T) {
 		"base_urls": up.URL,
 		"verify":    map[string]interface{}{"method": "GET", "url": up.URL + "/v1/balance", "expect_status": 200},
 	})
-	mustOK(t, do(t, b, s, logical.CreateOperation, "webhooks/ops", map[string]interface{}{"url": recv.URL + "/hook", "secret": recv.secret}))
+	mustOK(t, do(t, b, s, logical.CreateOperation, "webhooks/ops", map[string]interface{}{"url": recv.URL + "/hook", "secret": recv.Secret}))
 	mount := "orgs/acme/"
 	req := func(op logical.Operation, path string, data map[string]interface{}) *logical.Response {
 		t.Helper()
@@ -172,13 +109,11 @@ func TestWebhookEventsFollowTheStatus(t *testing.T) {
 
 	// The receiver is down: the needs-attention event waits for its
 	// retry, and the recovery after it waits in line.
-	recv.mu.Lock()
-	recv.fail = 2
-	recv.mu.Unlock()
+	recv.FailNext(2)
 	deliver(t, b, s)
 	mustOK(t, req(logical.UpdateOperation, "creds/billing", map[string]interface{}{"api_key": brokerKey}))
 	deliver(t, b, s) // the head's retry is not due yet: nothing is sent
-	if got := recv.types(); len(got) != 1 {
+	if got := recv.Types(); len(got) != 1 {
 		t.Fatalf("before the retry is due the receiver has %v", got)
 	}
 	clock.advance(5 * time.Second)
@@ -197,27 +132,26 @@ func TestWebhookEventsFollowTheStatus(t *testing.T) {
 	deliver(t, b, s)
 
 	want := []string{eventConnected, eventNeedsAttention, eventRecovered, eventExpiring, eventDeleted}
-	if got := recv.types(); strings.Join(got, " ") != strings.Join(want, " ") {
+	if got := recv.Types(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("the receiver saw %v, want %v", got, want)
 	}
-	recv.mu.Lock()
-	defer recv.mu.Unlock()
-	if recv.bad != 0 {
-		t.Errorf("%d deliveries failed the signature check", recv.bad)
+	if n := recv.BadSignatures(); n != 0 {
+		t.Errorf("%d deliveries failed the signature check", n)
 	}
+	events := recv.Events()
 	ids := map[string]bool{}
-	for _, e := range recv.events {
+	for _, e := range events {
 		if ids[e.ID] || !strings.HasPrefix(e.ID, "msg_") || e.Data["credential"] != "billing" || e.Data["org"] != "acme" {
 			t.Errorf("event %+v", e)
 		}
 		ids[e.ID] = true
 	}
-	if na := recv.events[1].Data; na["status"] != statusNeedsAttention || !strings.Contains(na["status_reason"], "401") {
+	if na := events[1].Data; na["status"] != statusNeedsAttention || !strings.Contains(na["status_reason"], "401") {
 		t.Errorf("the needs-attention event says %v", na)
 	}
-	for _, body := range recv.bodies {
-		if strings.Contains(body, brokerKey) || strings.Contains(body, wrong) {
-			t.Fatalf("a key in a webhook body: %s", body)
+	for _, e := range events {
+		if strings.Contains(e.Body, brokerKey) || strings.Contains(e.Body, wrong) {
+			t.Fatalf("a key in a webhook body: %s", e.Body)
 		}
 	}
 	log := mustOK(t, req(logical.ReadOperation, "webhook-log", nil))
@@ -237,15 +171,13 @@ func TestWebhookEventsFollowTheStatus(t *testing.T) {
 func TestWebhookTestSendAndGivingUp(t *testing.T) {
 	b, s, clock := getTestBackend(t)
 	recv := startWebhookReceiver(t)
-	mustOK(t, do(t, b, s, logical.CreateOperation, "webhooks/ops", map[string]interface{}{"url": recv.URL, "secret": recv.secret}))
+	mustOK(t, do(t, b, s, logical.CreateOperation, "webhooks/ops", map[string]interface{}{"url": recv.URL, "secret": recv.Secret}))
 	sent := mustOK(t, do(t, b, s, logical.UpdateOperation, "webhooks/ops/test", nil))
 	if sent.Data["delivered"] != true || sent.Data["status"] != 204 || sent.Data["type"] != eventTest {
 		t.Fatalf("test send: %v", sent.Data)
 	}
 
-	recv.mu.Lock()
-	recv.fail = 100
-	recv.mu.Unlock()
+	recv.FailNext(100)
 	mustOK(t, do(t, b, s, logical.CreateOperation, "creds/k", map[string]interface{}{"type": "api_key", "service": "openai", "api_key": "sk-webhook-canary-000000000000"}))
 	for range len(webhookRetries) + 1 {
 		deliver(t, b, s)
@@ -264,5 +196,27 @@ func TestWebhookTestSendAndGivingUp(t *testing.T) {
 	deliver(t, b, s)
 	if keys, _ := s.List(context.Background(), webhookOutboxPrefix); len(keys) != 0 {
 		t.Fatalf("a deleted webhook's events stay queued: %v", keys)
+	}
+}
+
+// TestStatusEvents: which event each change of the announced status
+// makes.
+func TestStatusEvents(t *testing.T) {
+	for _, c := range []struct{ before, now, want string }{
+		{"", announcedNotConnected, ""},
+		{"", statusActive, eventConnected},
+		{announcedNotConnected, statusActive, eventConnected},
+		{statusActive, statusNeedsAttention, eventNeedsAttention},
+		{statusActive, statusExpired, eventNeedsAttention},
+		{statusNeedsAttention, statusActive, eventRecovered},
+		{announcedExpiring, statusActive, eventRecovered},
+		{statusActive, announcedExpiring, eventExpiring},
+		{statusActive, statusDisconnected, eventRevoked},
+		{statusDisconnected, statusActive, eventConnected},
+		{statusActive, statusActive, ""},
+	} {
+		if got := statusEvent(c.before, c.now); got != c.want {
+			t.Errorf("%q → %q: %q, want %q", c.before, c.now, got, c.want)
+		}
 	}
 }

@@ -62,11 +62,20 @@ func orgOfMount(mount string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(mount, "orgs/"), "/")
 }
 
-// announced is what the last event said of a credential's status: the
-// status, with a needs-attention for an expiry coming told apart.
-func announcedOf(status, reason string) string {
-	if status == statusNeedsAttention && strings.HasPrefix(reason, "expires ") {
-		return "expiring"
+// Announced states beside the statuses: a needs-attention for an expiry
+// coming, and for an oauth2 credential not connected yet, are told apart.
+const (
+	announcedExpiring     = "expiring"
+	announcedNotConnected = "not_connected"
+)
+
+// announcedOf is what an event says of a credential's status.
+func announcedOf(sum credSummary, status, reason string) string {
+	switch {
+	case status == statusNeedsAttention && sum.NotConnected:
+		return announcedNotConnected
+	case status == statusNeedsAttention && strings.HasPrefix(reason, "expires "):
+		return announcedExpiring
 	}
 	return status
 }
@@ -79,16 +88,13 @@ func statusEvent(before, now string) string {
 	}
 	switch now {
 	case statusActive:
-		if before == statusNeedsAttention || before == statusExpired || before == "expiring" {
+		if before == statusNeedsAttention || before == statusExpired || before == announcedExpiring {
 			return eventRecovered
 		}
 		return eventConnected
-	case "expiring":
+	case announcedExpiring:
 		return eventExpiring
 	case statusNeedsAttention, statusExpired:
-		if before == "" {
-			return "" // a credential created not connected yet
-		}
 		return eventNeedsAttention
 	case statusDisconnected:
 		return eventRevoked
@@ -100,8 +106,9 @@ func statusEvent(before, now string) string {
 // changed, queues the event for the org's webhooks and notes it in c (the
 // caller then stores c). warnBefore is the org's.
 func (b *backend) announce(ctx context.Context, s logical.Storage, c *credential, warnBefore time.Duration) {
-	status, reason := c.Summary().Status(b.now(), warnBefore)
-	now := announcedOf(status, reason)
+	sum := c.Summary()
+	status, reason := sum.Status(b.now(), warnBefore)
+	now := announcedOf(sum, status, reason)
 	if c.Announced == now {
 		return
 	}
@@ -121,7 +128,7 @@ func (b *backend) announce(ctx context.Context, s logical.Storage, c *credential
 }
 
 func previousStatus(announced string) string {
-	if announced == "expiring" {
+	if announced == announcedExpiring || announced == announcedNotConnected {
 		return statusNeedsAttention
 	}
 	return announced
@@ -170,7 +177,7 @@ func (b *backend) emitStatusChanges(ctx context.Context, s logical.Storage) erro
 	}
 	for _, l := range lines {
 		status, reason := l.Status(b.now(), cfg.WarnBefore)
-		if l.Announced == "" || announcedOf(status, reason) == l.Announced {
+		if l.Announced == "" || announcedOf(l.Summary, status, reason) == l.Announced {
 			continue
 		}
 		if err := b.reannounce(ctx, s, l.Name, cfg.WarnBefore); err != nil {

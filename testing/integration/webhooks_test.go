@@ -1,0 +1,129 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clankteam/credentials/internal/contract"
+	"github.com/clankteam/credentials/portal/provision"
+	"github.com/clankteam/credentials/testing/oauthserver"
+	"github.com/clankteam/credentials/testing/webhookrecv"
+)
+
+// TestWebhooksFollowAnOAuthGrant: a receiver that checks signatures with
+// Standard Webhooks' own library sees, in order, the events of a grant's
+// life in a real Vault: connected; revoked at the fosite provider, so the
+// next refresh fails (needs attention); reconnected (recovered); deleted.
+// The engine's deliverer sends them by itself; no body or delivery log
+// holds a token or the client secret.
+func TestWebhooksFollowAnOAuthGrant(t *testing.T) {
+	ctx := context.Background()
+	org := newOrg(t, "webhooks")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin)).Logical()
+	member := vault.ClientWithToken(tokenFor(t, org, provision.RoleMember)).Logical()
+	idp, err := oauthserver.Start(oauthserver.Options{AutoApprove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	const redirect = "http://127.0.0.1:1/oauth/callback"
+	const clientSecret = "CANARY-webhooks-client-secret"
+	if err := idp.AddClient("engine", clientSecret, []string{redirect}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := newTokenRecorder(t, idp)
+	recv, err := webhookrecv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(recv.Close)
+
+	for _, w := range []struct {
+		path string
+		data map[string]interface{}
+	}{
+		{"config", map[string]interface{}{"redirect_url": redirect}},
+		{"services/idp", map[string]interface{}{"types": "oauth2", "base_urls": idp.URL(), "oauth": map[string]interface{}{
+			"auth_url": idp.AuthURL(), "token_url": rec.URL + "/token", "revoke_url": idp.RevokeURL(), "revoke_style": "rfc7009", "pkce": true}}},
+		{"apps/idp-app", map[string]interface{}{"service": "idp", "client_id": "engine", "client_secret": clientSecret}},
+		{"webhooks/ops", map[string]interface{}{"url": recv.URL + "/credentials", "secret": recv.Secret}},
+		{"creds/mail", map[string]interface{}{"type": "oauth2", "service": "idp", "app": "idp-app"}},
+	} {
+		if _, err := admin.WriteWithContext(ctx, mount+"/"+w.path, w.data); err != nil {
+			t.Fatalf("writing %s: %v", w.path, err)
+		}
+	}
+	// Members may not see or change the org's webhooks.
+	_, err = member.ReadWithContext(ctx, mount+"/webhooks/ops")
+	assertStatus(t, err, http.StatusForbidden, "permission denied")
+
+	connect := func() {
+		t.Helper()
+		started, err := admin.WriteWithContext(ctx, mount+"/creds/mail/connect", map[string]interface{}{"replace": true})
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		back := authorizeAt(t, started.Data["auth_url"].(string))
+		if _, err := admin.WriteWithContext(ctx, mount+"/creds/mail/callback", map[string]interface{}{"code": back.Get("code"), "state": back.Get("state")}); err != nil {
+			t.Fatalf("callback: %v", err)
+		}
+	}
+	connect()
+	first := rec.last(t)
+	recv.WaitFor(1, 30*time.Second)
+
+	// The person removes the app's access at the provider: the next
+	// refresh is refused with invalid_grant.
+	idp.RevokeAll()
+	if _, err := admin.WriteWithContext(ctx, mount+"/creds/mail/refresh", nil); err == nil {
+		t.Fatal("a refresh of a grant revoked at the provider succeeded")
+	}
+	recv.WaitFor(2, 30*time.Second)
+	connect()
+	second := rec.last(t)
+	recv.WaitFor(3, 30*time.Second)
+	if _, err := admin.DeleteWithContext(ctx, mount+"/creds/mail"); err != nil {
+		t.Fatal(err)
+	}
+	events := recv.WaitFor(4, 30*time.Second)
+
+	want := []string{"credential.connected", "credential.needs_attention", "credential.recovered", "credential.deleted"}
+	if got := recv.Types(); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("the receiver saw %v, want %v", got, want)
+	}
+	if n := recv.BadSignatures(); n != 0 {
+		t.Errorf("%d deliveries failed the signature check", n)
+	}
+	if d := events[1].Data; d["org"] != org || d["credential"] != "mail" || d["status"] != "needs_attention" || !strings.Contains(d["status_reason"], "invalid_grant") {
+		t.Errorf("the needs-attention event: %v", d)
+	}
+	log, err := admin.ReadWithContext(ctx, mount+"/webhook-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs := []string{toJSON(t, log.Data)}
+	for _, e := range events {
+		outputs = append(outputs, e.Body)
+	}
+	for _, secret := range []string{first.AccessToken, first.RefreshToken, second.AccessToken, second.RefreshToken, clientSecret, recv.Secret[6:]} {
+		for _, o := range outputs {
+			if strings.Contains(o, secret) {
+				t.Fatalf("a token or secret in a webhook body or the delivery log: %s", o)
+			}
+		}
+	}
+}
+
+func toJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
