@@ -158,6 +158,31 @@ func pathWebhooks(b *backend) []*framework.Path {
 			HelpDescription: pathWebhooksHelpDesc,
 		},
 		{
+			Pattern:      "agent-events$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "announce", OperationSuffix: "agent-event"},
+			Fields: map[string]*framework.FieldSchema{
+				"event": {
+					Type:          framework.TypeString,
+					Description:   "What happened to the agent. Example: event=agent.created",
+					AllowedValues: []interface{}{eventAgentCreated, eventAgentRevoked},
+					Required:      true,
+				},
+				"agent": {
+					Type:        framework.TypeString,
+					Description: "The agent's name. Example: agent=support-bot",
+					Required:    true,
+				},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathAgentEvent,
+					Summary:  "Announce an agent's creation or revocation to the org's webhooks (the portal's agent management does, with the agent manager's token).",
+				},
+			},
+			HelpSynopsis:    "Announce an agent's creation or revocation to the org's webhooks.",
+			HelpDescription: "Agents are Vault AppRole roles and policies, made and removed by the portal with an agent manager's token, outside the engine; the portal tells the engine here, and the engine queues agent.created or agent.revoked for the org's webhooks.",
+		},
+		{
 			Pattern:      "webhook-log$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationSuffix: "webhook-log"},
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -332,6 +357,21 @@ func (b *backend) pathWebhookTest(ctx context.Context, req *logical.Request, d *
 	return &logical.Response{Data: rec.response()}, nil
 }
 
+func (b *backend) pathAgentEvent(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
+	}
+	event, agent := d.Get("event").(string), d.Get("agent").(string)
+	if event != eventAgentCreated && event != eventAgentRevoked {
+		return nil, userErrorf("event must be %s or %s", eventAgentCreated, eventAgentRevoked)
+	}
+	if !contract.ValidCredName(agent) {
+		return nil, userErrorf("agent: %s", contract.CredNameRule)
+	}
+	b.queueEvent(ctx, req.Storage, b.newEvent(req.MountPoint, event, eventData{Agent: agent}))
+	return nil, nil
+}
+
 func (b *backend) pathWebhookLog(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	recs, err := readWebhookLog(ctx, req.Storage)
 	if err != nil {
@@ -353,8 +393,8 @@ webhook-id, webhook-timestamp and webhook-signature (v1, HMAC-SHA256 of
 id.timestamp.body with the webhook's secret), so the receiver checks it with
 any Standard Webhooks library. Events: credential.connected,
 credential.needs_attention, credential.recovered, credential.expiring,
-credential.revoked, credential.deleted, agent.created, agent.revoked,
-approval.requested; webhook.test from webhooks/<name>/test.
+credential.revoked, credential.deleted, agent.created, agent.revoked;
+webhook.test from webhooks/<name>/test.
 
 The active node delivers them in order per webhook, each within 10 seconds,
 retried on a failure or a non-2xx answer after 5 s, 30 s, 2 min, 10 min,

@@ -21,12 +21,11 @@ const (
 	eventDeleted        = "credential.deleted"
 	eventAgentCreated   = "agent.created"
 	eventAgentRevoked   = "agent.revoked"
-	eventApproval       = "approval.requested"
 	eventTest           = "webhook.test"
 )
 
 var webhookEventTypes = []string{eventConnected, eventNeedsAttention, eventRecovered, eventExpiring,
-	eventRevoked, eventDeleted, eventAgentCreated, eventAgentRevoked, eventApproval}
+	eventRevoked, eventDeleted, eventAgentCreated, eventAgentRevoked}
 
 // webhookEvent is one event's body. Nothing in it is secret: names,
 // kinds and statuses, as LIST creds/ shows them.

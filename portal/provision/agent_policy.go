@@ -176,6 +176,10 @@ path "auth/token/lookup-accessor" {
 path "auth/token/revoke-accessor" {
   capabilities = ["update"]
 }
+# Telling the org's webhooks of agents made and removed.
+path "%[4]s/agent-events" {
+  capabilities = ["update"]
+}
 `, org, p, approleAccessor, contract.Mount(org))
 }
 

@@ -227,12 +227,21 @@ func CreateAgent(ctx context.Context, c *api.Client, org string, spec AgentSpec)
 	if err != nil {
 		// Leave nothing half made: a role without its entity would issue
 		// tokens that deleting the agent could not end.
-		if rbErr := DeleteAgent(context.WithoutCancel(ctx), c, org, spec.Name); rbErr != nil && !errors.Is(rbErr, ErrAgentNotFound) {
+		if rbErr := deleteAgent(context.WithoutCancel(ctx), c, org, spec.Name); rbErr != nil && !errors.Is(rbErr, ErrAgentNotFound) {
 			err = fmt.Errorf("%w (and removing the partial agent: %v)", err, rbErr)
 		}
 		return nil, err
 	}
+	announceAgent(ctx, c, org, spec.Name, "agent.created")
 	return login, nil
+}
+
+// announceAgent tells the org's webhooks of an agent made or removed. It
+// is best effort: the agent is made or removed whether or not the engine
+// takes the event (an org provisioned before webhooks has no policy for
+// it until its policies are written again).
+func announceAgent(ctx context.Context, c *api.Client, org, agent, event string) {
+	_, _ = c.Logical().WriteWithContext(ctx, contract.Mount(org)+"/agent-events", map[string]interface{}{"event": event, "agent": agent})
 }
 
 func createAgentParts(ctx context.Context, c *api.Client, org, name, approleAcc string, spec AgentSpec) (*AgentLogin, error) {
@@ -365,6 +374,14 @@ func errOrMissing(err error) error {
 // policy. Parts already gone are skipped, so a failed delete can be run
 // again.
 func DeleteAgent(ctx context.Context, c *api.Client, org, agent string) error {
+	if err := deleteAgent(ctx, c, org, agent); err != nil {
+		return err
+	}
+	announceAgent(ctx, c, org, agent, "agent.revoked")
+	return nil
+}
+
+func deleteAgent(ctx context.Context, c *api.Client, org, agent string) error {
 	if err := ValidateOrgName(org); err != nil {
 		return err
 	}

@@ -18,8 +18,9 @@ import (
 // Standard Webhooks' own library sees, in order, the events of a grant's
 // life in a real Vault: connected; revoked at the fosite provider, so the
 // next refresh fails (needs attention); reconnected (recovered); deleted.
-// The engine's deliverer sends them by itself; no body or delivery log
-// holds a token or the client secret.
+// Then an agent made and removed: agent.created, agent.revoked. The
+// engine's deliverer sends them by itself; no body or delivery log holds a
+// token or the client secret.
 func TestWebhooksFollowAnOAuthGrant(t *testing.T) {
 	ctx := context.Background()
 	org := newOrg(t, "webhooks")
@@ -90,14 +91,29 @@ func TestWebhooksFollowAnOAuthGrant(t *testing.T) {
 	if _, err := admin.DeleteWithContext(ctx, mount+"/creds/mail"); err != nil {
 		t.Fatal(err)
 	}
-	events := recv.WaitFor(4, 30*time.Second)
+	recv.WaitFor(4, 30*time.Second)
+	// An agent made and removed through the portal's agent management.
+	if _, err := admin.WriteWithContext(ctx, mount+"/creds/key", map[string]interface{}{"type": "api_key", "service": "openai", "api_key": "sk-webhooks-canary-0000000000"}); err != nil {
+		t.Fatal(err)
+	}
+	recv.WaitFor(5, 30*time.Second)
+	newAgent(t, org, provision.AgentSpec{Name: "hooked", Creds: []string{"key"}})
+	recv.WaitFor(6, 30*time.Second)
+	if err := provision.DeleteAgent(ctx, managerClient(t, org), org, "hooked"); err != nil {
+		t.Fatal(err)
+	}
+	events := recv.WaitFor(7, 30*time.Second)
 
-	want := []string{"credential.connected", "credential.needs_attention", "credential.recovered", "credential.deleted"}
+	want := []string{"credential.connected", "credential.needs_attention", "credential.recovered", "credential.deleted",
+		"credential.connected", "agent.created", "agent.revoked"}
 	if got := recv.Types(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("the receiver saw %v, want %v", got, want)
 	}
 	if n := recv.BadSignatures(); n != 0 {
 		t.Errorf("%d deliveries failed the signature check", n)
+	}
+	if d := events[6].Data; d["agent"] != "hooked" || d["org"] != org {
+		t.Errorf("the agent.revoked event: %v", d)
 	}
 	if d := events[1].Data; d["org"] != org || d["credential"] != "mail" || d["status"] != "needs_attention" || !strings.Contains(d["status_reason"], "invalid_grant") {
 		t.Errorf("the needs-attention event: %v", d)
@@ -110,7 +126,7 @@ func TestWebhooksFollowAnOAuthGrant(t *testing.T) {
 	for _, e := range events {
 		outputs = append(outputs, e.Body)
 	}
-	for _, secret := range []string{first.AccessToken, first.RefreshToken, second.AccessToken, second.RefreshToken, clientSecret, recv.Secret[6:]} {
+	for _, secret := range []string{first.AccessToken, first.RefreshToken, second.AccessToken, second.RefreshToken, clientSecret, recv.Secret[6:], "sk-webhooks-canary-0000000000"} {
 		for _, o := range outputs {
 			if strings.Contains(o, secret) {
 				t.Fatalf("a token or secret in a webhook body or the delivery log: %s", o)
