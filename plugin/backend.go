@@ -36,7 +36,12 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 		return nil, err
 	}
 	b.startLastUseFlusher(conf.StorageView, lastUseFlushEvery)
-	b.startWebhookDeliverer(conf.StorageView)
+	if conf.StorageView != nil {
+		b.storage = conf.StorageView
+		b.loops = newBackground()
+		b.startWebhookDeliverer(b.loops)
+		b.startHealthChecks(b.loops)
+	}
 	return b, nil
 }
 
@@ -95,6 +100,12 @@ type backend struct {
 
 	// webhooks delivers the org's events (webhook_delivery.go).
 	webhooks *webhookRuntime
+	// loops are the engine's own background loops, over storage, the
+	// mount's (background.go); nil in unit tests, which call the passes.
+	loops   *background
+	storage logical.Storage
+	// healthWake wakes the health checks (health.go).
+	healthWake chan struct{}
 	// mount is the mount point (orgs/<org>/) as requests name it, for
 	// events made outside a request.
 	mount atomic.Value
@@ -102,12 +113,13 @@ type backend struct {
 
 func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 	b := &backend{
-		logger:    hclog.NewNullLogger(),
-		now:       time.Now,
-		credLocks: locksutil.CreateLocks(),
-		egress:    eg,
-		oauth:     newOAuthRuntime(eg.guard),
-		webhooks:  newWebhookRuntime(eg.guard),
+		logger:     hclog.NewNullLogger(),
+		now:        time.Now,
+		credLocks:  locksutil.CreateLocks(),
+		egress:     eg,
+		oauth:      newOAuthRuntime(eg.guard),
+		webhooks:   newWebhookRuntime(eg.guard),
+		healthWake: make(chan struct{}, 1),
 
 		nodeID:            newNodeID(),
 		vaultPathSlots:    make(chan struct{}, vaultPathConcurrent),

@@ -52,14 +52,19 @@ func validateCredName(name string) error {
 
 // saveCredential stores c and its index line (store.Index.Save). The
 // caller holds the credential's lock.
-// A change of its status is announced to the org's webhooks.
+// A change of its status is announced to the org's webhooks, and a key
+// never checked wakes the health checks.
 func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *credential) error {
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil {
 		return err
 	}
 	b.announce(ctx, s, c, cfg.WarnBefore)
-	return b.index.Save(ctx, s, c)
+	if err := b.index.Save(ctx, s, c); err != nil {
+		return err
+	}
+	b.healthSoon(c)
+	return nil
 }
 
 // deleteCredential removes c, its index line and what hangs off it: its

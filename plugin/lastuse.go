@@ -207,7 +207,9 @@ func (b *backend) flushIfWriteSafe(ctx context.Context, s logical.Storage) {
 // cleanup is the framework's Clean: Vault calls it before it drops this
 // backend. Pending last uses are stored first.
 func (b *backend) cleanup(context.Context) {
-	b.stopWebhookDeliverer()
+	if b.loops != nil {
+		b.loops.close()
+	}
 	if f := b.lastUseFlusher; f != nil {
 		f.stopOnce.Do(func() { close(f.stop) })
 		<-f.done

@@ -31,6 +31,9 @@ const (
 	// the message.
 	maxMailMaxBytes      = 25 << 20
 	maxMailMaxRecipients = 1000
+
+	defaultHealthCheckInterval = 24 * time.Hour
+	minHealthCheckInterval     = time.Minute
 )
 
 // mountConfig is the mount's configuration. It holds no secret.
@@ -59,6 +62,9 @@ type mountConfig struct {
 	// CONNECT to a host none of the agent's credentials serve: refuse it
 	// (the default) or tunnel it through untouched.
 	ProxyOtherHosts string `json:"proxy_other_hosts,omitempty"`
+	// HealthCheckInterval is how often API keys and SMTP logins are
+	// verified (health.go); zero: never.
+	HealthCheckInterval time.Duration `json:"health_check_interval"`
 }
 
 // What the forward proxy does with hosts outside an agent's credentials.
@@ -85,6 +91,8 @@ func defaultConfig() *mountConfig {
 		MailMaxBytes:      defaultMailMaxBytes,
 		MailMaxRecipients: defaultMailMaxRecipients,
 		MailTimeout:       defaultMailTimeout,
+
+		HealthCheckInterval: defaultHealthCheckInterval,
 	}
 }
 
@@ -122,6 +130,11 @@ func pathConfig(b *backend) []*framework.Path {
 				Type:        framework.TypeInt,
 				Description: "Largest brokered request or response body, in bytes. Example: broker_max_body=20971520",
 				Default:     defaultBrokerMaxBody,
+			},
+			"health_check_interval": {
+				Type:        framework.TypeDurationSecond,
+				Description: "How often each API key and SMTP login is verified by the engine (its service's verify call, or an SMTP login), each credential at its own jittered time, a few at a time; a refusal makes it need attention, a success after one makes it active again. A credential never checked is checked soon after it is stored. 0 turns the checks off; at least 1m otherwise. Example: health_check_interval=6h",
+				Default:     int(defaultHealthCheckInterval.Seconds()),
 			},
 			"max_token_lifetime": {
 				Type:        framework.TypeDurationSecond,
@@ -219,17 +232,18 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		return nil, err
 	}
 	return &logical.Response{Data: map[string]interface{}{
-		"redirect_url":        cfg.RedirectURL,
-		"client_metadata_url": cfg.ClientMetadataURL,
-		"refresh_ahead":       int64(cfg.RefreshAhead.Seconds()),
-		"warn_before":         int64(cfg.WarnBefore.Seconds()),
-		"broker_timeout":      int64(cfg.BrokerTimeout.Seconds()),
-		"broker_max_body":     cfg.BrokerMaxBody,
-		"max_token_lifetime":  int64(cfg.MaxTokenLifetime.Seconds()),
-		"mail_max_bytes":      cfg.MailMaxBytes,
-		"mail_max_recipients": cfg.MailMaxRecipients,
-		"mail_timeout":        int64(cfg.MailTimeout.Seconds()),
-		"proxy_other_hosts":   cfg.proxyOtherHosts(),
+		"redirect_url":          cfg.RedirectURL,
+		"client_metadata_url":   cfg.ClientMetadataURL,
+		"refresh_ahead":         int64(cfg.RefreshAhead.Seconds()),
+		"warn_before":           int64(cfg.WarnBefore.Seconds()),
+		"broker_timeout":        int64(cfg.BrokerTimeout.Seconds()),
+		"broker_max_body":       cfg.BrokerMaxBody,
+		"max_token_lifetime":    int64(cfg.MaxTokenLifetime.Seconds()),
+		"mail_max_bytes":        cfg.MailMaxBytes,
+		"mail_max_recipients":   cfg.MailMaxRecipients,
+		"mail_timeout":          int64(cfg.MailTimeout.Seconds()),
+		"proxy_other_hosts":     cfg.proxyOtherHosts(),
+		"health_check_interval": int64(cfg.HealthCheckInterval.Seconds()),
 	}}, nil
 }
 
@@ -284,6 +298,13 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			}
 			*f.dst = time.Duration(secs) * time.Second
 		}
+	}
+	if v, ok := d.GetOk("health_check_interval"); ok {
+		every := time.Duration(v.(int)) * time.Second
+		if every != 0 && every < minHealthCheckInterval {
+			return nil, userErrorf("health_check_interval must be 0 (off) or at least %s", minHealthCheckInterval)
+		}
+		cfg.HealthCheckInterval = every
 	}
 	if v, ok := d.GetOk("broker_max_body"); ok {
 		n := int64(v.(int))

@@ -49,7 +49,18 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	if err := validateCredName(name); err != nil {
 		return nil, err
 	}
-	c, err := getCredential(ctx, req.Storage, name)
+	data, err := b.verifyCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+// verifyCredential makes the verify call of credential name (an SMTP
+// login for an SMTP credential) and records the outcome and the time in
+// it: the verify path's work, and the health checks'.
+func (b *backend) verifyCredential(ctx context.Context, s logical.Storage, name string) (map[string]interface{}, error) {
+	c, err := getCredential(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +68,7 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 		return nil, userErrorf("credential %q does not exist", name)
 	}
 	defer zeroCredentialFile(c)
-	svc, err := b.brokerService(ctx, req.Storage, c.Service)
+	svc, err := b.brokerService(ctx, s, c.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +76,7 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 		return nil, userErrorf("service %q of credential %q no longer exists", c.Service, name)
 	}
 	if c.Type == typePassword && c.Service == smtpService {
-		return b.verifySMTP(ctx, req, c)
+		return b.verifySMTP(ctx, s, c)
 	}
 	v := svc.Verify
 	if v == nil {
@@ -74,7 +85,7 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	if c.State == statusDisconnected {
 		return nil, userErrorf("credential %q is disconnected: connect it again, then verify", name)
 	}
-	cfg, err := b.brokerConfig(ctx, req.Storage)
+	cfg, err := b.brokerConfig(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -86,12 +97,13 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	}
 	// No lock is held during the call: getting an OAuth token may refresh
 	// and store the credential under its own lock.
-	out, err := b.brokerCall(ctx, req.Storage, cfg, svc, c, call)
+	out, err := b.brokerCall(ctx, s, cfg, svc, c, call)
 	if err != nil {
 		var be *userError
 		if errors.As(err, &be) && be.Status != http.StatusBadRequest {
 			// The service could not be reached (or no token obtained): that
 			// says nothing about the credential, so its status stays.
+			b.markChecked(ctx, s, name)
 			return nil, logical.CodedError(be.Status, "verify: "+be.Msg)
 		}
 		return nil, err
@@ -99,7 +111,7 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 	defer clear(out.body)
 
 	failure := verifyFailure(svc, v, out)
-	state, reason, err := b.recordVerify(ctx, req.Storage, name, failure)
+	state, reason, err := b.recordVerify(ctx, s, name, failure)
 	if err != nil || state == "" {
 		if err == nil {
 			return nil, userErrorf("credential %q was deleted during verify", name)
@@ -107,12 +119,12 @@ func (b *backend) pathVerifyWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.logger.Info("credential verified", "name", name, "ok", failure == "", "upstream_status", out.status)
-	return &logical.Response{Data: map[string]interface{}{
+	return map[string]interface{}{
 		"verified":        failure == "",
 		"upstream_status": out.status,
 		"status":          state,
 		"status_reason":   reason,
-	}}, nil
+	}, nil
 }
 
 const verifyFailedPrefix = "verify failed: "
@@ -120,11 +132,11 @@ const verifyFailedPrefix = "verify failed: "
 // verifySMTP connects to the credential's SMTP server and logs in, sending
 // nothing: a refused login needs attention; a server that cannot be
 // reached leaves the status as it was.
-func (b *backend) verifySMTP(ctx context.Context, req *logical.Request, c *credential) (*logical.Response, error) {
+func (b *backend) verifySMTP(ctx context.Context, s logical.Storage, c *credential) (map[string]interface{}, error) {
 	if c.State == statusDisconnected {
 		return nil, userErrorf("credential %q is disconnected: store its login again, then verify", c.Name)
 	}
-	cfg, err := b.brokerConfig(ctx, req.Storage)
+	cfg, err := b.brokerConfig(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -134,11 +146,12 @@ func (b *backend) verifySMTP(ctx context.Context, req *logical.Request, c *crede
 	if err := mailsubmit.Check(callCtx, b.egress.guard.DialContext, b.smtpServerOf(c), smtpLoginOf(c)); err != nil {
 		var se *mailsubmit.ServerError
 		if !errors.As(err, &se) || !(se.Auth || se.Permanent) {
+			b.markChecked(ctx, s, c.Name)
 			return nil, mailFailure(c, err, cfg.MailTimeout)
 		}
 		failure = verifyFailedPrefix + "smtp " + scrubLogin(c, truncate(se.Error(), 256))
 	}
-	state, reason, err := b.recordVerify(ctx, req.Storage, c.Name, failure)
+	state, reason, err := b.recordVerify(ctx, s, c.Name, failure)
 	if err != nil || state == "" {
 		if err == nil {
 			return nil, userErrorf("credential %q was deleted during verify", c.Name)
@@ -146,11 +159,11 @@ func (b *backend) verifySMTP(ctx context.Context, req *logical.Request, c *crede
 		return nil, err
 	}
 	b.logger.Info("credential verified", "name", c.Name, "ok", failure == "")
-	return &logical.Response{Data: map[string]interface{}{
+	return map[string]interface{}{
 		"verified":      failure == "",
 		"status":        state,
 		"status_reason": reason,
-	}}, nil
+	}, nil
 }
 
 // verifyFailure says why the answer shows the credential does not work;
@@ -186,7 +199,25 @@ func sanitizeCode(s string) string {
 	}, s)
 }
 
-// recordVerify stores the outcome: a failure makes the credential need
+// markChecked notes that name was checked now although its service could
+// not be reached, so the health checks try it again at its next time, not
+// at once.
+func (b *backend) markChecked(ctx context.Context, s logical.Storage, name string) {
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	c, err := getCredential(ctx, s, name)
+	if err != nil || c == nil {
+		return
+	}
+	defer zeroCredentialFile(c)
+	c.CheckedAt = b.now().UTC()
+	if err := b.saveCredential(ctx, s, c); err != nil {
+		b.logger.Warn("recording a check", "name", name, "error", err)
+	}
+}
+
+// recordVerify stores the outcome and the time: a failure makes the credential need
 // attention with the reason; a success clears an earlier failure. It
 // returns the status and reason the credential has now, or an empty status
 // when the credential is gone.
@@ -199,23 +230,19 @@ func (b *backend) recordVerify(ctx context.Context, s logical.Storage, name, fai
 		return "", "", err
 	}
 	defer zeroCredentialFile(c)
-	changed := false
+	c.CheckedAt = b.now().UTC()
 	switch {
 	case c.State == statusDisconnected:
 		// Disconnected meanwhile: that decision stands.
 	case failure != "":
-		changed = c.State != statusNeedsAttention || c.StateReason != failure
 		c.State, c.StateReason = statusNeedsAttention, failure
 	case c.State == statusNeedsAttention && strings.HasPrefix(c.StateReason, verifyFailedPrefix):
 		// Only a failure verify recorded is cleared by verify; others
 		// (a refresh that failed) have their own cure.
 		c.State, c.StateReason = statusActive, ""
-		changed = true
 	}
-	if changed {
-		if err := b.saveCredential(ctx, s, c); err != nil {
-			return "", "", err
-		}
+	if err := b.saveCredential(ctx, s, c); err != nil {
+		return "", "", err
 	}
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil {

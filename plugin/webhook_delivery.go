@@ -61,9 +61,6 @@ type webhookRuntime struct {
 	logMu sync.Mutex
 	seq   atomic.Uint64
 	wake  chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
 }
 
 func newWebhookRuntime(guard *egress.Guard) *webhookRuntime {
@@ -100,49 +97,12 @@ func (b *backend) putOutbox(ctx context.Context, s logical.Storage, e *outboxEnt
 }
 
 // startWebhookDeliverer runs the deliverer until cleanup.
-func (b *backend) startWebhookDeliverer(s logical.Storage) {
-	if s == nil {
-		return
-	}
-	r := b.webhooks
-	r.stop, r.done = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(r.done)
-		tick := time.NewTicker(webhookEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-r.stop:
-				return
-			case <-tick.C:
-			case <-r.wake:
-			}
-			if !b.writeSafe() {
-				continue
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			go func() {
-				select {
-				case <-r.stop:
-				case <-ctx.Done():
-				}
-				cancel()
-			}()
-			if err := b.deliverDue(ctx, s); err != nil && ctx.Err() == nil {
-				b.logger.Warn("webhooks: delivering", "error", err)
-			}
-			cancel()
+func (b *backend) startWebhookDeliverer(bg *background) {
+	bg.loop(webhookEvery, b.webhooks.wake, b.writeSafe, func(ctx context.Context) {
+		if err := b.deliverDue(ctx, b.storage); err != nil && ctx.Err() == nil {
+			b.logger.Warn("webhooks: delivering", "error", err)
 		}
-	}()
-}
-
-func (b *backend) stopWebhookDeliverer() {
-	r := b.webhooks
-	if r.stop == nil {
-		return
-	}
-	r.once.Do(func() { close(r.stop) })
-	<-r.done
+	})
 }
 
 // deliverDue sends the head of each webhook's queue that is due, and the

@@ -90,6 +90,9 @@ type Credential struct {
 	// Announced is the status the org's webhooks were last told of
 	// (store's statuses, or "expiring"); empty before the first.
 	Announced string `json:"announced,omitempty"`
+	// CheckedAt is when the engine last verified it (by a health check or
+	// a verify call), reached or not.
+	CheckedAt time.Time `json:"checked_at,omitzero"`
 }
 
 // OAuthGrant is an oauth2 credential's grant from its provider.
@@ -178,6 +181,8 @@ type Summary struct {
 	// Announced is Credential.Announced, for the periodic pass that
 	// announces what changed with the clock alone.
 	Announced string `json:"an,omitempty"`
+	// CheckedAt is Credential.CheckedAt, for the health checks' schedule.
+	CheckedAt time.Time `json:"ck,omitzero"`
 }
 
 // Summary is c's line in the index.
@@ -194,6 +199,7 @@ func (c *Credential) Summary() Summary {
 		NotConnected: c.Type == catalog.TypeOAuth2 && !c.ClientCredentials && !c.OAuth.Connected() && c.State != StatusDisconnected,
 		ID:           c.ID,
 		Announced:    c.Announced,
+		CheckedAt:    c.CheckedAt,
 	}
 	if g := c.OAuth; g != nil && g.RefreshFailures > 0 && !g.ReconnectRequired {
 		sum.RefreshFailing, sum.TokenExpiry = g.RefreshError, g.Expiry

@@ -151,7 +151,7 @@ func startStack(ctx context.Context) (*stack, error) {
 func (s *stack) provision(ctx context.Context) error {
 	root := s.vault.Client()
 	for _, o := range []string{org, otherOrg} {
-		if err := provision.CreateOrg(ctx, root, o); err != nil {
+		if err := harness.CreateTestOrg(ctx, root, o); err != nil {
 			return err
 		}
 		if err := provision.CreatePerson(ctx, root, o, adminUser, adminPass, provision.RoleAdmin); err != nil {

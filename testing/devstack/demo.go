@@ -106,7 +106,9 @@ func startDemo(ctx context.Context, c *api.Client, org, callbackURL string, ca *
 		path string
 		data map[string]interface{}
 	}{
-		{"config", map[string]interface{}{"redirect_url": callbackURL}},
+		// Health checks off: the sample Stripe key's would go to Stripe
+		// itself, and the demo runs offline.
+		{"config", map[string]interface{}{"redirect_url": callbackURL, "health_check_interval": 0}},
 		{"services/demo-provider", map[string]interface{}{
 			"display_name": "Demo provider", "types": "oauth2", "base_urls": d.provider.URL(),
 			"injection": map[string]interface{}{"oauth2": map[string]interface{}{"style": "header", "header": "Authorization", "format": "Bearer {secret}"}},

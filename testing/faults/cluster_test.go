@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/harness"
 )
 
@@ -25,7 +24,7 @@ func TestClusterFailsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := provision.CreateOrg(ctx, active.Client(c.RootToken), "acme"); err != nil {
+	if err := harness.CreateTestOrg(ctx, active.Client(c.RootToken), "acme"); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range c.Nodes {

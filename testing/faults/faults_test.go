@@ -194,7 +194,7 @@ func newSuite(t *testing.T) *suite {
 		t.Fatal(err)
 	}
 	root := active.Client(c.RootToken)
-	if err := provision.CreateOrg(ctx, root, org); err != nil {
+	if err := harness.CreateTestOrg(ctx, root, org); err != nil {
 		t.Fatal(err)
 	}
 	mount := "orgs/" + org

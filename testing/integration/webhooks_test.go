@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,4 +144,59 @@ func toJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestHealthCheckFlipsARefusedKey: the engine checks an API key by itself
+// once it is stored (the checks wake; else their next pass, within 10 s);
+// a local API answering 401 makes it need attention, and the org's
+// webhook is told. No body holds the key.
+func TestHealthCheckFlipsARefusedKey(t *testing.T) {
+	ctx := context.Background()
+	org := newOrg(t, "health")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin)).Logical()
+	const key = "sk-health-canary-5d4c3b2a1f0e"
+	var checks atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		checks.Add(1)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(api.Close)
+	recv, err := webhookrecv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(recv.Close)
+	for _, w := range []struct {
+		path string
+		data map[string]interface{}
+	}{
+		{"config", map[string]interface{}{"health_check_interval": "24h"}},
+		{"webhooks/ops", map[string]interface{}{"url": recv.URL, "secret": recv.Secret, "events": "credential.needs_attention"}},
+		{"services/billing", map[string]interface{}{"types": "api_key", "base_urls": api.URL,
+			"verify": map[string]interface{}{"method": "GET", "url": api.URL + "/v1/account", "expect_status": 200}}},
+		{"creds/billing-key", map[string]interface{}{"type": "api_key", "service": "billing", "api_key": key}},
+	} {
+		if _, err := admin.WriteWithContext(ctx, mount+"/"+w.path, w.data); err != nil {
+			t.Fatalf("writing %s: %v", w.path, err)
+		}
+	}
+	events := recv.WaitFor(1, 30*time.Second)
+	if len(events) != 1 || events[0].Type != "credential.needs_attention" || events[0].Data["credential"] != "billing-key" ||
+		!strings.Contains(events[0].Data["status_reason"], "answered 401") {
+		t.Fatalf("the webhook got %+v", events)
+	}
+	cred, err := admin.ReadWithContext(ctx, mount+"/creds/billing-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred.Data["status"] != "needs_attention" {
+		t.Fatalf("after the check: %v", cred.Data)
+	}
+	if n := checks.Load(); n != 1 {
+		t.Errorf("the API was called %d times, want 1 (the next check is a day away)", n)
+	}
+	if strings.Contains(events[0].Body, key) || strings.Contains(toJSON(t, cred.Data), key) {
+		t.Fatal("the key in the webhook body or the read")
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,6 +43,9 @@ type Options struct {
 	// TLS, when set, serves HTTPS (HTTP/2 and HTTP/1.1) with it; URL is
 	// then https://.
 	TLS *tls.Config
+	// Delay holds each answer back this long (to see how many calls a
+	// client makes at once).
+	Delay time.Duration
 }
 
 // Request is what the fake received.
@@ -68,7 +72,12 @@ type Server struct {
 	mu         sync.Mutex
 	requests   []Request
 	violations int
+
+	inFlight, peak atomic.Int64
 }
+
+// PeakConcurrent is the most requests the fake has served at once.
+func (s *Server) PeakConcurrent() int { return int(s.peak.Load()) }
 
 // Start runs a fake until Close.
 func Start(opts Options) (*Server, error) {
@@ -129,6 +138,13 @@ func (s *Server) Reset() {
 // ServeHTTP records the request, refuses forbidden values and dispatches.
 // Long on purpose: one case per fake endpoint family.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	for p := s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
+	}
+	if s.opts.Delay > 0 {
+		time.Sleep(s.opts.Delay)
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 200<<20))
 	if err != nil {
 		http.Error(w, "reading body", http.StatusBadRequest)
