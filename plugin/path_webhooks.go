@@ -400,8 +400,8 @@ The active node delivers them in order per webhook, each within 10 seconds,
 retried on a failure or a non-2xx answer after 5 s, 30 s, 2 min, 10 min,
 30 min and 1 h, then given up; webhook-log keeps the recent attempts.
 
-    $ vault write orgs/acme/webhooks/ops url=https://hooks.acme.example/credentials \
-        secret=whsec_$(openssl rand -base64 32) events=credential.needs_attention,credential.recovered
-    $ vault write -f orgs/acme/webhooks/ops/test
-    $ vault read orgs/acme/webhook-log
+  vault write orgs/acme/webhooks/ops url=https://hooks.acme.example/credentials \
+      secret=whsec_$(openssl rand -base64 32) events=credential.needs_attention,credential.recovered
+  vault write -f orgs/acme/webhooks/ops/test
+  vault read orgs/acme/webhook-log
 `

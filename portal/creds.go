@@ -48,6 +48,8 @@ type credsPage struct {
 	Tabs      []filterTab
 	Attention int
 	CanAdd    bool
+	// CanRetryFailing: the person may retry every failing refresh at once.
+	CanRetryFailing bool
 	// Filtered says a filter is on, so an empty table means "no match"
 	// rather than "no credentials yet".
 	Filtered  bool
@@ -94,7 +96,8 @@ func (s *Server) handleCreds(w http.ResponseWriter, r *http.Request, p *person) 
 	wg.Go(func() { l, frameErr = s.frameFor(ctx, p, org, "Credentials", "creds") })
 	wg.Go(func() { list, listErr = p.v.listCreds(ctx, org, f) })
 	wg.Go(func() { svcs, svcsErr = p.v.services(ctx, org) })
-	wg.Go(func() { caps, capsErr = p.v.capabilities(ctx, probe) })
+	retry := contract.Mount(org) + "/refresh-failing"
+	wg.Go(func() { caps, capsErr = p.v.capabilities(ctx, probe, retry) })
 	wg.Wait()
 	if err := cmp.Or(frameErr, listErr); err != nil {
 		s.fail(w, r, p, err)
@@ -137,6 +140,7 @@ func (s *Server) handleCreds(w http.ResponseWriter, r *http.Request, p *person) 
 	page.ClearHref = listHref(org, "", "", "", "")
 	page.Statuses = []string{"active", "needs_attention", "expired", "disconnected"}
 	page.CanAdd = capsErr == nil && can(caps[probe], "create")
+	page.CanRetryFailing = capsErr == nil && can(caps[retry], "update")
 	s.render(w, r, http.StatusOK, "creds.html", page)
 }
 

@@ -213,6 +213,11 @@ func (s *Server) handleOAuthCallback(w http.ResponseWriter, r *http.Request) {
 	if acct := str(data["account"]); acct != "" {
 		msg = "Connected " + pc.Cred + " as " + acct + "."
 	}
+	if replaced, ok := data["replaced_grant"].(map[string]any); ok {
+		if receipt := receiptText(replaced); receipt != "" {
+			msg += " The grant it replaced: " + receipt
+		}
+	}
 	s.setFlash(w, r, "ok", msg)
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }

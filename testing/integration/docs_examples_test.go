@@ -95,6 +95,12 @@ var docExamples = map[string]docExample{
 	"vault read orgs/acme/services/notion":     {want: []string{"api.notion.com"}},
 	"vault path-help orgs/acme/creds/x":        {want: []string{"Example: type=api_key"}},
 	`vault write orgs/acme/mail/mailer from=ops@acme.example to=oncall@acme.example subject="Disk full" text="db-1 at 91%"`: {fails: true, want: []string{"smtp.example.com"}, token: "agent"},
+	// README: webhooks and health checks. The test send goes nowhere
+	// this offline test can reach, and says so.
+	"vault write orgs/acme/webhooks/ops url=https://hooks.acme.example/credentials secret=whsec_$(openssl rand -base64 32) events=credential.needs_attention,credential.recovered": {},
+	"vault write -f orgs/acme/webhooks/ops/test":            {want: []string{"webhook.test", "delivered", "false"}},
+	"vault read orgs/acme/webhook-log":                      {want: []string{"deliveries", "webhook.test"}},
+	"vault write orgs/acme/config health_check_interval=6h": {},
 	// README: agents.
 	"VAULT_TOKEN=$(vault write -field=token auth/approle/login role_id=… secret_id=…)": {token: "login", want: []string{"logged in"}},
 	// README: the operator's registration.
@@ -214,7 +220,8 @@ func normalizeCommand(cmd string) string {
 func pathHelpCommands(t *testing.T, org, token string) []string {
 	paths := []string{"config", "services", "services/x", "apps/x", "creds", "creds/x", "creds/x/verify",
 		"creds/x/connect", "creds/x/callback", "creds/x/disconnect", "creds/x/refresh",
-		"proxy/x", "proxy/x/GET/v1", "mail/x", "refresh-failing", "metrics"}
+		"proxy/x", "proxy/x/GET/v1", "mail/x", "refresh-failing", "metrics",
+		"webhooks", "webhooks/x", "webhooks/x/test", "webhook-log", "agent-events"}
 	var cmds []string
 	seen := map[string]bool{}
 	for _, p := range paths {
