@@ -69,8 +69,13 @@ type backend struct {
 
 	// lastUse holds uses not yet written to storage; lastUseFlusher
 	// writes them every few seconds and when the backend is cleaned up.
-	lastUse        lastUseTracker
-	lastUseFlusher *flusher
+	lastUse lastUseTracker
+	// trail holds agents' calls not yet stored (trail.go), flushed with
+	// last uses; trailSecretCache holds the mount's trail secret once read.
+	trail            trailTracker
+	trailSecretCache atomic.Value
+	trailSecretMu    sync.Mutex
+	lastUseFlusher   *flusher
 
 	// egress holds the operator's dial guard and edge keys, and the
 	// connection pools every call to a service goes through.
@@ -106,6 +111,11 @@ type backend struct {
 	storage logical.Storage
 	// healthWake wakes the health checks (health.go).
 	healthWake chan struct{}
+	// revokeJobs are the kill-switch jobs running here, by ID;
+	// revokeResumed says the jobs a stopped node left were taken up (once
+	// per backend: a new active node's backend is a new one).
+	revokeJobs    sync.Map
+	revokeResumed atomic.Bool
 	// mount is the mount point (orgs/<org>/) as requests name it, for
 	// events made outside a request.
 	mount atomic.Value
@@ -157,6 +167,8 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathMetrics(b),
 			pathMCP(b),
 			pathWebhooks(b),
+			pathRevokeAll(b),
+			pathTrail(b),
 		))),
 		Invalidate:     b.invalidate,
 		Clean:          b.cleanup,
@@ -189,14 +201,18 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if !b.writeSafe() {
 		return nil
 	}
-	if err := b.flushLastUse(ctx, req.Storage); err != nil {
-		b.logger.Warn("storing last use", "error", err)
-	}
+	b.flushIfWriteSafe(ctx, req.Storage)
 	if err := b.recoverRefreshes(ctx, req.Storage); err != nil {
 		b.logger.Warn("recovering refreshes", "error", err)
 	}
 	if err := b.refreshDue(ctx, req.Storage); err != nil {
 		b.logger.Warn("refreshing due grants", "error", err)
+	}
+	if b.revokeResumed.CompareAndSwap(false, true) {
+		if err := b.resumeRevokeJobs(ctx, req.Storage); err != nil {
+			b.revokeResumed.Store(false)
+			b.logger.Warn("resuming kill-switch jobs", "error", err)
+		}
 	}
 	if err := b.emitStatusChanges(ctx, req.Storage); err != nil {
 		b.logger.Warn("announcing status changes", "error", err)

@@ -202,6 +202,9 @@ func (b *backend) flushIfWriteSafe(ctx context.Context, s logical.Storage) {
 	if err := b.flushLastUse(ctx, s); err != nil {
 		b.logger.Warn("storing last use", "error", err)
 	}
+	if err := b.trail.flush(ctx, s); err != nil {
+		b.logger.Warn("storing agents' trails", "error", err)
+	}
 }
 
 // cleanup is the framework's Clean: Vault calls it before it drops this

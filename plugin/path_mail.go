@@ -112,11 +112,16 @@ func (b *backend) pathMailWrite(ctx context.Context, req *logical.Request, d *fr
 
 	callCtx, cancel := context.WithTimeout(ctx, cfg.MailTimeout)
 	defer cancel()
+	started := time.Now()
 	receipt, err := mailsubmit.Submit(callCtx, b.egress.guard.DialContext, b.smtpServerOf(c), smtpLoginOf(c), prepared)
+	line := trailLine{At: started.UTC(), Ingress: "mail", Credential: name, DurationMS: msSince(started)}
 	if err != nil {
 		b.metrics.call("mail", 0)
+		b.recordCall(req, line)
 		return nil, mailFailure(c, err, cfg.MailTimeout)
 	}
+	line.Status = http.StatusOK
+	b.recordCall(req, line)
 	b.metrics.call("mail", http.StatusOK)
 	b.lastUse.record(name, b.callerOf(req), b.now().UTC())
 	b.logger.Info("mail sent", "name", name, "recipients", receipt.Recipients)

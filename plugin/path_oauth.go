@@ -352,34 +352,46 @@ func (b *backend) pathDisconnect(ctx context.Context, req *logical.Request, d *f
 	if err := unknownFields(req, d); err != nil {
 		return nil, err
 	}
-	lock := b.credLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	c, err := b.oauthCredential(ctx, req.Storage, name)
+	receipt, err := b.disconnect(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
-	receipt := b.revokeGrant(ctx, req.Storage, c)
+	return &logical.Response{Data: map[string]interface{}{
+		"status":     statusDisconnected,
+		"revocation": receipt,
+	}}, nil
+}
+
+// disconnect revokes oauth2 credential name's grant at its provider, drops
+// its tokens and marks it disconnected, whatever the provider answered:
+// the receipt says what was and was not revoked. The kill switch's work
+// for each grant too.
+func (b *backend) disconnect(ctx context.Context, s logical.Storage, name string) (map[string]interface{}, error) {
+	lock := b.credLock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	c, err := b.oauthCredential(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	receipt := b.revokeGrant(ctx, s, c)
 	now := b.now().UTC()
 	if c.OAuth == nil {
 		c.OAuth = &oauthGrant{}
 	}
-	b.refile(ctx, req.Storage, c, time.Time{}, false)
+	b.refile(ctx, s, c, time.Time{}, false)
 	g := c.OAuth
 	g.AccessToken, g.RefreshToken, g.Expiry = "", "", time.Time{}
 	g.RetryAt, g.RefreshFailures, g.RefreshError, g.ReconnectRequired = time.Time{}, 0, "", false
 	c.State, c.StateReason = statusDisconnected, "disconnected on "+now.Format("2006-01-02")
 	c.UpdatedAt = now
 	b.oauth.dropHeld(name)
-	if err := b.saveCredential(ctx, req.Storage, c); err != nil {
+	if err := b.saveCredential(ctx, s, c); err != nil {
 		return nil, err
 	}
-	_ = req.Storage.Delete(ctx, pendingConnectPrefix+name)
+	_ = s.Delete(ctx, pendingConnectPrefix+name)
 	b.logger.Info("credential disconnected", "name", name)
-	return &logical.Response{Data: map[string]interface{}{
-		"status":     statusDisconnected,
-		"revocation": receipt,
-	}}, nil
+	return receipt, nil
 }
 
 func (b *backend) pathRefresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -248,15 +248,21 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	started := time.Now()
 	out, err := b.brokerCall(ctx, req.Storage, cfg, svc, c, brokerRequest{
 		method: method, path: path, header: header, body: body, maxAnswer: vaultPathMaxAnswer,
 	})
+	line := trailLine{At: started.UTC(), Ingress: "vault", Credential: name, Method: method, Path: trailPath(path)}
 	if err != nil {
 		b.metrics.call("vault", 0)
+		line.DurationMS = msSince(started)
+		b.recordCall(req, line)
 		return nil, err
 	}
 	b.metrics.call("vault", out.status)
 	b.lastUse.record(name, b.callerOf(req), b.now().UTC())
+	line.Status, line.Bytes, line.DurationMS = out.status, int64(len(out.body)), msSince(started)
+	b.recordCall(req, line)
 
 	data := map[string]interface{}{
 		"status":  out.status,
@@ -346,6 +352,11 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 	defer material.Zero()
 	grant.Material = material
 	grant.UseUntil = b.now().Add(edgeReuse).UTC()
+	if b.agentOf(req) != "" {
+		if grant.TrailKey, err = b.trailKeyFor(ctx, req.Storage, req.EntityID); err != nil {
+			return nil, err
+		}
+	}
 	sealed, err := egress.SealInjection(b.egress.edgeKeys, keyID, req.MountPoint, grant)
 	if errors.Is(err, egress.ErrUnknownEdgeKey) {
 		return nil, userErrorf("edge key %q is not one the operator configured", truncate(keyID, 32))

@@ -62,6 +62,9 @@ type brokerHandler struct {
 	// targets the engine reports (in practice, one).
 	clientsMu sync.Mutex
 	clients   map[string]*http.Client
+
+	// trail reports agents' calls to the engine (trail.go).
+	trail *trailReporter
 }
 
 // newBrokerHandler serves /broker/ against the Vault at vaultAddr. TLS
@@ -92,6 +95,7 @@ func newBrokerHandler(vaultAddr string, key *egress.EdgePrivateKey, publicURL fu
 		clients:   map[string]*http.Client{},
 	}
 	h.checks = newCapabilityChecks(h.askVault)
+	h.trail = &trailReporter{h: h, batches: map[string]*trailBatch{}}
 	return h
 }
 
@@ -118,7 +122,8 @@ type edgeCall struct {
 func (c *edgeCall) mount() string { return contract.Mount(c.org) + "/" }
 
 // serve handles one call and returns the status sent, for the log.
-func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
+func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) (status int) {
+	start := time.Now()
 	call, fail := h.parse(r)
 	if fail != nil {
 		return brokerFail(w, fail)
@@ -131,8 +136,13 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
 		return brokerFail(w, fail)
 	}
 	defer grant.Material.Zero()
+	cw := &countingWriter{ResponseWriter: w}
+	defer func() {
+		h.trail.note(call, grant, trailLine{At: start.UTC(), Ingress: "edge", Method: r.Method, Path: call.decoded,
+			Status: status, Bytes: cw.n, DurationMS: msSince(start)})
+	}()
 	if websocket, _ := isWebSocketCall(r); websocket {
-		return h.webSocket(w, r, grant, call, r.URL.RawQuery)
+		return h.webSocket(cw, r, grant, call, r.URL.RawQuery)
 	}
 	// The server's own read deadline is for pages; a brokered upload may
 	// take as long as broker_timeout allows. Full duplex: the transport may
@@ -148,10 +158,10 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) int {
 		header: r.Header, body: r.Body, contentLength: r.ContentLength,
 	})
 	if fail != nil {
-		return brokerFail(w, fail)
+		return brokerFail(cw, fail)
 	}
 	defer answer.Close()
-	return h.respond(w, r.Method, answer)
+	return h.respond(cw, r.Method, answer)
 }
 
 // parse checks what can be checked before Vault is asked: the route, the

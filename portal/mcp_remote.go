@@ -347,6 +347,7 @@ func (h *brokerHandler) remoteRoundTrip(req *http.Request, rc *remoteCall) (*htt
 		call.decoded = "/" + rc.tool
 	}
 	ctx := req.Context()
+	started := time.Now()
 	for attempt := 0; ; attempt++ {
 		call.upstreamRefused = attempt > 0
 		grant, fail := h.authorize(ctx, call, contract.MethodTool)
@@ -373,6 +374,10 @@ func (h *brokerHandler) remoteRoundTrip(req *http.Request, rc *remoteCall) (*htt
 			return nil, fail, false
 		}
 		if answer.Status != http.StatusUnauthorized {
+			if rc.tool != "" {
+				h.trail.note(call, grant, trailLine{At: started.UTC(), Ingress: "mcp", Tool: rc.tool,
+					Status: answer.Status, Bytes: max(answer.Length, 0), DurationMS: msSince(started)})
+			}
 			return remoteResponse(req, answer), nil, false
 		}
 		answer.Close()

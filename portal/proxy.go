@@ -311,8 +311,16 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 		return
 	}
 	defer grant.Material.Zero()
+	cw := &countingWriter{ResponseWriter: w}
+	status := 0
+	defer func() {
+		p.edge.trail.note(call, grant, trailLine{At: start.UTC(), Ingress: "proxy", Method: r.Method, Path: target.Path,
+			Status: status, Bytes: cw.n, DurationMS: msSince(start)})
+	}()
+	w = cw
 	if websocket {
-		p.logCall(r.Method, org, cred, target.Host, p.edge.webSocket(w, r, grant, call, target.RawQuery), start)
+		status = p.edge.webSocket(w, r, grant, call, target.RawQuery)
+		p.logCall(r.Method, org, cred, target.Host, status, start)
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -325,11 +333,13 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 		header: header, body: r.Body, contentLength: r.ContentLength, proxied: true,
 	})
 	if fail != nil {
-		p.logCall(r.Method, org, cred, target.Host, brokerFail(w, fail), start)
+		status = brokerFail(w, fail)
+		p.logCall(r.Method, org, cred, target.Host, status, start)
 		return
 	}
 	defer answer.Close()
-	p.logCall(r.Method, org, cred, target.Host, p.edge.respond(w, r.Method, answer), start)
+	status = p.edge.respond(w, r.Method, answer)
+	p.logCall(r.Method, org, cred, target.Host, status, start)
 }
 
 // connectionEstablished answers a CONNECT the proxy takes.

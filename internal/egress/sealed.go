@@ -46,6 +46,9 @@ type EdgeInjection struct {
 	TimeoutSeconds int64     `json:"timeout_seconds"`
 	MaxBody        int64     `json:"max_body"`
 	UseUntil       time.Time `json:"use_until"`
+	// TrailKey signs the edge's reports of an agent's calls (the engine's
+	// trail-report path); only agents' injections have one.
+	TrailKey []byte `json:"trail_key,omitempty"`
 }
 
 // sealInfo binds a sealed injection to its mount and credential, so one

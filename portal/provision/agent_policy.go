@@ -51,6 +51,9 @@ func agentPolicyHCL(org string, s AgentSpec, current map[string]credInfo) string
 		}
 	}
 	writePath(contract.Mount(org)+"/agent-settings", "read")
+	// The edge reports this agent's calls for its trail, signed with a key
+	// only the edge holds: the token alone cannot write a line.
+	writePath(contract.Mount(org)+"/trail-report", "update")
 	b.WriteString(`# The edge asks Vault whether this token may make each call.
 path "sys/capabilities-self" {
   capabilities = ["update"]

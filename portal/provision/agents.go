@@ -112,6 +112,10 @@ type Agent struct {
 	Tools     []string      `json:"tools,omitempty"`
 	DenyTools []string      `json:"deny_tools,omitempty"`
 	TokenTTL  time.Duration `json:"token_ttl"`
+	// Stopped says the kill switch stopped it: Vault refuses its tokens
+	// and it has no secret ID; an agent manager deletes and creates it
+	// again to bring it back.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 func (s *AgentSpec) validate(org string) error {
@@ -540,37 +544,38 @@ func readAgent(ctx context.Context, c *api.Client, org, agent string, current ma
 	a.Paths = compactSorted(paths)
 	a.Tools = compactSorted(tools)
 	a.DenyTools = compactSorted(denyTools)
-	if a.Stale, err = staleCredentials(ctx, c, name, a.Creds, current); err != nil {
+	if a.Stale, a.Stopped, err = staleCredentials(ctx, c, name, a.Creds, current); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
 // staleCredentials compares the IDs the agent's entity recorded with the
-// credentials there are now.
-func staleCredentials(ctx context.Context, c *api.Client, entity string, creds []string, current map[string]credInfo) ([]string, error) {
+// credentials there are now; stopped says the entity is disabled (the
+// kill switch).
+func staleCredentials(ctx context.Context, c *api.Client, entity string, creds []string, current map[string]credInfo) (stale []string, stopped bool, err error) {
 	ent, err := c.Logical().ReadWithContext(ctx, "identity/entity/name/"+entity)
 	if err != nil || ent == nil {
-		return nil, err
+		return nil, false, err
 	}
+	stopped, _ = ent.Data["disabled"].(bool)
 	md, _ := ent.Data["metadata"].(map[string]interface{})
 	recorded, _ := md[contract.MetaCredentialIDs].(string)
 	if recorded == "" {
-		return nil, nil
+		return nil, stopped, nil
 	}
 	given := map[string]string{}
 	for _, g := range strings.Split(recorded, ",") {
 		name, id, _ := strings.Cut(g, ":")
 		given[name] = id
 	}
-	var stale []string
 	for _, name := range creds {
 		now := idOrNone(current, name)
 		if was, ok := given[name]; now == "-" || (ok && was != "" && was != now) {
 			stale = append(stale, name)
 		}
 	}
-	return stale, nil
+	return stale, stopped, nil
 }
 
 // IsStale says whether the agent was given credential name but can no

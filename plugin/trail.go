@@ -1,0 +1,269 @@
+package credentials
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/internal/contract"
+	"github.com/clankteam/credentials/plugin/store"
+)
+
+// Each agent's trail: its recent calls (time, ingress, credential, method
+// and path or tool, status, bytes, duration), kept bounded in the engine's
+// storage, with nothing secret: the query, headers and bodies are never
+// kept. The engine records the calls it makes itself (the Vault path,
+// mail); the portal's edge, which streams its calls without the engine,
+// reports its lines with the agent's own token, each batch signed with a
+// key the engine gave the edge inside the sealed injection (which the
+// agent cannot open), so an agent cannot write lines into its trail.
+
+const (
+	trailPrefix = "trail/"
+	trailKeyKey = "trail-key"
+	// maxTrailLines is how many calls an agent's trail keeps, newest last.
+	maxTrailLines = 1000
+	// maxTrailReport bounds the lines of one report from the edge.
+	maxTrailReport = 500
+	maxTrailPath   = 1024
+)
+
+// Ingresses a trail line can name.
+var trailIngresses = []string{"vault", "edge", "proxy", "mcp", "mail"}
+
+type trailLine struct {
+	At         time.Time `json:"at"`
+	Ingress    string    `json:"ingress"`
+	Credential string    `json:"credential"`
+	Method     string    `json:"method,omitempty"`
+	Path       string    `json:"path,omitempty"`
+	Tool       string    `json:"tool,omitempty"`
+	Status     int       `json:"status"`
+	Bytes      int64     `json:"bytes"`
+	DurationMS float64   `json:"duration_ms"`
+}
+
+// trailTracker holds lines not yet flushed, by agent: recording a call
+// costs no storage write; the periodic function flushes.
+type trailTracker struct {
+	// mu guards pending.
+	mu      sync.Mutex
+	pending map[string][]trailLine
+}
+
+func (t *trailTracker) record(agent string, lines ...trailLine) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pending == nil {
+		t.pending = map[string][]trailLine{}
+	}
+	p := append(t.pending[agent], lines...)
+	if len(p) > maxTrailLines {
+		p = p[len(p)-maxTrailLines:]
+	}
+	t.pending[agent] = p
+}
+
+func (t *trailTracker) pendingOf(agent string) []trailLine {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.pending[agent])
+}
+
+// flush adds the pending lines to each agent's stored trail, keeping the
+// newest maxTrailLines. Lines whose write failed are kept for the next.
+func (t *trailTracker) flush(ctx context.Context, s logical.Storage) error {
+	t.mu.Lock()
+	pending := t.pending
+	t.pending = nil
+	t.mu.Unlock()
+	var firstErr error
+	for agent, lines := range pending {
+		if err := appendTrail(ctx, s, agent, lines); err != nil {
+			t.record(agent, lines...)
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	return firstErr
+}
+
+func appendTrail(ctx context.Context, s logical.Storage, agent string, lines []trailLine) error {
+	stored, err := readTrail(ctx, s, agent)
+	if err != nil {
+		return err
+	}
+	all := append(stored, lines...)
+	if len(all) > maxTrailLines {
+		all = all[len(all)-maxTrailLines:]
+	}
+	entry, err := logical.StorageEntryJSON(trailPrefix+agent, all)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, entry)
+}
+
+func readTrail(ctx context.Context, s logical.Storage, agent string) ([]trailLine, error) {
+	lines, err := store.ReadJSON[[]trailLine](ctx, s, trailPrefix+agent, "agent trail")
+	if err != nil || lines == nil {
+		return nil, err
+	}
+	return *lines, nil
+}
+
+// agentOf names the agent making req ("" for a caller that is not one):
+// its entity's metadata, written by agent provisioning.
+func (b *backend) agentOf(req *logical.Request) string {
+	if req.EntityID == "" || b.System() == nil {
+		return ""
+	}
+	ent, err := b.System().EntityInfo(req.EntityID)
+	if err != nil || ent == nil {
+		return ""
+	}
+	if a := ent.Metadata[contract.MetaAgent]; agentNamePattern.MatchString(a) {
+		return a
+	}
+	return ""
+}
+
+// recordCall puts one call of req's agent in its trail.
+func (b *backend) recordCall(req *logical.Request, l trailLine) {
+	if agent := b.agentOf(req); agent != "" {
+		b.trail.record(agent, l)
+	}
+}
+
+// trailKeyFor is the key the edge signs entity's reports with: derived
+// from the mount's trail secret, so nothing per agent is stored.
+func (b *backend) trailKeyFor(ctx context.Context, s logical.Storage, entityID string) ([]byte, error) {
+	secret, err := b.trailSecret(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("credentials trail key v1\x00" + entityID))
+	return m.Sum(nil), nil
+}
+
+// trailSecret is the mount's secret for trail keys, made on first use.
+func (b *backend) trailSecret(ctx context.Context, s logical.Storage) ([]byte, error) {
+	if v, ok := b.trailSecretCache.Load().([]byte); ok {
+		return v, nil
+	}
+	b.trailSecretMu.Lock()
+	defer b.trailSecretMu.Unlock()
+	entry, err := s.Get(ctx, trailKeyKey)
+	if err != nil {
+		return nil, err
+	}
+	if entry == nil {
+		secret := make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+		entry = &logical.StorageEntry{Key: trailKeyKey, Value: secret, SealWrap: true}
+		if err := s.Put(ctx, entry); err != nil {
+			return nil, err
+		}
+	}
+	b.trailSecretCache.Store(entry.Value)
+	return entry.Value, nil
+}
+
+// parseTrailReport checks an edge's report: its signature under the
+// caller's trail key, then each line.
+func parseTrailReport(raw, mac string, key []byte, now time.Time) ([]trailLine, error) {
+	want := hmac.New(sha256.New, key)
+	want.Write([]byte(raw))
+	got, err := hex.DecodeString(mac)
+	if err != nil || !hmac.Equal(got, want.Sum(nil)) {
+		return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "the report's mac does not match: trail lines are reported by the portal's edge"}
+	}
+	var lines []trailLine
+	if err := json.Unmarshal([]byte(raw), &lines); err != nil {
+		return nil, userErrorMsg("lines must be a JSON list of trail lines")
+	}
+	if len(lines) == 0 || len(lines) > maxTrailReport {
+		return nil, userErrorf("a report holds 1 to %d lines, not %d", maxTrailReport, len(lines))
+	}
+	for i, l := range lines {
+		var bad string
+		switch {
+		case !slices.Contains(trailIngresses, l.Ingress):
+			bad = "ingress must be one of " + strings.Join(trailIngresses, ", ")
+		case validateCredName(l.Credential) != nil:
+			bad = "credential is not a credential name"
+		case l.Method != "" && !contract.ValidMethod(l.Method):
+			bad = contract.MethodRule()
+		case len(l.Path) > maxTrailPath || (l.Path != "" && !strings.HasPrefix(l.Path, "/")) || strings.ContainsAny(l.Path, "?#"):
+			bad = "path must start with / and have no query, at most 1024 bytes"
+		case l.Tool != "" && !contract.ValidToolName(l.Tool):
+			bad = "tool is not a tool name"
+		case l.Status < 0 || l.Status > 999 || l.Bytes < 0 || l.DurationMS < 0:
+			bad = "status, bytes and duration_ms are not negative"
+		case l.At.Before(now.Add(-time.Hour)) || l.At.After(now.Add(time.Minute)):
+			bad = "at must be within the last hour"
+		}
+		if bad != "" {
+			return nil, userErrorf("lines[%d]: %s", i, bad)
+		}
+		lines[i].At = l.At.UTC()
+	}
+	return lines, nil
+}
+
+// trailRead is an agent's trail, newest first, stored and pending.
+func (b *backend) trailRead(ctx context.Context, s logical.Storage, agent string, limit int) ([]trailLine, error) {
+	stored, err := readTrail(ctx, s, agent)
+	if err != nil {
+		return nil, err
+	}
+	all := append(stored, b.trail.pendingOf(agent)...)
+	slices.SortStableFunc(all, func(a, b trailLine) int { return b.At.Compare(a.At) })
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
+}
+
+func trailLineMap(l trailLine) map[string]interface{} {
+	m := map[string]interface{}{
+		"at": l.At.Format(time.RFC3339Nano), "ingress": l.Ingress, "credential": l.Credential,
+		"status": l.Status, "bytes": l.Bytes, "duration_ms": l.DurationMS,
+	}
+	if l.Method != "" {
+		m["method"], m["path"] = l.Method, l.Path
+	}
+	if l.Tool != "" {
+		m["tool"] = l.Tool
+	}
+	return m
+}
+
+// trailPath is a call's path as a trail keeps it: without its query,
+// bounded.
+func trailPath(p string) string {
+	p, _, _ = strings.Cut(p, "?")
+	if len(p) > maxTrailPath {
+		p = p[:maxTrailPath]
+	}
+	return p
+}
+
+func msSince(t time.Time) float64 {
+	return float64(time.Since(t).Microseconds()) / 1000
+}
