@@ -214,3 +214,6 @@ func (s *Server) handleAgentTrailExport(w http.ResponseWriter, r *http.Request, 
 		_ = enc.Encode(c)
 	}
 }
+
+// When is the call's time as the pages show times.
+func (l trailLine) When() string { return l.At.Format(time.RFC3339) }

@@ -15,7 +15,6 @@ import (
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/oauthserver"
-	"github.com/clankteam/credentials/testing/vault"
 )
 
 // TestKillSwitchStopsAgentsAndGrants: an org of 200 OAuth credentials
