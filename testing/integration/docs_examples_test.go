@@ -101,6 +101,17 @@ var docExamples = map[string]docExample{
 	"vault write -f orgs/acme/webhooks/ops/test":            {want: []string{"webhook.test", "delivered", "false"}},
 	"vault read orgs/acme/webhook-log":                      {want: []string{"deliveries", "webhook.test"}},
 	"vault write orgs/acme/config health_check_interval=6h": {},
+	// README: the kill switch and the trail.
+	"vault write orgs/acme/revoke-all scope=org include_grants=true confirm=acme": {want: []string{"job_id"}},
+	"vault read orgs/acme/revoke-all/<job_id>":                                    {skip: "the job's ID is the write's answer"},
+	"vault write identity/entity/name/orgs-acme-agent-billing disabled=true":      {skip: "Vault's own identity path: TestKillSwitchStopsAgentsAndGrants stops agents this way through the portal's code"},
+	"vault read orgs/acme/agents/billing/trail":                                   {want: []string{"calls"}},
+	"vault path-help orgs/acme/revoke-all":                                        {want: []string{"include_grants"}},
+	// path-help: the kill switch and the trail.
+	"vault list auth/approle/role/orgs-acme-agent-billing/secret-id":                                                 {skip: "Vault's own AppRole path: TestKillSwitchStopsAgentsAndGrants destroys secret IDs this way through the portal's code"},
+	"vault write auth/approle/role/orgs-acme-agent-billing/secret-id-accessor/destroy secret_id_accessor=<accessor>": {skip: "Vault's own AppRole path, as above"},
+	"vault write orgs/acme/revoke-all scope=credential credential=gmail include_grants=true confirm=gmail":           {want: []string{"job_id"}},
+	"vault read -format=json orgs/acme/agents/billing/trail limit=50":                                                {want: []string{"calls"}},
 	// README: agents.
 	"VAULT_TOKEN=$(vault write -field=token auth/approle/login role_id=… secret_id=…)": {token: "login", want: []string{"logged in"}},
 	// README: the operator's registration.
@@ -221,7 +232,8 @@ func pathHelpCommands(t *testing.T, org, token string) []string {
 	paths := []string{"config", "services", "services/x", "apps/x", "creds", "creds/x", "creds/x/verify",
 		"creds/x/connect", "creds/x/callback", "creds/x/disconnect", "creds/x/refresh",
 		"proxy/x", "proxy/x/GET/v1", "mail/x", "refresh-failing", "metrics",
-		"webhooks", "webhooks/x", "webhooks/x/test", "webhook-log", "agent-events"}
+		"webhooks", "webhooks/x", "webhooks/x/test", "webhook-log", "agent-events",
+		"revoke-all", "trail-report", "agents/x/trail"}
 	var cmds []string
 	seen := map[string]bool{}
 	for _, p := range paths {
@@ -245,6 +257,7 @@ var placeholder = regexp.MustCompile(`(\w+)=(\S*?)(…|\.\.\.)`)
 // runnable turns a documented command into one for this test's org.
 func runnable(cmd, org string, extra map[string]string) string {
 	cmd = strings.ReplaceAll(cmd, "orgs/acme/", "orgs/"+org+"/")
+	cmd = strings.ReplaceAll(cmd, "confirm=acme", "confirm="+org)
 	return placeholder.ReplaceAllStringFunc(cmd, func(m string) string {
 		field := placeholder.FindStringSubmatch(m)[1]
 		if v, ok := docSecrets[field]; ok {
