@@ -353,7 +353,7 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 	grant.Material = material
 	grant.UseUntil = b.now().Add(edgeReuse).UTC()
 	if b.agentOf(req) != "" {
-		if grant.TrailKey, err = b.trailKeyFor(ctx, req.Storage, req.EntityID); err != nil {
+		if grant.ReportKey, err = b.trailKeyFor(ctx, req.Storage, req.EntityID); err != nil {
 			return nil, err
 		}
 	}

@@ -67,7 +67,7 @@ type trailBatch struct {
 // note records one call of an agent's token; calls of tokens that are not
 // an agent's (no trail key) are not kept.
 func (t *trailReporter) note(call *edgeCall, grant *egress.Grant, l trailLine) {
-	if t == nil || len(grant.TrailKey) == 0 {
+	if t == nil || len(grant.ReportKey) == 0 {
 		return
 	}
 	l.Credential = call.cred
@@ -86,7 +86,7 @@ func (t *trailReporter) note(call *edgeCall, grant *egress.Grant, l trailLine) {
 			t.h.logger.Warn("broker: too many trail reports waiting; a call's trail line is dropped")
 			return
 		}
-		b = &trailBatch{org: call.org, token: call.token, key: slices.Clone(grant.TrailKey)}
+		b = &trailBatch{org: call.org, token: call.token, key: slices.Clone(grant.ReportKey)}
 		t.batches[id] = b
 		time.AfterFunc(trailReportEvery, func() { t.send(id) })
 	}

@@ -46,9 +46,13 @@ type EdgeInjection struct {
 	TimeoutSeconds int64     `json:"timeout_seconds"`
 	MaxBody        int64     `json:"max_body"`
 	UseUntil       time.Time `json:"use_until"`
-	// TrailKey signs the edge's reports of an agent's calls (the engine's
-	// trail-report path); only agents' injections have one.
-	TrailKey []byte `json:"trail_key,omitempty"`
+	// ReportKey signs what the edge tells the engine of an agent's calls
+	// (trail-report, approvals/request), so the agent, which cannot open
+	// the injection, cannot tell it; only agents' injections have one.
+	ReportKey []byte `json:"report_key,omitempty"`
+	// ApprovalRules are the calls of the credential this agent makes only
+	// once a person approves them (contract.ParseApprovalRule).
+	ApprovalRules []string `json:"approval_rules,omitempty"`
 }
 
 // sealInfo binds a sealed injection to its mount and credential, so one
