@@ -179,6 +179,9 @@ func StopAgent(ctx context.Context, c *api.Client, org, agent string) Receipt {
 		fail("disconnecting its MCP clients", err)
 	}
 	r.Detail = strings.Join(append(done, failed...), "; ")
+	if r.Outcome == OutcomeRevoked {
+		announceAgent(ctx, c, org, agent, "agent.revoked")
+	}
 	return r
 }
 
