@@ -116,6 +116,9 @@ type backend struct {
 	// per backend: a new active node's backend is a new one).
 	revokeJobs    sync.Map
 	revokeResumed atomic.Bool
+	// approvalsPurged is when old approvals were last forgotten (unix
+	// seconds; the backend's start at first): once an hour.
+	approvalsPurged atomic.Int64
 	// mount is the mount point (orgs/<org>/) as requests name it, for
 	// events made outside a request.
 	mount atomic.Value
@@ -169,6 +172,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathWebhooks(b),
 			pathRevokeAll(b),
 			pathTrail(b),
+			pathApprovals(b),
 		))),
 		Invalidate:     b.invalidate,
 		Clean:          b.cleanup,
@@ -212,6 +216,11 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		if err := b.resumeRevokeJobs(ctx, req.Storage); err != nil {
 			b.revokeResumed.Store(false)
 			b.logger.Warn("resuming kill-switch jobs", "error", err)
+		}
+	}
+	if b.purgeDue() {
+		if err := b.purgeApprovals(ctx, req.Storage); err != nil {
+			b.logger.Warn("forgetting old approvals", "error", err)
 		}
 	}
 	if err := b.emitStatusChanges(ctx, req.Storage); err != nil {

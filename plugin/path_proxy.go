@@ -58,6 +58,10 @@ func pathProxy(b *backend) []*framework.Path {
 			Type:        framework.TypeBool,
 			Description: "Sealed mode: the service refused the access token the edge was given (401). The engine refreshes the OAuth grant unless it was refreshed in the last few seconds, and answers with the token it then holds. Example: upstream_refused=true",
 		},
+		"approval_id": {
+			Type:        framework.TypeString,
+			Description: "The approval a person gave this call, when the credential's approval rules hold it: the ID the held call was answered with. The call must be the same (method, path, query, body). Example: approval_id=4f1c2b3a4d5e6f708192a3b4",
+		},
 		egress.FieldEdgeKey: {
 			Type:        framework.TypeString,
 			Description: "Sealed mode, for the portal's edge: make no call, and answer the call's injection sealed (HPKE) to this edge key id, one the operator configured in " + egress.EdgeKeysEnv + ". Example: edge_key=edge-2026",
@@ -73,7 +77,11 @@ func pathProxy(b *backend) []*framework.Path {
 				"body_text":         {Type: framework.TypeString, Description: "The same body as text, when it is text (JSON, XML, text/*): vault write -field=body_text prints it."},
 				"redirect_path":     {Type: framework.TypeString, Description: "For a redirect within the service's first base URL: its path relative to that URL."},
 				egress.FieldSealed:  {Type: framework.TypeString, Description: "Sealed mode: the injection, sealed to the edge key; only the edge can open it."},
-				egress.FieldEdgeKey: {Type: framework.TypeString, Description: "Sealed mode: the edge key id it is sealed to."},
+				"approval_id": {
+			Type:        framework.TypeString,
+			Description: "The approval a person gave this call, when the credential's approval rules hold it: the ID the held call was answered with. The call must be the same (method, path, query, body). Example: approval_id=4f1c2b3a4d5e6f708192a3b4",
+		},
+		egress.FieldEdgeKey: {Type: framework.TypeString, Description: "Sealed mode: the edge key id it is sealed to."},
 				"use_until":         {Type: framework.TypeTime, Description: "Sealed mode: until when the edge may reuse it for this token."},
 			},
 		}},
@@ -231,8 +239,25 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 	if svc == nil {
 		return nil, userErrorf("service %q of credential %q no longer exists", c.Service, name)
 	}
+	rules, err := getApprovalRules(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	agent := b.agentOf(req)
 	if edgeKey != "" {
-		return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, path)
+		if rules != nil && agent == "" {
+			return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "calls of credential " + name + " may need a person's approval, and the edge holds agents' calls only: call it with an agent's token, or through the Vault path"}
+		}
+		return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, path, rules.forAgent(agent))
+	}
+	requester := agent
+	if requester == "" {
+		requester = b.callerOf(req)
+	}
+	if held := rules.forAgent(requester); len(held) > 0 {
+		if resp, err := b.holdVaultCall(ctx, req, d, cfg, rules, requester, name, method, path, body); resp != nil || err != nil {
+			return resp, err
+		}
 	}
 
 	// A call waits a little for a slot (it holds no buffer while it
@@ -314,18 +339,19 @@ func (b *backend) proxyTool(ctx context.Context, req *logical.Request, d *framew
 	if svc.MCPURL == "" {
 		return nil, userErrorf("service %s of credential %s has no remote MCP server (mcp_url): call its HTTP API with a method instead of TOOL", c.Service, name)
 	}
-	return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, svc.MCPURL)
+	return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, svc.MCPURL, nil)
 }
 
 // sealedInjection answers the edge: no call to the service, but everything
 // the edge needs to make it, sealed to its key. The request is checked
 // here as it would be for a call, the token refreshed or minted if due and
 // the use recorded: a call the edge then makes is one this answer allowed.
-func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg *mountConfig, svc *service, c *credential, keyID, path string) (*logical.Response, error) {
+func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg *mountConfig, svc *service, c *credential, keyID, path string, approvalRules []string) (*logical.Response, error) {
 	if len(b.egress.edgeKeys) == 0 {
 		return nil, logical.CodedError(http.StatusNotImplemented, errNoEdgeKeys.Error())
 	}
 	grant := b.grantFor(cfg, svc, c)
+	grant.ApprovalRules = approvalRules
 	if _, err := egress.ResolveTarget(grant.Service, path); err != nil {
 		return nil, err
 	}

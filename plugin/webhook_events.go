@@ -21,11 +21,13 @@ const (
 	eventDeleted        = "credential.deleted"
 	eventAgentCreated   = "agent.created"
 	eventAgentRevoked   = "agent.revoked"
-	eventTest           = "webhook.test"
+	// eventApprovalRequested: a call waits for a person's approval.
+	eventApprovalRequested = "approval.requested"
+	eventTest              = "webhook.test"
 )
 
 var webhookEventTypes = []string{eventConnected, eventNeedsAttention, eventRecovered, eventExpiring,
-	eventRevoked, eventDeleted, eventAgentCreated, eventAgentRevoked}
+	eventRevoked, eventDeleted, eventAgentCreated, eventAgentRevoked, eventApprovalRequested}
 
 // webhookEvent is one event's body. Nothing in it is secret: names,
 // kinds and statuses, as LIST creds/ shows them.
@@ -45,6 +47,8 @@ type eventData struct {
 	Reason     string `json:"status_reason,omitempty"`
 	Previous   string `json:"previous_status,omitempty"`
 	Agent      string `json:"agent,omitempty"`
+	Approval   string `json:"approval_id,omitempty"`
+	Call       string `json:"call,omitempty"`
 }
 
 func (b *backend) newEvent(mountPoint, typ string, data eventData) *webhookEvent {
