@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -141,6 +142,14 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) (status in
 		h.trail.note(call, grant, trailLine{At: start.UTC(), Ingress: "edge", Method: r.Method, Path: call.decoded,
 			Status: status, Bytes: cw.n, DurationMS: msSince(start)})
 	}()
+	body, held := h.approvalGate(cw, r, call, grant)
+	if held != 0 {
+		return held
+	}
+	contentLength := r.ContentLength
+	if body != r.Body {
+		contentLength = int64(body.(*bytes.Reader).Len())
+	}
 	if websocket, _ := isWebSocketCall(r); websocket {
 		return h.webSocket(cw, r, grant, call, r.URL.RawQuery)
 	}
@@ -155,7 +164,7 @@ func (h *brokerHandler) serve(w http.ResponseWriter, r *http.Request) (status in
 
 	answer, fail := h.send(r.Context(), grant, edgeRequest{
 		call: call, method: r.Method, rawQuery: r.URL.RawQuery,
-		header: r.Header, body: r.Body, contentLength: r.ContentLength,
+		header: r.Header, body: body, contentLength: contentLength,
 	})
 	if fail != nil {
 		return brokerFail(cw, fail)

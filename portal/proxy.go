@@ -2,6 +2,7 @@ package portal
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -318,6 +319,16 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 			Status: status, Bytes: cw.n, DurationMS: msSince(start)})
 	}()
 	w = cw
+	body, held := p.edge.approvalGate(w, r, call, grant)
+	if held != 0 {
+		status = held
+		p.logCall(r.Method, org, cred, target.Host, status, start)
+		return
+	}
+	contentLength := r.ContentLength
+	if br, ok := body.(*bytes.Reader); ok {
+		contentLength = int64(br.Len())
+	}
 	if websocket {
 		status = p.edge.webSocket(w, r, grant, call, target.RawQuery)
 		p.logCall(r.Method, org, cred, target.Host, status, start)
@@ -330,7 +341,7 @@ func (p *forwardProxy) forward(w http.ResponseWriter, r *http.Request, org, toke
 	header.Del(ProxyCredentialHeader)
 	answer, fail := p.edge.send(r.Context(), grant, edgeRequest{
 		call: call, method: r.Method, rawQuery: target.RawQuery,
-		header: header, body: r.Body, contentLength: r.ContentLength, proxied: true,
+		header: header, body: body, contentLength: contentLength, proxied: true,
 	})
 	if fail != nil {
 		status = brokerFail(w, fail)

@@ -38,7 +38,7 @@ type deliveryInfo struct {
 // webhookEventTypes are the events a webhook can take, as the engine
 // names them (path-help orgs/<org>/webhooks).
 var webhookEventTypes = []string{"credential.connected", "credential.needs_attention", "credential.recovered",
-	"credential.expiring", "credential.revoked", "credential.deleted", "agent.created", "agent.revoked"}
+	"credential.expiring", "credential.revoked", "credential.deleted", "agent.created", "agent.revoked", "approval.requested"}
 
 func (s *Server) webhooksPageFor(r *http.Request, p *person) (*webhooksPage, error) {
 	org, _ := orgOf(r)

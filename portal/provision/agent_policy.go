@@ -54,6 +54,12 @@ func agentPolicyHCL(org string, s AgentSpec, current map[string]credInfo) string
 	// The edge reports this agent's calls for its trail, signed with a key
 	// only the edge holds: the token alone cannot write a line.
 	writePath(contract.Mount(org)+"/trail-report", "update")
+	// Calls held for a person's approval: the edge asks for one (signed
+	// like the trail), waits on it and spends it; the engine shows an
+	// agent its own approvals only, and never lets one decide.
+	writePath(contract.Mount(org)+"/approvals/request", "update")
+	writePath(contract.Mount(org)+"/approvals/+", "read")
+	writePath(contract.Mount(org)+"/approvals/+/use", "update")
 	b.WriteString(`# The edge asks Vault whether this token may make each call.
 path "sys/capabilities-self" {
   capabilities = ["update"]

@@ -105,12 +105,13 @@ func TestAgentPolicyGrantsOnlyItsCredentials(t *testing.T) {
 		for _, p := range slices.Sorted(maps.Keys(rules.Path)) {
 			r := rules.Path[p]
 			switch p {
-			case "sys/capabilities-self", "auth/token/renew-self", "auth/token/revoke-self", "orgs/acme/trail-report":
+			case "sys/capabilities-self", "auth/token/renew-self", "auth/token/revoke-self", "orgs/acme/trail-report",
+				"orgs/acme/approvals/request", "orgs/acme/approvals/+/use":
 				if fmt.Sprint(r.Capabilities) != "[update]" {
 					t.Errorf("%s: %v", p, r.Capabilities)
 				}
 				continue
-			case "auth/token/lookup-self", "sys/internal/ui/resultant-acl", "orgs/acme/agent-settings":
+			case "auth/token/lookup-self", "sys/internal/ui/resultant-acl", "orgs/acme/agent-settings", "orgs/acme/approvals/+":
 				if fmt.Sprint(r.Capabilities) != "[read]" {
 					t.Errorf("%s: %v", p, r.Capabilities)
 				}
