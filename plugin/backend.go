@@ -72,7 +72,9 @@ type backend struct {
 	lastUse lastUseTracker
 	// trail holds agents' calls not yet stored (trail.go), flushed with
 	// last uses; trailSecretCache holds the mount's trail secret once read.
-	trail            trailTracker
+	trail trailTracker
+	// limits are the mount's rate limits and budgets (limits.go).
+	limits           limiter
 	trailSecretCache atomic.Value
 	trailSecretMu    sync.Mutex
 	lastUseFlusher   *flusher
@@ -173,6 +175,7 @@ func newBackend(conf *logical.BackendConfig, eg *egressRuntime) *backend {
 			pathRevokeAll(b),
 			pathTrail(b),
 			pathApprovals(b),
+			pathLimits(b),
 		))),
 		Invalidate:     b.invalidate,
 		Clean:          b.cleanup,
@@ -195,6 +198,12 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	b.oauth.sched.invalidate(key)
 	if strings.HasPrefix(key, webhookConfigPrefix) {
 		b.webhooks.forget()
+	}
+	if strings.HasPrefix(key, limitPrefix) {
+		b.forgetLimits()
+	}
+	if k, ok := strings.CutPrefix(key, limitUsagePrefix); ok {
+		b.forgetLimitUsage(k)
 	}
 }
 

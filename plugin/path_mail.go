@@ -110,6 +110,9 @@ func (b *backend) pathMailWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, userErrorf("from %s is not one of credential %s's allowed_senders (%s)", prepared.Envelope.From, name, strings.Join(c.SMTP.AllowedSenders, ", "))
 	}
 
+	if _, err := b.takeCalls(ctx, req.Storage, b.requesterOf(req, b.agentOf(req)), name, 1); err != nil {
+		return nil, err
+	}
 	callCtx, cancel := context.WithTimeout(ctx, cfg.MailTimeout)
 	defer cancel()
 	started := time.Now()

@@ -250,16 +250,16 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 		}
 		return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, path, rules.forAgent(agent))
 	}
-	requester := agent
-	if requester == "" {
-		requester = b.callerOf(req)
-	}
+	requester := b.requesterOf(req, agent)
 	if held := rules.forAgent(requester); len(held) > 0 {
 		if resp, err := b.holdVaultCall(ctx, req, d, cfg, rules, requester, name, method, path, body); resp != nil || err != nil {
 			return resp, err
 		}
 	}
 
+	if _, err := b.takeCalls(ctx, req.Storage, requester, name, 1); err != nil {
+		return nil, err
+	}
 	// A call waits a little for a slot (it holds no buffer while it
 	// waits), then is turned away.
 	wait := time.NewTimer(b.vaultPathSlotWait)
@@ -352,6 +352,11 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 	}
 	grant := b.grantFor(cfg, svc, c)
 	grant.ApprovalRules = approvalRules
+	limited, err := b.limited(ctx, req.Storage, b.requesterOf(req, b.agentOf(req)), c.Name)
+	if err != nil {
+		return nil, err
+	}
+	grant.Limited = limited
 	if _, err := egress.ResolveTarget(grant.Service, path); err != nil {
 		return nil, err
 	}

@@ -64,8 +64,10 @@ type brokerHandler struct {
 	clientsMu sync.Mutex
 	clients   map[string]*http.Client
 
-	// trail reports agents' calls to the engine (trail.go).
-	trail *trailReporter
+	// trail reports agents' calls to the engine (trail.go); leases are
+	// the calls limits allow, leased from the engine (broker_limits.go).
+	trail  *trailReporter
+	leases *callLeases
 }
 
 // newBrokerHandler serves /broker/ against the Vault at vaultAddr. TLS
@@ -97,6 +99,7 @@ func newBrokerHandler(vaultAddr string, key *egress.EdgePrivateKey, publicURL fu
 	}
 	h.checks = newCapabilityChecks(h.askVault)
 	h.trail = &trailReporter{h: h, batches: map[string]*trailBatch{}}
+	h.leases = &callLeases{h: h, byToken: map[string]*callLease{}}
 	return h
 }
 
@@ -470,6 +473,8 @@ func brokerFail(w http.ResponseWriter, e *egress.Error) int {
 		h.Set("X-Should-Retry", "false")
 	case e.Permanent:
 		h.Set("X-Should-Retry", "false")
+	case e.RetryAfter > 0:
+		h.Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	case e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests:
 		h.Set("Retry-After", "1")
 	}

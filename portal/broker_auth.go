@@ -164,6 +164,12 @@ func (h *brokerHandler) authorize(ctx context.Context, call *edgeCall, method st
 		h.sealed.drop(key)
 		return nil, &egress.Error{Status: http.StatusBadGateway, Msg: "the engine's injection could not be read"}
 	}
+	if inj.Limited {
+		if fail := h.leases.take(ctx, call); fail != nil {
+			inj.Material.Zero()
+			return nil, fail
+		}
+	}
 	return inj, nil
 }
 

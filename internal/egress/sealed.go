@@ -53,6 +53,9 @@ type EdgeInjection struct {
 	// ApprovalRules are the calls of the credential this agent makes only
 	// once a person approves them (contract.ParseApprovalRule).
 	ApprovalRules []string `json:"approval_rules,omitempty"`
+	// Limited says limits hold for these calls: the edge leases them from
+	// the engine (limits/lease) before it makes them.
+	Limited bool `json:"limited,omitempty"`
 }
 
 // sealInfo binds a sealed injection to its mount and credential, so one

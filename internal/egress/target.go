@@ -21,6 +21,9 @@ type Error struct {
 	Status    int
 	Msg       string
 	Permanent bool
+	// RetryAfter, in seconds, is when a refused call (429) may be sent
+	// again; 0: not said.
+	RetryAfter int
 }
 
 func (e *Error) Error() string { return e.Msg }

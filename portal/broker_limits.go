@@ -1,0 +1,114 @@
+package portal
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/clankteam/credentials/internal/contract"
+	"github.com/clankteam/credentials/internal/egress"
+)
+
+// Limits at the edge. When limits hold for a token's calls of a
+// credential (the sealed injection says so), the edge makes them from a
+// lease of calls the engine counted already (limits/lease, with the
+// agent's token), asking for another when it is spent. A lease lasts
+// leaseLife; what is left of it then is dropped, not returned, so the
+// portals together never pass a limit. An agent calling fast gets larger
+// leases (doubling up to maxLease, the engine giving fewer near a
+// limit), so its calls cost no round trip; one calling slowly asks for
+// one at a time. A refusal is answered 429 with the engine's Retry-After,
+// before the service sees anything.
+
+const (
+	leaseLife = time.Second
+	maxLease  = 32
+	// maxLeases bounds the leases kept; past it they start over.
+	maxLeases = 10000
+)
+
+type callLeases struct {
+	h *brokerHandler
+
+	mu      sync.Mutex
+	byToken map[string]*callLease
+}
+
+type callLease struct {
+	left    int64
+	expires time.Time
+	// want is the size of the next lease asked for.
+	want int64
+}
+
+// take lets one call of call's token through, from the lease or a new one.
+func (l *callLeases) take(ctx context.Context, call *edgeCall) *egress.Error {
+	key := tokenKey(call.token, call.org, call.cred)
+	now := time.Now()
+	l.mu.Lock()
+	lease := l.byToken[key]
+	if lease != nil && lease.left > 0 && now.Before(lease.expires) {
+		lease.left--
+		l.mu.Unlock()
+		return nil
+	}
+	want := int64(1)
+	if lease != nil {
+		want = lease.want
+		// Spent within its life: ask for more next time; left to expire:
+		// ask for fewer.
+		if lease.left == 0 && now.Before(lease.expires) {
+			want = min(want*2, maxLease)
+		} else {
+			want = max(want/2, 1)
+		}
+	}
+	l.mu.Unlock()
+
+	var out struct {
+		Data struct {
+			Granted int64 `json:"granted"`
+		} `json:"data"`
+	}
+	u := &url.URL{Path: "/v1/" + contract.Mount(call.org) + "/limits/lease"}
+	if fail := l.h.vaultDo(ctx, call.token, http.MethodPost, u, map[string]any{"credential": call.cred, "want": want}, &out,
+		func(status int, errs []string) *egress.Error {
+			e := engineRefusal(status, errs)
+			if status == http.StatusTooManyRequests {
+				e.Permanent, e.RetryAfter = false, retryAfterOf(e.Msg)
+			}
+			return e
+		}); fail != nil {
+		return fail
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.byToken) >= maxLeases {
+		l.byToken = map[string]*callLease{}
+	}
+	// This call takes one of the lease.
+	l.byToken[key] = &callLease{left: max(out.Data.Granted-1, 0), expires: time.Now().Add(leaseLife), want: want}
+	return nil
+}
+
+// retryAfterOf reads "retry after Ns" from the engine's refusal.
+func retryAfterOf(msg string) int {
+	const marker = "retry after "
+	for i := 0; i+len(marker) < len(msg); i++ {
+		if msg[i:i+len(marker)] == marker {
+			n := 0
+			for _, c := range msg[i+len(marker):] {
+				if c < '0' || c > '9' {
+					break
+				}
+				n = n*10 + int(c-'0')
+			}
+			if n > 0 {
+				return n
+			}
+		}
+	}
+	return 1
+}
