@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/clankteam/credentials/internal/egress"
+	"github.com/clankteam/credentials/plugin/catalog"
 )
 
 // egressRuntime is what this mount's calls to services share: the
@@ -21,6 +22,9 @@ type egressRuntime struct {
 	// roots are the CAs SMTP servers are checked against; nil is the
 	// system's (an operator adds one with SSL_CERT_FILE at registration).
 	roots *x509.CertPool
+	// prices are the operator's price tables by service (PricesEnv),
+	// which win over the catalog's.
+	prices map[string]map[string]catalog.Price
 
 	// once builds broker lazily, so that tests can set the guard first.
 	once   sync.Once
@@ -39,7 +43,11 @@ func newEgressRuntime() (*egressRuntime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &egressRuntime{guard: guard, edgeKeys: keys}, nil
+	prices, err := parsePrices(os.Getenv(PricesEnv))
+	if err != nil {
+		return nil, err
+	}
+	return &egressRuntime{guard: guard, edgeKeys: keys, prices: prices}, nil
 }
 
 // tlsConfig is the client TLS configuration of SMTP submissions.

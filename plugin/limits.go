@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -76,7 +77,7 @@ func (l *limitSpec) persistent() bool { return l.Period != "second" && l.Period 
 func (l *limitSpec) describe() string {
 	what := fmt.Sprintf("%d calls", l.Calls)
 	if l.USD > 0 {
-		what = fmt.Sprintf("$%.2f", l.USD)
+		what = "$" + strconv.FormatFloat(l.USD, 'f', -1, 64)
 	}
 	return fmt.Sprintf("limit %s (%s a %s)", l.Name, what, l.Period)
 }
@@ -252,8 +253,13 @@ func (b *backend) takeCalls(ctx context.Context, s logical.Storage, agent, cred 
 			return 0, err
 		}
 		retry := periodEnd(l.Period, u.Start).Sub(now)
-		if l.USD > 0 && u.USD >= l.USD {
-			return 0, limitRefusal(l, retry)
+		if l.USD > 0 {
+			if u.USD >= l.USD {
+				return 0, limitRefusal(l, retry)
+			}
+			// Spend is known only once an answer is read: one call at a
+			// time, so the next asks again.
+			grant = 1
 		}
 		if l.Calls > 0 {
 			left := l.Calls - u.Calls

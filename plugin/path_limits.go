@@ -2,13 +2,19 @@ package credentials
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"math"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/clankteam/credentials/internal/usage"
 	"github.com/clankteam/credentials/plugin/store"
 )
 
@@ -35,6 +41,23 @@ func pathLimits(b *backend) []*framework.Path {
 					Summary: "The portal's edge takes a few calls of the agent's limits at a time (with the agent's token); refused with 429 past a limit."},
 			},
 			HelpSynopsis:    "The edge's lease of calls under the org's limits.",
+			HelpDescription: limitsHelp,
+		},
+		{
+			Pattern:      "limits/spend$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "report", OperationSuffix: "spend"},
+			Fields: map[string]*framework.FieldSchema{
+				"credential":    {Type: framework.TypeString, Description: "The credential the call used. Example: credential=openai", Required: true},
+				"model":         {Type: framework.TypeString, Description: "The model the answer named. Example: model=gpt-4o-mini", Required: true},
+				"input_tokens":  {Type: framework.TypeInt, Description: "Input tokens the answer reported. Example: input_tokens=1200"},
+				"output_tokens": {Type: framework.TypeInt, Description: "Output tokens the answer reported. Example: output_tokens=350"},
+				"mac":           {Type: framework.TypeString, Description: "HMAC-SHA256 of the fields above under the agent's report key, hex. Example: mac=5d2e04d1e8b7a6c5 (64 hex digits in all)", Required: true},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathSpendReport, ForwardPerformanceStandby: true,
+					Summary: "The portal's edge reports the usage an answer reported, for spend limits (signed with the agent's report key)."},
+			},
+			HelpSynopsis:    "The edge's report of an answer's usage, for spend limits.",
 			HelpDescription: limitsHelp,
 		},
 		{
@@ -74,8 +97,8 @@ func (b *backend) pathLimitWrite(ctx context.Context, req *logical.Request, d *f
 	if err := validateCredName(l.Name); err != nil {
 		return nil, userErrorf("the limit's name: %v", err)
 	}
-	if l.Name == "lease" {
-		return nil, userErrorMsg("lease is the edge's path: name the limit otherwise")
+	if l.Name == "lease" || l.Name == "spend" {
+		return nil, userErrorf("%s is the edge's path: name the limit otherwise", l.Name)
 	}
 	if l.Agent != "" && l.Agent != "*" && !agentNamePattern.MatchString(l.Agent) {
 		return nil, userErrorf("agent must be an agent's name, * or empty, not %q", truncate(l.Agent, 64))
@@ -202,3 +225,53 @@ changes; shorter ones are kept in memory.
   vault list -detailed orgs/acme/limits
   vault read orgs/acme/limits/openai-daily
 `
+
+// spendMAC is what the edge signs a spend report with.
+func spendMAC(key []byte, cred, model string, in, out int) []byte {
+	m := hmac.New(sha256.New, key)
+	for _, p := range []string{"credentials spend v1", cred, model, strconv.Itoa(in), strconv.Itoa(out)} {
+		m.Write([]byte(p))
+		m.Write([]byte{0})
+	}
+	return m.Sum(nil)
+}
+
+func (b *backend) pathSpendReport(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
+	}
+	agent := b.agentOf(req)
+	if agent == "" {
+		return nil, userErrorMsg("spend is reported by the portal's edge with an agent's token")
+	}
+	cred, model := d.Get("credential").(string), d.Get("model").(string)
+	in, out := d.Get("input_tokens").(int), d.Get("output_tokens").(int)
+	key, err := b.trailKeyFor(ctx, req.Storage, req.EntityID)
+	if err != nil {
+		return nil, err
+	}
+	mac, err := hex.DecodeString(d.Get("mac").(string))
+	if err != nil || !hmac.Equal(mac, spendMAC(key, cred, model, in, out)) {
+		return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "the report's mac does not match: spend is reported by the portal's edge"}
+	}
+	if in < 0 || out < 0 || in > 1<<40 || out > 1<<40 || len(model) > 128 {
+		return nil, userErrorMsg("tokens are not negative; model is at most 128 bytes")
+	}
+	c, err := getCredential(ctx, req.Storage, cred)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, userErrorf("credential %q does not exist", cred)
+	}
+	zeroCredentialFile(c)
+	svc, err := b.brokerService(ctx, req.Storage, c.Service)
+	if err != nil || svc == nil {
+		return nil, err
+	}
+	usd := b.costOf(svc, usage.Usage{Model: model, InputTokens: int64(in), OutputTokens: int64(out)})
+	if err := b.addSpend(ctx, req.Storage, agent, cred, usd); err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]interface{}{"usd": usd}}, nil
+}

@@ -286,6 +286,9 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 	}
 	b.metrics.call("vault", out.status)
 	b.lastUse.record(name, b.callerOf(req), b.now().UTC())
+	if err := b.meterVaultCall(ctx, req.Storage, requester, svc, name, out.header, out.body); err != nil {
+		b.logger.Warn("counting a call's spend", "name", name, "error", err)
+	}
 	line.Status, line.Bytes, line.DurationMS = out.status, int64(len(out.body)), msSince(started)
 	b.recordCall(req, line)
 
@@ -357,6 +360,7 @@ func (b *backend) sealedInjection(ctx context.Context, req *logical.Request, cfg
 		return nil, err
 	}
 	grant.Limited = limited
+	grant.MeterUsage = limited && len(b.pricing(svc)) > 0
 	if _, err := egress.ResolveTarget(grant.Service, path); err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 // (injection='{...}', or injection=@injection.json, which it reads), which
 // the framework's map type does not take.
 var objectFields = map[string][]string{
-	serviceStoragePrefix: {"injection", "oauth", "verify"},
+	serviceStoragePrefix: {"injection", "oauth", "verify", "pricing"},
 }
 
 // HandleRequest takes object fields as JSON text and header fields as

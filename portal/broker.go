@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
+	"github.com/clankteam/credentials/internal/usage"
 )
 
 // The edge: /broker/{org}/{cred}/{path...} takes any method and answers
@@ -231,6 +233,29 @@ type edgeRequest struct {
 type edgeAnswer struct {
 	*egress.Answer
 	cancel context.CancelFunc
+	// meter reads the usage the answer reports, when spend limits hold;
+	// settle tells the engine, before the answer's end reaches the agent,
+	// so the agent's next call is decided on it.
+	meter  *usage.Meter
+	settle func(usage.Usage)
+}
+
+// metered reads p into the answer's usage meter, if any.
+func (a *edgeAnswer) metered(p []byte) {
+	if a.meter != nil {
+		_, _ = a.meter.Write(p)
+	}
+}
+
+// settleUsage reports what the meter read.
+func (a *edgeAnswer) settleUsage() {
+	if a.meter == nil || a.settle == nil {
+		return
+	}
+	if u := a.meter.Usage(); u.InputTokens > 0 || u.OutputTokens > 0 {
+		a.settle(u)
+	}
+	a.settle = nil
 }
 
 func (a *edgeAnswer) Close() {
@@ -270,7 +295,13 @@ func (h *brokerHandler) send(ctx context.Context, grant *egress.Grant, r edgeReq
 	if !r.proxied {
 		answer.PointAtBroker(egress.BrokerBase(h.publicURL(), r.call.org, r.call.cred))
 	}
-	return &edgeAnswer{Answer: answer, cancel: cancel}, nil
+	a := &edgeAnswer{Answer: answer, cancel: cancel}
+	if grant.MeterUsage && len(grant.ReportKey) > 0 {
+		a.meter = usage.NewMeter(answer.Header.Get("Content-Type"))
+		call, key := r.call, slices.Clone(grant.ReportKey)
+		a.settle = func(u usage.Usage) { h.reportSpend(call, key, u) }
+	}
+	return a, nil
 }
 
 // prepare takes an authorized call through the pipeline's check and
@@ -308,7 +339,7 @@ func (h *brokerHandler) respond(w http.ResponseWriter, method string, a *edgeAns
 		return a.Status
 	}
 	w.WriteHeader(a.Status)
-	h.stream(w, a.Body, a.Scrubber(), a.MaxBody())
+	h.stream(w, a, a.Scrubber(), a.MaxBody())
 	return a.Status
 }
 
@@ -326,6 +357,8 @@ func (h *brokerHandler) writeWhole(w http.ResponseWriter, a *edgeAnswer) {
 		// a truncated body off as whole.
 		panic(http.ErrAbortHandler)
 	}
+	a.metered(buf)
+	a.settleUsage()
 	out, changed := a.Scrubber().Bytes(buf)
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.WriteHeader(a.Status)
@@ -340,7 +373,8 @@ func (h *brokerHandler) writeWhole(w http.ResponseWriter, a *edgeAnswer) {
 // stream's events reach the agent as the service sends them. An answer over
 // the limit is cut off by aborting the connection: its status is already
 // sent, and a clean end would pass a truncated body off as whole.
-func (h *brokerHandler) stream(w http.ResponseWriter, body io.Reader, scrubber *egress.Scrubber, max int64) {
+func (h *brokerHandler) stream(w http.ResponseWriter, a *edgeAnswer, scrubber *egress.Scrubber, max int64) {
+	body := a.Body
 	rc := http.NewResponseController(w)
 	sw := scrubber.NewWriter(w)
 	buf := make([]byte, edgeCopyBuffer)
@@ -353,6 +387,7 @@ func (h *brokerHandler) stream(w http.ResponseWriter, body io.Reader, scrubber *
 			if total > max {
 				panic(http.ErrAbortHandler)
 			}
+			a.metered(buf[:n])
 			if _, werr := sw.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -370,6 +405,9 @@ func (h *brokerHandler) stream(w http.ResponseWriter, body io.Reader, scrubber *
 			break
 		}
 	}
+	// The usage is told before the scrubber's held-back tail (the
+	// stream's last bytes) is sent.
+	a.settleUsage()
 	_ = sw.Close()
 	_ = rc.Flush()
 }

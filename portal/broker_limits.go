@@ -2,13 +2,18 @@ package portal
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
+	"github.com/clankteam/credentials/internal/usage"
 )
 
 // Limits at the edge. When limits hold for a token's calls of a
@@ -111,4 +116,25 @@ func retryAfterOf(msg string) int {
 		}
 	}
 	return 1
+}
+
+// reportSpend tells the engine the usage an answer reported, signed with
+// the agent's report key; a failure is logged: the answer is the agent's
+// either way.
+func (h *brokerHandler) reportSpend(call *edgeCall, key []byte, u usage.Usage) {
+	m := hmac.New(sha256.New, key)
+	for _, p := range []string{"credentials spend v1", call.cred, u.Model, strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10)} {
+		m.Write([]byte(p))
+		m.Write([]byte{0})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), edgeVaultTimeout)
+	defer cancel()
+	u2 := &url.URL{Path: "/v1/" + contract.Mount(call.org) + "/limits/spend"}
+	var out struct{}
+	if fail := h.vaultDo(ctx, call.token, http.MethodPost, u2, map[string]any{
+		"credential": call.cred, "model": u.Model, "input_tokens": u.InputTokens, "output_tokens": u.OutputTokens,
+		"mac": hex.EncodeToString(m.Sum(nil)),
+	}, &out, engineRefusal); fail != nil {
+		h.logger.Warn("broker: reporting an answer's usage for spend limits failed", "org", call.org, "cred", call.cred, "status", fail.Status, "error", fail.Msg)
+	}
 }

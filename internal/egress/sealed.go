@@ -56,6 +56,9 @@ type EdgeInjection struct {
 	// Limited says limits hold for these calls: the edge leases them from
 	// the engine (limits/lease) before it makes them.
 	Limited bool `json:"limited,omitempty"`
+	// MeterUsage asks the edge to read the usage the answers report and
+	// tell the engine (limits/spend), for spend limits.
+	MeterUsage bool `json:"meter_usage,omitempty"`
 }
 
 // sealInfo binds a sealed injection to its mount and credential, so one

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -69,8 +70,48 @@ type Service struct {
 	// the broker injects installation tokens minted with them from the
 	// first base URL's /app/installations/{id}/access_tokens.
 	GitHubApp bool `json:"github_app,omitempty"`
+	// Pricing is what the service's models cost, by model name prefix
+	// (the longest that matches wins), for spend limits metered from the
+	// usage its answers report. The operator may override it.
+	Pricing map[string]Price `json:"pricing,omitempty"`
 	// Builtin is set for catalog presets, which cannot be changed.
 	Builtin bool `json:"builtin,omitempty"`
+}
+
+// Price is a model's price in US dollars per million tokens.
+type Price struct {
+	InputPerMTok  float64 `json:"input_per_mtok"`
+	OutputPerMTok float64 `json:"output_per_mtok"`
+}
+
+// PriceOf is the price of model in pricing: the longest prefix that
+// matches, or false.
+func PriceOf(pricing map[string]Price, model string) (Price, bool) {
+	best, found := "", false
+	for prefix := range pricing {
+		if strings.HasPrefix(model, prefix) && (!found || len(prefix) > len(best)) {
+			best, found = prefix, true
+		}
+	}
+	return pricing[best], found
+}
+
+// ValidatePricing checks a price table.
+func ValidatePricing(pricing map[string]Price) error {
+	if len(pricing) > 128 {
+		return errors.New("pricing: at most 128 models")
+	}
+	for model, p := range pricing {
+		if model == "" || len(model) > 128 || HasControl(model) {
+			return fmt.Errorf("pricing: %q is not a model name (prefix)", model)
+		}
+		for _, v := range []float64{p.InputPerMTok, p.OutputPerMTok} {
+			if v < 0 || v > 10000 || math.IsNaN(v) {
+				return fmt.Errorf("pricing of %s: prices per million tokens are 0 to 10000 US dollars", model)
+			}
+		}
+	}
+	return nil
 }
 
 // VerifyCall is a cheap authenticated request that proves a credential works.
@@ -115,6 +156,9 @@ func (s *Service) Takes(t string) bool { return slices.Contains(s.Types, t) }
 func (s *Service) Validate() error {
 	if !contract.ValidServiceName(s.Name) {
 		return errors.New(contract.ServiceNameRule)
+	}
+	if err := ValidatePricing(s.Pricing); err != nil {
+		return err
 	}
 	if len(s.Notes) > 2*MaxDescLen || HasControl(s.Notes) {
 		return fmt.Errorf("notes must be at most %d characters without control characters", 2*MaxDescLen)

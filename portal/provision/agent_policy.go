@@ -62,6 +62,7 @@ func agentPolicyHCL(org string, s AgentSpec, current map[string]credInfo) string
 	writePath(contract.Mount(org)+"/approvals/+/use", "update")
 	// The edge leases the calls the org's limits allow this agent.
 	writePath(contract.Mount(org)+"/limits/lease", "update")
+	writePath(contract.Mount(org)+"/limits/spend", "update")
 	b.WriteString(`# The edge asks Vault whether this token may make each call.
 path "sys/capabilities-self" {
   capabilities = ["update"]

@@ -386,6 +386,18 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, anthropic 
 	if n <= 0 {
 		n = 5
 	}
+	// ?stream=false: one JSON answer with its usage, as both APIs answer
+	// without streaming; ?usage=1 adds OpenAI's include_usage chunk.
+	if r.URL.Query().Get("stream") == "false" {
+		if anthropic {
+			writeJSON(w, http.StatusOK, map[string]any{"id": "msg_1", "type": "message", "model": "fake-model-1",
+				"content": []any{map[string]any{"type": "text", "text": "hello"}}, "usage": map[string]any{"input_tokens": 1000, "output_tokens": n * 100}})
+		} else {
+			writeJSON(w, http.StatusOK, map[string]any{"id": "c1", "object": "chat.completion", "model": "fake-model-1",
+				"choices": []any{}, "usage": map[string]any{"prompt_tokens": 1000, "completion_tokens": n * 100, "total_tokens": 1000 + n*100}})
+		}
+		return
+	}
 	gap := 100 * time.Millisecond
 	if ms, err := strconv.Atoi(r.URL.Query().Get("gap_ms")); err == nil {
 		gap = time.Duration(ms) * time.Millisecond
@@ -425,6 +437,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, anthropic 
 		send("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":`+strconv.Itoa(n)+`}}`)
 		send("message_stop", `{"type":"message_stop"}`)
 	} else {
+		if r.URL.Query().Get("usage") == "1" {
+			send("", `{"id":"c1","object":"chat.completion.chunk","model":"fake-model-1","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":`+strconv.Itoa(n*100)+`}}`)
+		}
 		send("", "[DONE]")
 	}
 }
