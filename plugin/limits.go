@@ -396,3 +396,32 @@ func (b *backend) requesterOf(req *logical.Request, agent string) string {
 	}
 	return b.callerOf(req)
 }
+
+// limitStates counts the counters of this period at 80% or more of their
+// limit and at it, for the metrics.
+func (b *backend) limitStates() (warning, reached float64) {
+	lm := &b.limits
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	now := b.now()
+	for _, l := range lm.specs {
+		for key, u := range lm.usage {
+			if key != l.Name && !strings.HasPrefix(key, l.Name+"/") || !u.Start.Equal(periodStart(l.Period, now)) {
+				continue
+			}
+			share := 0.0
+			if l.Calls > 0 {
+				share = float64(u.Calls) / float64(l.Calls)
+			} else if l.USD > 0 {
+				share = u.USD / l.USD
+			}
+			switch {
+			case share >= 1:
+				reached++
+			case share >= limitWarnAt:
+				warning++
+			}
+		}
+	}
+	return warning, reached
+}

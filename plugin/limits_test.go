@@ -57,6 +57,9 @@ func TestLimitsLeaseAndRefuse(t *testing.T) {
 	if total != 10 || grants[0] != 2 || grants[len(grants)-1] != 1 {
 		t.Fatalf("leases %v (%d calls), want shrinking leases of 10 calls in all", grants, total)
 	}
+	if w, r := b.limitStates(); w != 0 || r != 1 {
+		t.Errorf("the metrics count %v limits at warning and %v reached, want 0 and 1", w, r)
+	}
 	if g, err := b.takeCalls(ctx, s, "support", "key", 1); err != nil || g != 1 {
 		t.Fatalf("another agent: %d %v", g, err)
 	}

@@ -53,7 +53,15 @@ func newEngineMetrics(b *backend) *engineMetrics {
 		Name: "credentials_last_uses_pending",
 		Help: "Credentials whose last use is not stored yet (stored within 5 s).",
 	}, func() float64 { return float64(b.lastUse.pendingCount()) })
-	m.registry.MustRegister(m.refreshes, m.dueBacklog, m.tickLag, m.brokerCalls, held, pending)
+	warning := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "credentials_limits_warning",
+		Help: "Limits (per agent, for agent=*) at 80% or more of their calls or spend this period, not yet reached.",
+	}, func() float64 { w, _ := b.limitStates(); return w })
+	reached := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "credentials_limits_reached",
+		Help: "Limits (per agent, for agent=*) reached this period: their calls are refused until it ends.",
+	}, func() float64 { _, r := b.limitStates(); return r })
+	m.registry.MustRegister(m.refreshes, m.dueBacklog, m.tickLag, m.brokerCalls, held, pending, warning, reached)
 	return m
 }
 
