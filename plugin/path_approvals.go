@@ -25,7 +25,7 @@ func pathApprovals(b *backend) []*framework.Path {
 			Pattern:      "approval-rules/" + framework.GenericNameRegex("name"),
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationSuffix: "approval-rules"},
 			Fields: map[string]*framework.FieldSchema{
-				"name": {Type: framework.TypeString, Description: "The credential. Example: vault write orgs/acme/approval-rules/stripe rules=... (the name is in the path)", Required: true},
+				"name": {Type: framework.TypeString, Description: "The credential. Example: vault write orgs/acme/approval-rules/stripe-live rules=... (the name is in the path)", Required: true},
 				"rules": {
 					Type:        framework.TypeCommaStringSlice,
 					Description: "The calls that need a person's approval: a method (or *) and a path rule, matched segment by segment as agents' rules are ('+' one segment, a last '*' anything below; never the query), or TOOL and a remote MCP tool's name. Example: rules='POST /v1/refunds,DELETE /v1/customers/+'",
@@ -364,7 +364,7 @@ through once. Other arguments, a second use, a denial or an approval past
 its ttl are refused, saying which. At the edge an agent may instead wait
 for the decision (header Prefer: wait=<seconds>, at most 120).
 
-  vault write orgs/acme/approval-rules/stripe rules='POST /v1/refunds,DELETE /v1/customers/+' ttl=30m
+  vault write orgs/acme/approval-rules/stripe-live rules='POST /v1/refunds,DELETE /v1/customers/+' ttl=30m
   vault list orgs/acme/approvals
   vault write -f orgs/acme/approvals/<id>/approve
   vault write orgs/acme/approvals/<id>/deny reason="refunds over 100 EUR go through finance"

@@ -46,32 +46,75 @@ type callLease struct {
 	expires time.Time
 	// want is the size of the next lease asked for.
 	want int64
+	// asking is closed when the lease asked for arrives; nil when none is
+	// being asked for. Calls that find the lease spent while one is asked
+	// for wait for it rather than ask too.
+	asking chan struct{}
+	fail   *egress.Error
 }
 
 // take lets one call of call's token through, from the lease or a new one.
 func (l *callLeases) take(ctx context.Context, call *edgeCall) *egress.Error {
 	key := tokenKey(call.token, call.org, call.cred)
-	now := time.Now()
-	l.mu.Lock()
-	lease := l.byToken[key]
-	if lease != nil && lease.left > 0 && now.Before(lease.expires) {
-		lease.left--
-		l.mu.Unlock()
-		return nil
-	}
-	want := int64(1)
-	if lease != nil {
-		want = lease.want
-		// Spent within its life: ask for more next time; left to expire:
-		// ask for fewer.
-		if lease.left == 0 && now.Before(lease.expires) {
-			want = min(want*2, maxLease)
-		} else {
-			want = max(want/2, 1)
+	for {
+		now := time.Now()
+		l.mu.Lock()
+		lease := l.byToken[key]
+		if lease == nil {
+			if len(l.byToken) >= maxLeases {
+				l.byToken = map[string]*callLease{}
+			}
+			lease = &callLease{want: 1}
+			l.byToken[key] = lease
 		}
-	}
-	l.mu.Unlock()
+		if lease.left > 0 && now.Before(lease.expires) {
+			lease.left--
+			l.mu.Unlock()
+			return nil
+		}
+		if wait := lease.asking; wait != nil {
+			l.mu.Unlock()
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				return &egress.Error{Status: http.StatusServiceUnavailable, Msg: "the call ended while its limits were asked"}
+			}
+			l.mu.Lock()
+			fail := lease.fail
+			l.mu.Unlock()
+			if fail != nil {
+				return fail
+			}
+			continue
+		}
+		// Spent within its life: ask for more; left to expire: fewer.
+		if !lease.expires.IsZero() {
+			if lease.left == 0 && now.Before(lease.expires) {
+				lease.want = min(lease.want*2, maxLease)
+			} else {
+				lease.want = max(lease.want/2, 1)
+			}
+		}
+		want := lease.want
+		done := make(chan struct{})
+		lease.asking, lease.fail = done, nil
+		l.mu.Unlock()
 
+		granted, fail := l.ask(ctx, call, want)
+		l.mu.Lock()
+		lease.asking, lease.fail = nil, fail
+		if fail == nil {
+			// This call takes one of the lease.
+			lease.left, lease.expires = max(granted-1, 0), time.Now().Add(leaseLife)
+		}
+		close(done)
+		l.mu.Unlock()
+		return fail
+	}
+}
+
+// ask leases want calls from the engine.
+func (l *callLeases) ask(ctx context.Context, call *edgeCall, want int64) (int64, *egress.Error) {
 	var out struct {
 		Data struct {
 			Granted int64 `json:"granted"`
@@ -86,16 +129,9 @@ func (l *callLeases) take(ctx context.Context, call *edgeCall) *egress.Error {
 			}
 			return e
 		}); fail != nil {
-		return fail
+		return 0, fail
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.byToken) >= maxLeases {
-		l.byToken = map[string]*callLease{}
-	}
-	// This call takes one of the lease.
-	l.byToken[key] = &callLease{left: max(out.Data.Granted-1, 0), expires: time.Now().Add(leaseLife), want: want}
-	return nil
+	return out.Data.Granted, nil
 }
 
 // retryAfterOf reads "retry after Ns" from the engine's refusal.

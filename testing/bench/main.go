@@ -62,10 +62,12 @@ var peer struct {
 var upstreamAddr, upstreamTLSAddr, upstreamCADir string
 
 const (
-	org     = "bench"
-	cred    = "key"
-	apiKey  = "sk_test_BENCHbench0123456789abcd"
-	warmups = 200
+	org  = "bench"
+	cred = "key"
+	// credGuarded is cred behind an approval rule and a limit.
+	credGuarded = "key-guarded"
+	apiKey      = "sk_test_BENCHbench0123456789abcd"
+	warmups     = 200
 )
 
 func main() {
@@ -79,7 +81,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,check,edge,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,check,edge,edge-guarded,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
@@ -291,6 +293,11 @@ func (st *stack) provision(ctx context.Context) error {
 		{mount + "/services/local-tls", map[string]interface{}{"types": "api_key", "base_urls": st.upTLS.URL}},
 		{mount + "/creds/" + credTLS, map[string]interface{}{"type": "api_key", "service": "local-tls", "api_key": apiKey}},
 		{mount + "/creds/" + mailer, st.mailerCred()},
+		// The same service behind guardrails: an approval rule the calls
+		// do not match and a limit they stay under, both checked on each.
+		{mount + "/creds/" + credGuarded, map[string]interface{}{"type": "api_key", "service": "local", "api_key": apiKey}},
+		{mount + "/approval-rules/" + credGuarded, map[string]interface{}{"rules": "POST /v1/refunds,DELETE /v1/customers/+"}},
+		{mount + "/limits/bench-guarded", map[string]interface{}{"agent": "*", "credential": credGuarded, "calls": 1 << 40, "period": "month"}},
 		// Room for the 50 MB downloads of the memory measurement.
 		{mount + "/config", map[string]interface{}{"broker_max_body": 64 << 20}},
 	}
@@ -299,7 +306,7 @@ func (st *stack) provision(ctx context.Context) error {
 			return fmt.Errorf("writing %s: %w", w.path, err)
 		}
 	}
-	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "bench", Creds: []string{cred, credTLS, mailer}, TokenTTL: time.Hour})
+	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "bench", Creds: []string{cred, credTLS, credGuarded, mailer}, TokenTTL: time.Hour})
 	if err != nil {
 		return err
 	}
@@ -387,6 +394,9 @@ func (st *stack) scenarios() []scenario {
 		}},
 		{"edge", "brokered through the portal's edge", func(ctx context.Context) error {
 			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+cred+"/v1/ping", "Authorization", "Bearer "+st.agentToken, nil)
+		}},
+		{"edge-guarded", "the edge, with an approval rule and a limit on the credential", func(ctx context.Context) error {
+			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+credGuarded+"/v1/ping", "Authorization", "Bearer "+st.agentToken, nil)
 		}},
 		{"vault", "brokered through Vault proxy/<name>/GET/v1/ping", func(ctx context.Context) error {
 			return st.get(ctx, st.vault.Addr+"/v1/"+contract.Mount(org)+"/proxy/"+cred+"/GET/v1/ping", "X-Vault-Token", st.agentToken, proxyBody)

@@ -107,6 +107,16 @@ var docExamples = map[string]docExample{
 	"vault write identity/entity/name/orgs-acme-agent-billing disabled=true":      {skip: "Vault's own identity path: TestKillSwitchStopsAgentsAndGrants stops agents this way through the portal's code"},
 	"vault read orgs/acme/agents/billing/trail":                                   {want: []string{"calls"}},
 	"vault path-help orgs/acme/revoke-all":                                        {want: []string{"include_grants"}},
+	// README: guardrails.
+	"vault write orgs/acme/approval-rules/stripe-live rules='POST /v1/refunds,DELETE /v1/customers/+' ttl=30m": {before: []string{stripeLive}},
+	"vault list orgs/acme/approvals": {want: []string{"pending"}, before: []string{
+		"vault write orgs/acme/proxy/stripe-live method=POST path=/v1/refunds || true"}},
+	"vault write -f orgs/acme/approvals/<id>/approve":                                            {skip: "the ID is the held call's answer: TestVaultPathCallsWaitForApproval and TestApprovalsInThePortal decide approvals"},
+	`vault write orgs/acme/approvals/<id>/deny reason="refunds over 100 EUR go through finance"`: {skip: "as above"},
+	"vault write orgs/acme/limits/per-agent-rate agent=* calls=60 period=minute":                 {},
+	"vault write orgs/acme/limits/openai-daily credential=openai usd=25 period=day":              {},
+	"vault list -detailed orgs/acme/limits":                                                      {want: []string{"per-agent-rate", "openai-daily"}},
+	"vault read orgs/acme/limits/openai-daily":                                                   {want: []string{"usd"}},
 	// path-help: the kill switch and the trail.
 	"vault list auth/approle/role/orgs-acme-agent-billing/secret-id":                                                 {skip: "Vault's own AppRole path: TestKillSwitchStopsAgentsAndGrants destroys secret IDs this way through the portal's code"},
 	"vault write auth/approle/role/orgs-acme-agent-billing/secret-id-accessor/destroy secret_id_accessor=<accessor>": {skip: "Vault's own AppRole path, as above"},
@@ -233,7 +243,8 @@ func pathHelpCommands(t *testing.T, org, token string) []string {
 		"creds/x/connect", "creds/x/callback", "creds/x/disconnect", "creds/x/refresh",
 		"proxy/x", "proxy/x/GET/v1", "mail/x", "refresh-failing", "metrics",
 		"webhooks", "webhooks/x", "webhooks/x/test", "webhook-log", "agent-events",
-		"revoke-all", "trail-report", "agents/x/trail"}
+		"revoke-all", "trail-report", "agents/x/trail",
+		"approval-rules/x", "approvals", "approvals/request", "limits", "limits/x", "limits/lease", "limits/spend"}
 	var cmds []string
 	seen := map[string]bool{}
 	for _, p := range paths {
