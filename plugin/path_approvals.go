@@ -83,6 +83,20 @@ func pathApprovals(b *backend) []*framework.Path {
 			HelpDescription: approvalsHelp,
 		},
 		{
+			Pattern:      "approvals/match$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationVerb: "match", OperationSuffix: "approval"},
+			Fields: map[string]*framework.FieldSchema{
+				"credential": {Type: framework.TypeString, Description: "The credential of the call. Example: credential=tracker", Required: true},
+				"hash":       {Type: framework.TypeString, Description: "The call's contract.ApprovalHash, hex. Example: hash=9b74c9897bac770ffc029102a200c5de6a1f6d4a1f0e8c0b7d2c5e6f8a9b0c1d", Required: true},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathApprovalMatch, ForwardPerformanceStandby: true,
+					Summary: "For calls that cannot carry an approval's ID (MCP tool calls): spend this agent's approved approval of the same call, or name the one waiting."},
+			},
+			HelpSynopsis:    "The MCP server's approval of a repeated tool call.",
+			HelpDescription: approvalsHelp,
+		},
+		{
 			Pattern:      "approvals/(?P<id>[0-9a-f]{24})$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "credentials", OperationSuffix: "approval"},
 			Fields:       idField,
@@ -365,7 +379,53 @@ its ttl are refused, saying which. At the edge an agent may instead wait
 for the decision (header Prefer: wait=<seconds>, at most 120).
 
   vault write orgs/acme/approval-rules/stripe-live rules='POST /v1/refunds,DELETE /v1/customers/+' ttl=30m
-  vault list orgs/acme/approvals
+  vault list -detailed orgs/acme/approvals
   vault write -f orgs/acme/approvals/<id>/approve
   vault write orgs/acme/approvals/<id>/deny reason="refunds over 100 EUR go through finance"
 `
+
+// pathApprovalMatch finds this agent's approval of the same call: an
+// approved one is spent (state used), a waiting one is named (pending),
+// else none.
+func (b *backend) pathApprovalMatch(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := unknownFields(req, d); err != nil {
+		return nil, err
+	}
+	agent := b.agentOf(req)
+	if agent == "" {
+		return nil, userErrorMsg("approvals are matched for an agent's calls")
+	}
+	cred, hash := d.Get("credential").(string), d.Get("hash").(string)
+	ids, err := req.Storage.List(ctx, approvalPrefix)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	pending := ""
+	for _, id := range ids {
+		a, err := getApproval(ctx, req.Storage, id)
+		if err != nil {
+			return nil, err
+		}
+		if a == nil || a.Agent != agent || a.Credential != cred || !hmac.Equal([]byte(a.Hash), []byte(hash)) {
+			continue
+		}
+		switch a.state(now) {
+		case approvalApproved:
+			if err := b.useApproval(ctx, req.Storage, id, agent, cred, hash); err != nil {
+				return nil, err
+			}
+			return &logical.Response{Data: map[string]interface{}{"state": approvalUsed, "approval_id": id}}, nil
+		case approvalPending:
+			pending = id
+		}
+	}
+	if pending != "" {
+		cfg, err := b.brokerConfig(ctx, req.Storage)
+		if err != nil {
+			return nil, err
+		}
+		return &logical.Response{Data: map[string]interface{}{"state": approvalPending, "approval_id": pending, "approval_url": approvalURL(cfg, req.MountPoint, pending)}}, nil
+	}
+	return &logical.Response{Data: map[string]interface{}{"state": "none"}}, nil
+}

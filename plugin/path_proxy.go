@@ -342,7 +342,11 @@ func (b *backend) proxyTool(ctx context.Context, req *logical.Request, d *framew
 	if svc.MCPURL == "" {
 		return nil, userErrorf("service %s of credential %s has no remote MCP server (mcp_url): call its HTTP API with a method instead of TOOL", c.Service, name)
 	}
-	return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, svc.MCPURL, nil)
+	rules, err := getApprovalRules(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	return b.sealedInjection(ctx, req, cfg, svc, c, edgeKey, svc.MCPURL, rules.forAgent(b.agentOf(req)))
 }
 
 // sealedInjection answers the edge: no call to the service, but everything

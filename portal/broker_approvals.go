@@ -204,3 +204,57 @@ func approvalRequired(w http.ResponseWriter, a *heldApproval) int {
 	})
 	return http.StatusAccepted
 }
+
+// approveTool is the approval of a remote MCP tool call, which cannot
+// carry an approval's ID: the call is bound to the tool and its arguments
+// (in canonical JSON), and calling the tool again with the same arguments
+// once a person approved spends the approval. It answers "" to go on, or
+// the tool error to answer.
+func (h *brokerHandler) approveTool(ctx context.Context, org, cred, token, tool string, args json.RawMessage) string {
+	call := &edgeCall{org: org, cred: cred, token: token, tokenHeader: "Authorization", decoded: "/" + tool}
+	grant, fail := h.authorize(ctx, call, contract.MethodTool)
+	if fail != nil {
+		return "" // the call itself is refused with the reason
+	}
+	grant.Material.Zero()
+	if !approvalRulesHold(grant.ApprovalRules, contract.MethodTool, tool) {
+		return ""
+	}
+	canonical := []byte("null")
+	if len(args) > 0 {
+		var v any
+		if err := json.Unmarshal(args, &v); err != nil {
+			return "the tool's arguments are not JSON"
+		}
+		canonical, _ = json.Marshal(v)
+	}
+	hash := contract.ApprovalHash(contract.MethodTool, tool, "", canonical)
+	var out struct {
+		Data struct {
+			State string `json:"state"`
+			ID    string `json:"approval_id"`
+			URL   string `json:"approval_url"`
+		} `json:"data"`
+	}
+	u := &url.URL{Path: "/v1/" + contract.Mount(org) + "/approvals/match"}
+	if fail := h.vaultDo(ctx, token, http.MethodPost, u, map[string]any{"credential": cred, "hash": hash}, &out, engineRefusal); fail != nil {
+		return "the call's approval could not be checked: " + fail.Msg
+	}
+	link := out.Data.URL
+	switch out.Data.State {
+	case "used":
+		return ""
+	case "none":
+		call.decoded = tool
+		held, fail := h.requestApproval(ctx, call, grant, contract.MethodTool, "", hash, canonical)
+		if fail != nil {
+			return "the call needs a person's approval, which could not be asked for: " + fail.Msg
+		}
+		out.Data.ID, link = held.ID, held.URL
+	}
+	if link == "" && h.publicURL != nil {
+		link = h.publicURL() + "/orgs/" + org + "/approvals/" + out.Data.ID
+	}
+	return "This call of " + tool + " needs a person's approval (approval " + out.Data.ID + "): a person decides at " + link +
+		". Once approved, call the tool again with the same arguments; it then goes through once."
+}

@@ -87,6 +87,9 @@ func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred,
 	if len(req.Params.Arguments) > 0 {
 		args = req.Params.Arguments
 	}
+	if held := m.broker.approveTool(ctx, call.org, c.Name, call.token, tool, req.Params.Arguments); held != "" {
+		return toolError(held)
+	}
 	start := time.Now()
 	res, rc, err := m.remote.call(ctx, call.org, c.Name, c.MCPURL, call.token, tool, args)
 	status := http.StatusOK

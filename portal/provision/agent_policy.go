@@ -60,6 +60,7 @@ func agentPolicyHCL(org string, s AgentSpec, current map[string]credInfo) string
 	writePath(contract.Mount(org)+"/approvals/request", "update")
 	writePath(contract.Mount(org)+"/approvals/+", "read")
 	writePath(contract.Mount(org)+"/approvals/+/use", "update")
+	writePath(contract.Mount(org)+"/approvals/match", "update")
 	// The edge leases the calls the org's limits allow this agent.
 	writePath(contract.Mount(org)+"/limits/lease", "update")
 	writePath(contract.Mount(org)+"/limits/spend", "update")

@@ -106,7 +106,7 @@ func TestAgentPolicyGrantsOnlyItsCredentials(t *testing.T) {
 			r := rules.Path[p]
 			switch p {
 			case "sys/capabilities-self", "auth/token/renew-self", "auth/token/revoke-self", "orgs/acme/trail-report",
-				"orgs/acme/approvals/request", "orgs/acme/approvals/+/use", "orgs/acme/limits/lease", "orgs/acme/limits/spend":
+				"orgs/acme/approvals/request", "orgs/acme/approvals/+/use", "orgs/acme/approvals/match", "orgs/acme/limits/lease", "orgs/acme/limits/spend":
 				if fmt.Sprint(r.Capabilities) != "[update]" {
 					t.Errorf("%s: %v", p, r.Capabilities)
 				}

@@ -109,7 +109,7 @@ var docExamples = map[string]docExample{
 	"vault path-help orgs/acme/revoke-all":                                        {want: []string{"include_grants"}},
 	// README: guardrails.
 	"vault write orgs/acme/approval-rules/stripe-live rules='POST /v1/refunds,DELETE /v1/customers/+' ttl=30m": {before: []string{stripeLive}},
-	"vault list orgs/acme/approvals": {want: []string{"pending"}, before: []string{
+	"vault list -detailed orgs/acme/approvals": {want: []string{"pending"}, before: []string{
 		"vault write orgs/acme/proxy/stripe-live method=POST path=/v1/refunds || true"}},
 	"vault write -f orgs/acme/approvals/<id>/approve":                                            {skip: "the ID is the held call's answer: TestVaultPathCallsWaitForApproval and TestApprovalsInThePortal decide approvals"},
 	`vault write orgs/acme/approvals/<id>/deny reason="refunds over 100 EUR go through finance"`: {skip: "as above"},

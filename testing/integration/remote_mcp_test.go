@@ -213,3 +213,63 @@ func TestRemoteMCPToolsThroughThePortal(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteMCPToolNeedsApproval: a remote tool an approval rule names is
+// answered with a tool error carrying the approval's page, and nothing
+// reaches the remote server; once a person approves, the same call goes
+// through once; other arguments, or the same call again, wait for a new
+// approval.
+func TestRemoteMCPToolNeedsApproval(t *testing.T) {
+	org := newOrg(t, "remote-approval")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true, CIMD: true})
+	srv := servePortal(t, portal.Config{})
+	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": srv.CallbackURL(), "client_metadata_url": srv.ClientMetadataURL()})
+	write(t, admin, mount+"/approval-rules/tracker", map[string]interface{}{"rules": "TOOL create_issue"})
+	token := newAgent(t, org, provision.AgentSpec{Name: "triage", Creds: []string{"tracker"}})
+	s, err := mcpSession(t, srv.URL()+"/mcp/"+org, &transcript{token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	create := func(title string) (bool, string) {
+		t.Helper()
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.create_issue", Arguments: map[string]any{"title": title}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.IsError, toolText(t, res)
+	}
+	isErr, text := create("needs a person")
+	if !isErr || !strings.Contains(text, "needs a person's approval") || !strings.Contains(text, "/orgs/"+org+"/approvals/") {
+		t.Fatalf("the held tool call: %v %s", isErr, text)
+	}
+	if n := len(remote.Calls()); n != 0 {
+		t.Fatalf("a held tool call reached the remote server (%d calls)", n)
+	}
+	_, rest, _ := strings.Cut(text, "(approval ")
+	id := rest[:24]
+	// Asking again before a decision names the same approval.
+	if _, again := create("needs a person"); !strings.Contains(again, id) {
+		t.Errorf("asked again before a decision: %s", again)
+	}
+	write(t, admin, mount+"/approvals/"+id+"/approve", nil)
+	if isErr, text := create("another title"); !isErr || strings.Contains(text, id) {
+		t.Errorf("other arguments used the approval: %v %s", isErr, text)
+	}
+	if isErr, text := create("needs a person"); isErr {
+		t.Fatalf("the approved call: %s", text)
+	}
+	if calls := remote.Calls(); len(calls) != 1 || calls[0].Title != "needs a person" {
+		t.Fatalf("the remote server saw %v", calls)
+	}
+	if isErr, _ := create("needs a person"); !isErr {
+		t.Error("the approval let a second call through")
+	}
+	// Tools no rule names are not held.
+	if res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.delete_repo", Arguments: map[string]any{"repo": "scratch"}}); err != nil || res.IsError {
+		t.Errorf("a tool no rule names: %v %s", err, toolText(t, res))
+	}
+}
