@@ -270,8 +270,8 @@ func (s *Server) Serve() error {
 	return nil
 }
 
-// Shutdown stops accepting requests, waits for those in flight and ends
-// the sessions with remote MCP servers.
+// Shutdown stops accepting requests, waits for those in flight, ends
+// the sessions with remote MCP servers and sends the trail lines waiting.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
 	if s.proxyHTTP != nil {
@@ -279,6 +279,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, s.proxyHTTP.Shutdown(ctx), s.proxy.shutdown(ctx))
 	}
 	s.mcp.remote.closeAll()
+	// The calls just made are told to the engine for the agents' trails.
+	s.broker.trail.flush()
 	return err
 }
 

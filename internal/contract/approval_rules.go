@@ -35,7 +35,7 @@ func ParseApprovalRule(s string) (ApprovalRule, error) {
 	switch {
 	case method == MethodTool:
 		if !ValidToolName(path) {
-			return r, fmt.Errorf("%q: a tool name is 1 to 128 of A-Z a-z 0-9 _ - .", s)
+			return r, fmt.Errorf("%q: a tool name is 1 to 128 letters, digits, '_', '-' or '.' characters", s)
 		}
 	case method == "*" || ValidMethod(method):
 		if err := ValidatePathRule(path); err != nil {
