@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -240,16 +239,6 @@ func approvalURL(cfg *mountConfig, mountPoint, id string) string {
 		return ""
 	}
 	return u.Scheme + "://" + u.Host + "/orgs/" + orgOfMount(mountPoint) + "/approvals/" + id
-}
-
-// approvalMAC is what the edge signs an approval request with.
-func approvalMAC(key []byte, cred, method, path, query, hash, preview string, bodyBytes string) []byte {
-	m := hmac.New(sha256.New, key)
-	for _, p := range []string{"credentials approval request v1", cred, method, path, query, hash, preview, bodyBytes} {
-		m.Write([]byte(p))
-		m.Write([]byte{0})
-	}
-	return m.Sum(nil)
 }
 
 // previewOf is the start of a body a person reads before approving: text

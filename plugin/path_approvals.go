@@ -245,7 +245,7 @@ func (b *backend) pathApprovalRequest(ctx context.Context, req *logical.Request,
 	cred, method, path, query := d.Get("credential").(string), d.Get("method").(string), d.Get("path").(string), d.Get("query").(string)
 	hash, preview, size := d.Get("hash").(string), d.Get("preview").(string), d.Get("body_bytes").(int)
 	mac, err := hex.DecodeString(d.Get("mac").(string))
-	if err != nil || !hmacEqual(mac, approvalMAC(key, cred, method, path, query, hash, preview, strconv.Itoa(size))) {
+	if err != nil || !hmacEqual(mac, contract.ReportMAC(key, contract.ReportApproval, cred, method, path, query, hash, preview, strconv.Itoa(size))) {
 		return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "the request's mac does not match: approvals are requested by the portal's edge"}
 	}
 	if len(hash) != 64 || len(preview) > approvalPreview || size < 0 || size > contract.MaxApprovalBody || len(path) > maxTrailPath || len(query) > 2048 {

@@ -3,7 +3,6 @@ package credentials
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"math"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/usage"
 	"github.com/clankteam/credentials/plugin/store"
 )
@@ -226,16 +226,6 @@ changes; shorter ones are kept in memory.
   vault read orgs/acme/limits/openai-daily
 `
 
-// spendMAC is what the edge signs a spend report with.
-func spendMAC(key []byte, cred, model string, in, out int) []byte {
-	m := hmac.New(sha256.New, key)
-	for _, p := range []string{"credentials spend v1", cred, model, strconv.Itoa(in), strconv.Itoa(out)} {
-		m.Write([]byte(p))
-		m.Write([]byte{0})
-	}
-	return m.Sum(nil)
-}
-
 func (b *backend) pathSpendReport(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	if err := unknownFields(req, d); err != nil {
 		return nil, err
@@ -251,7 +241,7 @@ func (b *backend) pathSpendReport(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	mac, err := hex.DecodeString(d.Get("mac").(string))
-	if err != nil || !hmac.Equal(mac, spendMAC(key, cred, model, in, out)) {
+	if err != nil || !hmac.Equal(mac, contract.ReportMAC(key, contract.ReportSpend, cred, model, strconv.Itoa(in), strconv.Itoa(out))) {
 		return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "the report's mac does not match: spend is reported by the portal's edge"}
 	}
 	if in < 0 || out < 0 || in > 1<<40 || out > 1<<40 || len(model) > 128 {

@@ -42,17 +42,7 @@ const (
 // Ingresses a trail line can name.
 var trailIngresses = []string{"vault", "edge", "proxy", "mcp", "mail"}
 
-type trailLine struct {
-	At         time.Time `json:"at"`
-	Ingress    string    `json:"ingress"`
-	Credential string    `json:"credential"`
-	Method     string    `json:"method,omitempty"`
-	Path       string    `json:"path,omitempty"`
-	Tool       string    `json:"tool,omitempty"`
-	Status     int       `json:"status"`
-	Bytes      int64     `json:"bytes"`
-	DurationMS float64   `json:"duration_ms"`
-}
+type trailLine = contract.TrailLine
 
 // trailTracker holds lines not yet flushed, by agent: recording a call
 // costs no storage write; the periodic function flushes.
@@ -187,10 +177,8 @@ func (b *backend) trailSecret(ctx context.Context, s logical.Storage) ([]byte, e
 // parseTrailReport checks an edge's report: its signature under the
 // caller's trail key, then each line.
 func parseTrailReport(raw, mac string, key []byte, now time.Time) ([]trailLine, error) {
-	want := hmac.New(sha256.New, key)
-	want.Write([]byte(raw))
 	got, err := hex.DecodeString(mac)
-	if err != nil || !hmac.Equal(got, want.Sum(nil)) {
+	if err != nil || !hmac.Equal(got, contract.ReportMAC(key, contract.ReportTrail, raw)) {
 		return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "the report's mac does not match: trail lines are reported by the portal's edge"}
 	}
 	var lines []trailLine

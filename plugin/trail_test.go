@@ -3,19 +3,18 @@ package credentials
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 func signTrail(key []byte, raw string) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(raw))
-	return hex.EncodeToString(m.Sum(nil))
+	return hex.EncodeToString(contract.ReportMAC(key, contract.ReportTrail, raw))
 }
 
 // TestTrailReportsAreSignedAndChecked: a report whose mac is not the

@@ -3,8 +3,6 @@ package portal
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -108,18 +106,14 @@ func (h *brokerHandler) requestApproval(ctx context.Context, call *edgeCall, gra
 		preview = nil
 	}
 	size := strconv.Itoa(len(body))
-	m := hmac.New(sha256.New, grant.ReportKey)
-	for _, p := range []string{"credentials approval request v1", call.cred, method, call.decoded, rawQuery, hash, string(preview), size} {
-		m.Write([]byte(p))
-		m.Write([]byte{0})
-	}
+	mac := contract.ReportMAC(grant.ReportKey, contract.ReportApproval, call.cred, method, call.decoded, rawQuery, hash, string(preview), size)
 	var out struct {
 		Data heldApproval `json:"data"`
 	}
 	u := &url.URL{Path: "/v1/" + contract.Mount(call.org) + "/approvals/request"}
 	fail := h.vaultDo(ctx, call.token, http.MethodPost, u, map[string]any{
 		"credential": call.cred, "method": method, "path": call.decoded, "query": rawQuery, "hash": hash,
-		"preview": string(preview), "body_bytes": len(body), "mac": hex.EncodeToString(m.Sum(nil)),
+		"preview": string(preview), "body_bytes": len(body), "mac": hex.EncodeToString(mac),
 	}, &out, engineRefusal)
 	if fail != nil {
 		return nil, fail

@@ -2,8 +2,6 @@ package portal
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
 	"net/url"
@@ -158,18 +156,14 @@ func retryAfterOf(msg string) int {
 // the agent's report key; a failure is logged: the answer is the agent's
 // either way.
 func (h *brokerHandler) reportSpend(call *edgeCall, key []byte, u usage.Usage) {
-	m := hmac.New(sha256.New, key)
-	for _, p := range []string{"credentials spend v1", call.cred, u.Model, strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10)} {
-		m.Write([]byte(p))
-		m.Write([]byte{0})
-	}
+	mac := contract.ReportMAC(key, contract.ReportSpend, call.cred, u.Model, strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), edgeVaultTimeout)
 	defer cancel()
 	u2 := &url.URL{Path: "/v1/" + contract.Mount(call.org) + "/limits/spend"}
 	var out struct{}
 	if fail := h.vaultDo(ctx, call.token, http.MethodPost, u2, map[string]any{
 		"credential": call.cred, "model": u.Model, "input_tokens": u.InputTokens, "output_tokens": u.OutputTokens,
-		"mac": hex.EncodeToString(m.Sum(nil)),
+		"mac": hex.EncodeToString(mac),
 	}, &out, engineRefusal); fail != nil {
 		h.logger.Warn("broker: reporting an answer's usage for spend limits failed", "org", call.org, "cred", call.cred, "status", fail.Status, "error", fail.Msg)
 	}

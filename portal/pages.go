@@ -30,6 +30,7 @@ type pages struct {
 func parsePages(now func() time.Time) (*pages, error) {
 	funcs := template.FuncMap{
 		"ago":         func(ts string) string { return ago(ts, now()) },
+		"rfc3339":     func(t time.Time) string { return t.Format(time.RFC3339) },
 		"exact":       exactTime,
 		"typeLabel":   typeLabel,
 		"statusLabel": statusLabel,

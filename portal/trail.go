@@ -2,8 +2,6 @@ package portal
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -36,18 +34,7 @@ const (
 	maxTrailBatches = 4096
 )
 
-// trailLine is one call, as the engine's trail-report path takes it.
-type trailLine struct {
-	At         time.Time `json:"at"`
-	Ingress    string    `json:"ingress"`
-	Credential string    `json:"credential"`
-	Method     string    `json:"method,omitempty"`
-	Path       string    `json:"path,omitempty"`
-	Tool       string    `json:"tool,omitempty"`
-	Status     int       `json:"status"`
-	Bytes      int64     `json:"bytes"`
-	DurationMS float64   `json:"duration_ms"`
-}
+type trailLine = contract.TrailLine
 
 type trailReporter struct {
 	h *brokerHandler
@@ -115,13 +102,12 @@ func (t *trailReporter) send(id string) {
 	if err != nil {
 		return
 	}
-	m := hmac.New(sha256.New, b.key)
-	m.Write(raw)
+	mac := contract.ReportMAC(b.key, contract.ReportTrail, string(raw))
 	u := &url.URL{Path: "/v1/" + contract.Mount(b.org) + "/trail-report"}
 	ctx, cancel := context.WithTimeout(context.Background(), edgeVaultTimeout)
 	defer cancel()
 	var out struct{}
-	if fail := t.h.vaultDo(ctx, b.token, http.MethodPost, u, map[string]string{"lines": string(raw), "mac": hex.EncodeToString(m.Sum(nil))}, &out,
+	if fail := t.h.vaultDo(ctx, b.token, http.MethodPost, u, map[string]string{"lines": string(raw), "mac": hex.EncodeToString(mac)}, &out,
 		func(status int, errs []string) *egress.Error {
 			return &egress.Error{Status: status, Msg: strings.Join(errs, "; ")}
 		}); fail != nil {
@@ -214,6 +200,3 @@ func (s *Server) handleAgentTrailExport(w http.ResponseWriter, r *http.Request, 
 		_ = enc.Encode(c)
 	}
 }
-
-// When is the call's time as the pages show times.
-func (l trailLine) When() string { return l.At.Format(time.RFC3339) }

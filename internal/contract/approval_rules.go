@@ -92,6 +92,8 @@ func ValidatePathRule(p string) error {
 		last := i == len(segs)-1
 		switch {
 		case seg == "+" || (seg == "*" && last) || (seg == "" && last):
+		case seg == "":
+			return errors.New("has an empty segment, which is never called")
 		case seg == "." || seg == "..":
 			return errors.New("has a '.' or '..' segment, which is never called")
 		case strings.ContainsAny(seg, "*+"):

@@ -37,6 +37,7 @@ func TestApprovalRulesMatchSegmentBySegment(t *testing.T) {
 		{"POST v1/charges", "must start with '/'"},
 		{"POST /v1/charges?x=1", "without the query"},
 		{"POST /v1/ch*", "whole last segment"},
+		{"POST /v1//charges", "empty segment"},
 		{"TOOL bad tool!", "tool name"},
 	} {
 		if _, err := ParseApprovalRule(c.rule); err == nil || !strings.Contains(err.Error(), c.says) {

@@ -168,25 +168,15 @@ func (s *AgentSpec) validate(org string) error {
 	return nil
 }
 
-// validatePathRule checks one path rule: segments that are literal, '+'
-// (one segment) or, last, '*' (anything below).
+// validatePathRule checks one path rule: contract's rule (literal
+// segments, '+' for one, a last '*' for anything below), with segments
+// a Vault policy path can hold unquoted.
 func validatePathRule(p string) error {
-	if len(p) > 512 || !strings.HasPrefix(p, "/") {
-		return errors.New("must start with '/' (and be at most 512 characters)")
+	if err := contract.ValidatePathRule(p); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "is "))
 	}
-	if strings.Contains(p, "?") {
-		return errors.New("rules match the path only; the query is never matched")
-	}
-	segs := strings.Split(p, "/")[1:]
-	for i, seg := range segs {
-		last := i == len(segs)-1
-		switch {
-		case seg == "+" || (seg == "*" && last) || (seg == "" && last):
-		case seg == "." || seg == "..":
-			return errors.New("'.' and '..' segments are never called")
-		case strings.ContainsAny(seg, "*+"):
-			return errors.New("'*' may only be a whole last segment (/v1/charges/*) and '+' a whole segment (/v1/customers/+/sources)")
-		case !pathSegmentPattern.MatchString(seg):
+	for _, seg := range strings.Split(p, "/")[1:] {
+		if seg != "" && seg != "+" && seg != "*" && !pathSegmentPattern.MatchString(seg) {
 			return errors.New("segments hold letters, digits and - _ . ~ : @ ! & ' ( ) , ; = $ (empty segments are never called)")
 		}
 	}

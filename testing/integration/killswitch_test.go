@@ -14,7 +14,6 @@ import (
 
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
-	"github.com/clankteam/credentials/testing/oauthserver"
 )
 
 // TestKillSwitchStopsAgentsAndGrants: an org of 200 OAuth credentials
@@ -29,30 +28,8 @@ func TestKillSwitchStopsAgentsAndGrants(t *testing.T) {
 	org := newOrg(t, "killswitch")
 	mount := contract.Mount(org)
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin)).Logical()
-	idp, err := oauthserver.Start(oauthserver.Options{AutoApprove: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(idp.Close)
-	const redirect = "http://127.0.0.1:1/oauth/callback"
 	const clientSecret = "CANARY-killswitch-client-secret"
-	if err := idp.AddClient("engine", clientSecret, []string{redirect}, nil); err != nil {
-		t.Fatal(err)
-	}
-	rec := newTokenRecorder(t, idp)
-	for _, w := range []struct {
-		path string
-		data map[string]interface{}
-	}{
-		{"config", map[string]interface{}{"redirect_url": redirect}},
-		{"services/idp", map[string]interface{}{"types": "oauth2", "base_urls": idp.URL(), "oauth": map[string]interface{}{
-			"auth_url": idp.AuthURL(), "token_url": rec.URL + "/token", "revoke_url": idp.RevokeURL(), "revoke_style": "rfc7009", "pkce": true}}},
-		{"apps/idp-app", map[string]interface{}{"service": "idp", "client_id": "engine", "client_secret": clientSecret}},
-	} {
-		if _, err := admin.WriteWithContext(ctx, mount+"/"+w.path, w.data); err != nil {
-			t.Fatalf("writing %s: %v", w.path, err)
-		}
-	}
+	idp, rec := providerForOrg(t, admin, mount, clientSecret)
 	// 200 grants, connected 8 at a time.
 	names := make(chan string)
 	var wg sync.WaitGroup

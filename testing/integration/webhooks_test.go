@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/portal/provision"
 	"github.com/clankteam/credentials/testing/oauthserver"
@@ -29,31 +31,17 @@ func TestWebhooksFollowAnOAuthGrant(t *testing.T) {
 	mount := contract.Mount(org)
 	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin)).Logical()
 	member := vault.ClientWithToken(tokenFor(t, org, provision.RoleMember)).Logical()
-	idp, err := oauthserver.Start(oauthserver.Options{AutoApprove: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(idp.Close)
-	const redirect = "http://127.0.0.1:1/oauth/callback"
 	const clientSecret = "CANARY-webhooks-client-secret"
-	if err := idp.AddClient("engine", clientSecret, []string{redirect}, nil); err != nil {
-		t.Fatal(err)
-	}
-	rec := newTokenRecorder(t, idp)
+	idp, rec := providerForOrg(t, admin, mount, clientSecret)
 	recv, err := webhookrecv.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(recv.Close)
-
 	for _, w := range []struct {
 		path string
 		data map[string]interface{}
 	}{
-		{"config", map[string]interface{}{"redirect_url": redirect}},
-		{"services/idp", map[string]interface{}{"types": "oauth2", "base_urls": idp.URL(), "oauth": map[string]interface{}{
-			"auth_url": idp.AuthURL(), "token_url": rec.URL + "/token", "revoke_url": idp.RevokeURL(), "revoke_style": "rfc7009", "pkce": true}}},
-		{"apps/idp-app", map[string]interface{}{"service": "idp", "client_id": "engine", "client_secret": clientSecret}},
 		{"webhooks/ops", map[string]interface{}{"url": recv.URL + "/credentials", "secret": recv.Secret}},
 		{"creds/mail", map[string]interface{}{"type": "oauth2", "service": "idp", "app": "idp-app"}},
 	} {
@@ -199,4 +187,36 @@ func TestHealthCheckFlipsARefusedKey(t *testing.T) {
 	if strings.Contains(events[0].Body, key) || strings.Contains(toJSON(t, cred.Data), key) {
 		t.Fatal("the key in the webhook body or the read")
 	}
+}
+
+// providerForOrg starts an auto-approving fosite provider for org's
+// mount: the portal's callback (an unreachable one: the tests follow the
+// redirect themselves), service idp with RFC 7009 revocation and PKCE,
+// and app idp-app, whose token endpoint is recorded.
+func providerForOrg(t *testing.T, admin *api.Logical, mount, clientSecret string) (*oauthserver.Server, *tokenRecorder) {
+	t.Helper()
+	idp, err := oauthserver.Start(oauthserver.Options{AutoApprove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	const redirect = "http://127.0.0.1:1/oauth/callback"
+	if err := idp.AddClient("engine", clientSecret, []string{redirect}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := newTokenRecorder(t, idp)
+	for _, w := range []struct {
+		path string
+		data map[string]interface{}
+	}{
+		{"config", map[string]interface{}{"redirect_url": redirect}},
+		{"services/idp", map[string]interface{}{"types": "oauth2", "base_urls": idp.URL(), "oauth": map[string]interface{}{
+			"auth_url": idp.AuthURL(), "token_url": rec.URL + "/token", "revoke_url": idp.RevokeURL(), "revoke_style": "rfc7009", "pkce": true}}},
+		{"apps/idp-app", map[string]interface{}{"service": "idp", "client_id": "engine", "client_secret": clientSecret}},
+	} {
+		if _, err := admin.WriteWithContext(context.Background(), mount+"/"+w.path, w.data); err != nil {
+			t.Fatalf("writing %s: %v", w.path, err)
+		}
+	}
+	return idp, rec
 }
