@@ -266,12 +266,33 @@ func (a *edgeAnswer) Close() {
 // do has Vault authorize r and sends it: the edge's call for those that
 // are not an HTTP request to /broker/ (MCP's tools).
 func (h *brokerHandler) do(ctx context.Context, r edgeRequest) (*edgeAnswer, *egress.Error) {
+	start := time.Now()
 	grant, fail := h.authorize(ctx, r.call, r.method)
 	if fail != nil {
 		return nil, fail
 	}
 	defer grant.Material.Zero()
-	return h.send(ctx, grant, r)
+	if approvalRulesHold(grant.ApprovalRules, r.method, r.call.decoded) {
+		var body []byte
+		var err error
+		if r.body != nil {
+			body, err = io.ReadAll(io.LimitReader(r.body, contract.MaxApprovalBody+1))
+		}
+		if err != nil || len(body) > contract.MaxApprovalBody {
+			return nil, &egress.Error{Status: http.StatusRequestEntityTooLarge, Permanent: true, Msg: "a call that needs a person's approval carries at most 1 MiB"}
+		}
+		if held := h.matchApproval(ctx, r.call, grant, r.method, r.rawQuery, body); held != nil {
+			return nil, held
+		}
+		r.body, r.contentLength = bytes.NewReader(body), int64(len(body))
+	}
+	answer, fail := h.send(ctx, grant, r)
+	line := trailLine{At: start.UTC(), Ingress: "mcp", Method: r.method, Path: r.call.decoded, DurationMS: msSince(start)}
+	if fail == nil {
+		line.Status, line.Bytes = answer.Status, max(answer.Length, 0)
+	}
+	h.trail.note(r.call, grant, line)
+	return answer, fail
 }
 
 // send takes an authorized call through the egress pipeline's steps:

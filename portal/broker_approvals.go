@@ -199,11 +199,9 @@ func approvalRequired(w http.ResponseWriter, a *heldApproval) int {
 	return http.StatusAccepted
 }
 
-// approveTool is the approval of a remote MCP tool call, which cannot
-// carry an approval's ID: the call is bound to the tool and its arguments
-// (in canonical JSON), and calling the tool again with the same arguments
-// once a person approved spends the approval. It answers "" to go on, or
-// the tool error to answer.
+// approveTool is the approval of a remote MCP tool call: the call is
+// bound to the tool and its arguments (in canonical JSON). It answers ""
+// to go on, or the tool error to answer.
 func (h *brokerHandler) approveTool(ctx context.Context, org, cred, token, tool string, args json.RawMessage) string {
 	call := &edgeCall{org: org, cred: cred, token: token, tokenHeader: "Authorization", decoded: "/" + tool}
 	grant, fail := h.authorize(ctx, call, contract.MethodTool)
@@ -222,7 +220,18 @@ func (h *brokerHandler) approveTool(ctx context.Context, org, cred, token, tool 
 		}
 		canonical, _ = json.Marshal(v)
 	}
-	hash := contract.ApprovalHash(contract.MethodTool, tool, "", canonical)
+	call.decoded = tool
+	if held := h.matchApproval(ctx, call, grant, contract.MethodTool, "", canonical); held != nil {
+		return held.Msg
+	}
+	return ""
+}
+
+// matchApproval is the approval of a call that cannot carry an approval's
+// ID (an MCP tool's): calling again with the same arguments once a person
+// approved spends the approval. It answers nil to go on, or why not.
+func (h *brokerHandler) matchApproval(ctx context.Context, call *edgeCall, grant *egress.Grant, method, rawQuery string, body []byte) *egress.Error {
+	hash := contract.ApprovalHash(method, call.decoded, rawQuery, body)
 	var out struct {
 		Data struct {
 			State string `json:"state"`
@@ -230,25 +239,28 @@ func (h *brokerHandler) approveTool(ctx context.Context, org, cred, token, tool 
 			URL   string `json:"approval_url"`
 		} `json:"data"`
 	}
-	u := &url.URL{Path: "/v1/" + contract.Mount(org) + "/approvals/match"}
-	if fail := h.vaultDo(ctx, token, http.MethodPost, u, map[string]any{"credential": cred, "hash": hash}, &out, engineRefusal); fail != nil {
-		return "the call's approval could not be checked: " + fail.Msg
+	u := &url.URL{Path: "/v1/" + contract.Mount(call.org) + "/approvals/match"}
+	if fail := h.vaultDo(ctx, call.token, http.MethodPost, u, map[string]any{"credential": call.cred, "hash": hash}, &out, engineRefusal); fail != nil {
+		return &egress.Error{Status: fail.Status, Msg: "the call's approval could not be checked: " + fail.Msg}
 	}
 	link := out.Data.URL
 	switch out.Data.State {
 	case "used":
-		return ""
+		return nil
 	case "none":
-		call.decoded = tool
-		held, fail := h.requestApproval(ctx, call, grant, contract.MethodTool, "", hash, canonical)
+		held, fail := h.requestApproval(ctx, call, grant, method, rawQuery, hash, body)
 		if fail != nil {
-			return "the call needs a person's approval, which could not be asked for: " + fail.Msg
+			return &egress.Error{Status: fail.Status, Msg: "the call needs a person's approval, which could not be asked for: " + fail.Msg}
 		}
 		out.Data.ID, link = held.ID, held.URL
 	}
 	if link == "" && h.publicURL != nil {
-		link = h.publicURL() + "/orgs/" + org + "/approvals/" + out.Data.ID
+		link = h.publicURL() + "/orgs/" + call.org + "/approvals/" + out.Data.ID
 	}
-	return "This call of " + tool + " needs a person's approval (approval " + out.Data.ID + "): a person decides at " + link +
-		". Once approved, call the tool again with the same arguments; it then goes through once."
+	what := method + " " + call.decoded
+	if method == contract.MethodTool {
+		what = call.decoded
+	}
+	return &egress.Error{Status: http.StatusAccepted, Permanent: true, Msg: "This call of " + what + " needs a person's approval (approval " + out.Data.ID +
+		"): a person decides at " + link + ". Once approved, make the same call again with the same arguments; it then goes through once."}
 }

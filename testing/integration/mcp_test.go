@@ -423,3 +423,63 @@ func TestMailCanary(t *testing.T) {
 		t.Error("the audit log does not show the mail path")
 	}
 }
+
+// TestMCPToolCallNeedsApproval: an HTTP tool call an approval rule names
+// is answered with the approval's page and reaches nothing; once a person
+// approves, the same call goes through once, and other arguments wait for
+// their own approval. The call shows in the agent's trail.
+func TestMCPToolCallNeedsApproval(t *testing.T) {
+	f := newMCPOrg(t, "mcp-approval")
+	mount := contract.Mount(f.org)
+	admin := vault.ClientWithToken(tokenFor(t, f.org, provision.RoleAdmin))
+	write(t, admin, mount+"/approval-rules/key-a", map[string]interface{}{"rules": "POST /echo/refunds"})
+	s, err := mcpSession(t, f.base+"/mcp/"+f.org, &transcript{token: f.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	refund := func(body string) (bool, string) {
+		t.Helper()
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "key-a", Arguments: map[string]any{"method": "POST", "path": "/echo/refunds", "text": body}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.IsError, toolText(t, res)
+	}
+	isErr, text := refund(`{"amount":100}`)
+	if !isErr || !strings.Contains(text, "needs a person's approval") {
+		t.Fatalf("the held call: %v %s", isErr, text)
+	}
+	_, rest, _ := strings.Cut(text, "(approval ")
+	id := rest[:24]
+	write(t, admin, mount+"/approvals/"+id+"/approve", nil)
+	if isErr, text := refund(`{"amount":100000}`); !isErr || strings.Contains(text, id) {
+		t.Errorf("other arguments with the approval: %v %s", isErr, text)
+	}
+	if isErr, text := refund(`{"amount":100}`); isErr {
+		t.Fatalf("the approved call: %s", text)
+	}
+	if isErr, _ := refund(`{"amount":100}`); !isErr {
+		t.Error("the approval let a second call through")
+	}
+	// Calls no rule names are not held.
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "key-a", Arguments: map[string]any{"method": "GET", "path": "/v1/balance"}})
+	if err != nil || res.IsError {
+		t.Fatalf("a call no rule names: %v %s", err, toolText(t, res))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		trail, err := admin.Logical().ReadWithContext(ctx, mount+"/agents/assistant/trail")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := toJSON(t, trail.Data["calls"]); strings.Contains(got, `"ingress":"mcp"`) && strings.Contains(got, `"path":"/echo/refunds"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the MCP calls are not in the agent's trail: %v", trail.Data["calls"])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
