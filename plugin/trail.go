@@ -7,9 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -90,28 +92,95 @@ func (t *trailTracker) flush(ctx context.Context, s logical.Storage) error {
 	return firstErr
 }
 
+// An agent's trail is stored in chunks of trailChunk lines
+// (trail/<agent>/<seq>), so a flush rewrites the newest chunk only, not
+// the whole trail; the oldest chunks past maxTrailLines are deleted.
+const trailChunk = 100
+
+func trailChunkKey(agent string, seq int) string {
+	return fmt.Sprintf("%s%s/%010d", trailPrefix, agent, seq)
+}
+
+// trailChunks lists agent's chunk numbers, oldest first.
+func trailChunks(ctx context.Context, s logical.Storage, agent string) ([]int, error) {
+	keys, err := s.List(ctx, trailPrefix+agent+"/")
+	if err != nil {
+		return nil, err
+	}
+	var seqs []int
+	for _, k := range keys {
+		if n, err := strconv.Atoi(k); err == nil {
+			seqs = append(seqs, n)
+		}
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
 func appendTrail(ctx context.Context, s logical.Storage, agent string, lines []trailLine) error {
-	stored, err := readTrail(ctx, s, agent)
+	seqs, err := trailChunks(ctx, s, agent)
 	if err != nil {
 		return err
 	}
-	all := append(stored, lines...)
+	seq, chunk := 0, []trailLine{}
+	if len(seqs) > 0 {
+		seq = seqs[len(seqs)-1]
+		got, err := store.ReadJSON[[]trailLine](ctx, s, trailChunkKey(agent, seq), "agent trail")
+		if err != nil {
+			return err
+		}
+		if got != nil {
+			chunk = *got
+		}
+	}
+	for len(lines) > 0 {
+		if len(chunk) == trailChunk {
+			seq, chunk = seq+1, []trailLine{}
+			seqs = append(seqs, seq)
+		}
+		n := min(trailChunk-len(chunk), len(lines))
+		chunk, lines = append(chunk, lines[:n]...), lines[n:]
+		entry, err := logical.StorageEntryJSON(trailChunkKey(agent, seq), chunk)
+		if err != nil {
+			return err
+		}
+		if err := s.Put(ctx, entry); err != nil {
+			return err
+		}
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	// Keep the chunks that hold the newest maxTrailLines.
+	keep := maxTrailLines/trailChunk + 1
+	for _, old := range seqs[:max(len(seqs)-keep, 0)] {
+		if err := s.Delete(ctx, trailChunkKey(agent, old)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readTrail is agent's stored trail, oldest first, at most maxTrailLines.
+func readTrail(ctx context.Context, s logical.Storage, agent string) ([]trailLine, error) {
+	seqs, err := trailChunks(ctx, s, agent)
+	if err != nil {
+		return nil, err
+	}
+	var all []trailLine
+	for _, seq := range seqs {
+		got, err := store.ReadJSON[[]trailLine](ctx, s, trailChunkKey(agent, seq), "agent trail")
+		if err != nil {
+			return nil, err
+		}
+		if got != nil {
+			all = append(all, *got...)
+		}
+	}
 	if len(all) > maxTrailLines {
 		all = all[len(all)-maxTrailLines:]
 	}
-	entry, err := logical.StorageEntryJSON(trailPrefix+agent, all)
-	if err != nil {
-		return err
-	}
-	return s.Put(ctx, entry)
-}
-
-func readTrail(ctx context.Context, s logical.Storage, agent string) ([]trailLine, error) {
-	lines, err := store.ReadJSON[[]trailLine](ctx, s, trailPrefix+agent, "agent trail")
-	if err != nil || lines == nil {
-		return nil, err
-	}
-	return *lines, nil
+	return all, nil
 }
 
 // agentOf names the agent making req ("" for a caller that is not one):

@@ -90,6 +90,9 @@ func TestTrailKeepsTheNewestCalls(t *testing.T) {
 	if len(after) != maxTrailLines || after[0].Path != fmt.Sprintf("/v1/charges/%d", maxTrailLines+49) || after[len(after)-1].Path != "/v1/charges/50" {
 		t.Fatalf("stored trail: %d lines, newest %s, oldest %s", len(after), after[0].Path, after[len(after)-1].Path)
 	}
+	if seqs, _ := trailChunks(ctx, s, "billing"); len(seqs) > maxTrailLines/trailChunk+1 {
+		t.Errorf("the trail is kept in %d chunks, want at most %d", len(seqs), maxTrailLines/trailChunk+1)
+	}
 	rawBefore, _ := json.Marshal(before[:10])
 	rawAfter, _ := json.Marshal(after[:10])
 	if string(rawBefore) != string(rawAfter) {
