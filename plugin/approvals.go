@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -34,6 +35,9 @@ import (
 const (
 	approvalRulesPrefix = "approval-rules/"
 	approvalPrefix      = "approvals/"
+	// approvalByCallPrefix finds the newest approval of one agent's call
+	// (agent, credential, hash), for calls that cannot carry its ID.
+	approvalByCallPrefix = "approvals-by-call/"
 	// approvalPreview bounds the body kept for the person to read.
 	approvalPreview = 2048
 	// maxPendingApprovals bounds the requests waiting in an org.
@@ -174,6 +178,9 @@ func (b *backend) requestApproval(ctx context.Context, req *logical.Request, cal
 	if err := putApproval(ctx, req.Storage, a); err != nil {
 		return nil, err
 	}
+	if err := req.Storage.Put(ctx, &logical.StorageEntry{Key: approvalCallKey(a.Agent, a.Credential, a.Hash), Value: []byte(a.ID)}); err != nil {
+		return nil, err
+	}
 	b.logger.Info("approval requested", "approval", a.ID, "agent", a.Agent, "name", a.Credential, "method", a.Method)
 	ev := b.newEvent(req.MountPoint, eventApprovalRequested, eventData{Credential: a.Credential, Agent: a.Agent, Approval: a.ID, Call: a.Method + " " + a.Path})
 	b.queueEvent(ctx, req.Storage, ev)
@@ -257,6 +264,27 @@ func previewOf(body []byte) string {
 	return string(p)
 }
 
+// approvalCallKey is where the newest approval of agent's call with hash
+// on cred is found.
+func approvalCallKey(agent, cred, hash string) string {
+	sum := sha256.Sum256([]byte(agent + "\x00" + cred + "\x00" + hash))
+	return approvalByCallPrefix + hex.EncodeToString(sum[:16])
+}
+
+// approvalOfCall is the newest approval of agent's call with hash on
+// cred, or nil.
+func approvalOfCall(ctx context.Context, s logical.Storage, agent, cred, hash string) (*approval, error) {
+	e, err := s.Get(ctx, approvalCallKey(agent, cred, hash))
+	if err != nil || e == nil {
+		return nil, err
+	}
+	a, err := getApproval(ctx, s, string(e.Value))
+	if err != nil || a == nil || a.Agent != agent || a.Credential != cred || !hmac.Equal([]byte(a.Hash), []byte(hash)) {
+		return nil, err
+	}
+	return a, nil
+}
+
 // purgeDue says an hour has passed since old approvals were last
 // forgotten, and takes the turn.
 func (b *backend) purgeDue() bool {
@@ -283,6 +311,13 @@ func (b *backend) purgeApprovals(ctx context.Context, s logical.Storage) error {
 			return err
 		}
 		if a != nil && a.state(now) != approvalPending && now.Sub(a.ExpiresAt) > approvalsKept {
+			if e, err := s.Get(ctx, approvalCallKey(a.Agent, a.Credential, a.Hash)); err != nil {
+				return err
+			} else if e != nil && string(e.Value) == id {
+				if err := s.Delete(ctx, e.Key); err != nil {
+					return err
+				}
+			}
 			if err := s.Delete(ctx, approvalPrefix+id); err != nil {
 				return err
 			}

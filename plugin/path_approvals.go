@@ -396,36 +396,24 @@ func (b *backend) pathApprovalMatch(ctx context.Context, req *logical.Request, d
 		return nil, userErrorMsg("approvals are matched for an agent's calls")
 	}
 	cred, hash := d.Get("credential").(string), d.Get("hash").(string)
-	ids, err := req.Storage.List(ctx, approvalPrefix)
+	a, err := approvalOfCall(ctx, req.Storage, agent, cred, hash)
 	if err != nil {
 		return nil, err
 	}
-	now := b.now()
-	pending := ""
-	for _, id := range ids {
-		a, err := getApproval(ctx, req.Storage, id)
-		if err != nil {
-			return nil, err
-		}
-		if a == nil || a.Agent != agent || a.Credential != cred || !hmac.Equal([]byte(a.Hash), []byte(hash)) {
-			continue
-		}
-		switch a.state(now) {
+	if a != nil {
+		switch a.state(b.now()) {
 		case approvalApproved:
-			if err := b.useApproval(ctx, req.Storage, id, agent, cred, hash); err != nil {
+			if err := b.useApproval(ctx, req.Storage, a.ID, agent, cred, hash); err != nil {
 				return nil, err
 			}
-			return &logical.Response{Data: map[string]interface{}{"state": approvalUsed, "approval_id": id}}, nil
+			return &logical.Response{Data: map[string]interface{}{"state": approvalUsed, "approval_id": a.ID}}, nil
 		case approvalPending:
-			pending = id
+			cfg, err := b.brokerConfig(ctx, req.Storage)
+			if err != nil {
+				return nil, err
+			}
+			return &logical.Response{Data: map[string]interface{}{"state": approvalPending, "approval_id": a.ID, "approval_url": approvalURL(cfg, req.MountPoint, a.ID)}}, nil
 		}
-	}
-	if pending != "" {
-		cfg, err := b.brokerConfig(ctx, req.Storage)
-		if err != nil {
-			return nil, err
-		}
-		return &logical.Response{Data: map[string]interface{}{"state": approvalPending, "approval_id": pending, "approval_url": approvalURL(cfg, req.MountPoint, pending)}}, nil
 	}
 	return &logical.Response{Data: map[string]interface{}{"state": "none"}}, nil
 }
