@@ -46,6 +46,7 @@ type mcpServer struct {
 	lists     toolLists
 	remote    *remoteMCP
 	handler   http.Handler
+	streaming http.Handler
 }
 
 type mcpServerKey struct{}
@@ -75,9 +76,32 @@ func newMCPServer(broker *brokerHandler, auth *mcpAuth, publicURL func() string,
 		Stateless:    true,
 		JSONResponse: true,
 		// Tool inputs are small; bodies larger than this belong on the edge.
-		MaxRequestBodyBytes: 8 << 20,
+		MaxRequestBodyBytes: mcpMaxBody,
+	})
+	// A call that asks for progress is answered as an event stream, which
+	// can carry the progress notifications before the result.
+	m.streaming = mcp.NewStreamableHTTPHandler(m.serverFor, &mcp.StreamableHTTPOptions{
+		Stateless:           true,
+		MaxRequestBodyBytes: mcpMaxBody,
 	})
 	return m
+}
+
+const mcpMaxBody = 8 << 20
+
+// handlerFor is the handler of r: the event stream for a request that
+// asks for progress (and takes an event stream), else plain JSON. The
+// body is read to tell, and put back.
+func (m *mcpServer) handlerFor(r *http.Request) http.Handler {
+	if r.Method != http.MethodPost || !strings.Contains(r.Header.Get("Accept"), "text/event-stream") || r.Body == nil {
+		return m.handler
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, mcpMaxBody+1))
+	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
+	if err == nil && bytes.Contains(body, []byte(`"progressToken"`)) {
+		return m.streaming
+	}
+	return m.handler
 }
 
 func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -110,7 +134,7 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		brokerFail(w, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "permission denied: this token may use no credential of org " + org})
 		return
 	}
-	m.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpServerKey{}, list.server)))
+	m.handlerFor(r).ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpServerKey{}, list.server)))
 }
 
 // unauthorized answers 401 with the challenge that tells an MCP client

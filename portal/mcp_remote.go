@@ -2,6 +2,8 @@ package portal
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -52,7 +54,55 @@ type remoteMCP struct {
 
 	mu    sync.Mutex
 	conns map[remoteKey]*remoteConn
+	// progress are the calls waiting for progress, by the progress token
+	// the portal gave the remote server: where to pass it on.
+	progress sync.Map
 }
+
+// progressFunc passes a remote server's progress on to the agent.
+type progressFunc func(context.Context, *mcp.ProgressNotificationParams)
+
+// progressWatch passes one call's progress on and knows when it is done.
+type progressWatch struct {
+	pass progressFunc
+
+	mu   sync.Mutex
+	last time.Time
+	done bool
+}
+
+func (w *progressWatch) notify(ctx context.Context, p *mcp.ProgressNotificationParams) {
+	w.pass(ctx, p)
+	w.mu.Lock()
+	w.last, w.done = time.Now(), p.Total > 0 && p.Progress >= p.Total
+	w.mu.Unlock()
+}
+
+// settle waits, after the result, for the notifications behind it: until
+// the total is reached or none came for progressQuiet (counted from the
+// result at the earliest), at most progressSettle.
+func (w *progressWatch) settle() {
+	start := time.Now()
+	deadline := start.Add(progressSettle)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		last := w.last
+		if last.Before(start) {
+			last = start
+		}
+		done, quiet := w.done, time.Since(last) > progressQuiet
+		w.mu.Unlock()
+		if done || quiet {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+const (
+	progressQuiet  = 100 * time.Millisecond
+	progressSettle = 500 * time.Millisecond
+)
 
 func newRemoteMCP(edge *brokerHandler, changed func(org string)) *remoteMCP {
 	return &remoteMCP{edge: edge, changed: changed, conns: map[remoteKey]*remoteConn{}}
@@ -205,8 +255,24 @@ func listTools(ctx context.Context, s *mcp.ClientSession) ([]*mcp.Tool, error) {
 
 // call calls one remote tool. A session the server ended (or that broke)
 // is opened again once: the call was not made on it.
-func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string, args any) (*mcp.CallToolResult, *remoteCall, error) {
+func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string, args any, progress progressFunc) (*mcp.CallToolResult, *remoteCall, error) {
 	c := r.conn(org, cred, url)
+	params := &mcp.CallToolParams{Name: tool, Arguments: args}
+	if progress != nil {
+		// A token of the portal's own: the agent's is the agent's, and
+		// sessions are shared by the org's agents.
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		pt := "progress-" + hex.EncodeToString(b[:])
+		w := &progressWatch{pass: progress}
+		r.progress.Store(pt, progressFunc(w.notify))
+		defer r.progress.Delete(pt)
+		// The client hands notifications to their handler apart from the
+		// result, which may come first: the ones just behind it are
+		// still passed on before the agent's call ends.
+		defer w.settle()
+		params.SetProgressToken(pt)
+	}
 	var rc *remoteCall
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
@@ -220,7 +286,7 @@ func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string
 			return nil, rc, serr
 		}
 		var res *mcp.CallToolResult
-		res, err = s.CallTool(cctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+		res, err = s.CallTool(cctx, params)
 		if err == nil {
 			return res, rc, nil
 		}
@@ -240,6 +306,11 @@ func (c *remoteConn) sessionLocked(ctx context.Context, rc *remoteCall) (*mcp.Cl
 	c.closeLocked()
 	c.opener.Store(rc)
 	client := mcp.NewClient(&mcp.Implementation{Name: "credentials-portal", Title: "Credentials broker", Version: "1"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+			if f, ok := c.r.progress.Load(fmt.Sprint(req.Params.ProgressToken)); ok {
+				f.(progressFunc)(ctx, req.Params)
+			}
+		},
 		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
 			c.stale.Store(true)
 			if c.r.changed != nil {

@@ -91,7 +91,17 @@ func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred,
 		return toolError(held)
 	}
 	start := time.Now()
-	res, rc, err := m.remote.call(ctx, call.org, c.Name, c.MCPURL, call.token, tool, args)
+	var progress progressFunc
+	if agentToken := req.Params.GetProgressToken(); agentToken != nil && req.Session != nil {
+		// On the agent's request's context: the notification goes on that
+		// request's stream.
+		agentCtx := ctx
+		progress = func(_ context.Context, p *mcp.ProgressNotificationParams) {
+			_ = req.Session.NotifyProgress(agentCtx, &mcp.ProgressNotificationParams{ProgressToken: agentToken,
+				Progress: p.Progress, Total: p.Total, Message: p.Message})
+		}
+	}
+	res, rc, err := m.remote.call(ctx, call.org, c.Name, c.MCPURL, call.token, tool, args, progress)
 	status := http.StatusOK
 	if err != nil {
 		refusal, _, remoteStatus := rc.outcome()

@@ -2,11 +2,13 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -271,5 +273,54 @@ func TestRemoteMCPToolNeedsApproval(t *testing.T) {
 	// Tools no rule names are not held.
 	if res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.delete_repo", Arguments: map[string]any{"repo": "scratch"}}); err != nil || res.IsError {
 		t.Errorf("a tool no rule names: %v %s", err, toolText(t, res))
+	}
+}
+
+// TestRemoteMCPProgressReachesTheAgent: a remote tool's progress
+// notifications reach the agent that asked for them, under the agent's
+// own progress token.
+func TestRemoteMCPProgressReachesTheAgent(t *testing.T) {
+	org := newOrg(t, "remote-progress")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true, CIMD: true})
+	srv := servePortal(t, portal.Config{})
+	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": srv.CallbackURL(), "client_metadata_url": srv.ClientMetadataURL()})
+	token := newAgent(t, org, provision.AgentSpec{Name: "reporter", Creds: []string{"tracker"}})
+	var mu sync.Mutex
+	var got []string
+	client := mcp.NewClient(&mcp.Implementation{Name: "integration-agent", Version: "1"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fmt.Sprintf("%v %v/%v %s", req.Params.ProgressToken, req.Params.Progress, req.Params.Total, req.Params.Message))
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: srv.URL() + "/mcp/" + org, HTTPClient: &http.Client{Transport: &transcript{token: token}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	params := &mcp.CallToolParams{Name: "tracker.export_report", Arguments: map[string]any{}}
+	params.SetProgressToken("agent-42")
+	res, err := s.CallTool(ctx, params)
+	if err != nil || res.IsError {
+		t.Fatalf("tracker.export_report: %v %s", err, toolText(t, res))
+	}
+	// The client hands notifications to its handler on its own goroutine.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 3 {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got, "; ") != "agent-42 1/3 step 1 of 3; agent-42 2/3 step 2 of 3; agent-42 3/3 step 3 of 3" {
+		t.Errorf("the agent saw progress %q", got)
 	}
 }

@@ -77,6 +77,18 @@ func Start(as *oauthserver.Server) (*Server, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deleted " + in.Repo}}}, nil, nil
 		})
 
+	// A long tool that tells its progress, three steps, when asked to.
+	mcp.AddTool(server, &mcp.Tool{Name: "export_report", Description: "Export a report, telling its progress."},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			if token := req.Params.GetProgressToken(); token != nil {
+				for i := 1; i <= 3; i++ {
+					_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token,
+						Progress: float64(i), Total: 3, Message: fmt.Sprintf("step %d of 3", i)})
+				}
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "exported"}}}, nil, nil
+		})
+
 	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
 		s.mu.Lock()
 		refused := s.refuse > 0
