@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -38,10 +36,9 @@ const (
 	// approvalByCallPrefix finds the newest approval of one agent's call
 	// (agent, credential, hash), for calls that cannot carry its ID.
 	approvalByCallPrefix = "approvals-by-call/"
-	// approvalPreview bounds the body kept for the person to read.
-	approvalPreview = 2048
-	// maxPendingApprovals bounds the requests waiting in an org.
-	maxPendingApprovals = 1000
+	// maxApprovals bounds the approvals an org holds, waiting or decided
+	// (decided ones are forgotten approvalsKept after they expire).
+	maxApprovals = 1000
 	// approvalsKept is how long decided and expired approvals stay readable.
 	approvalsKept = 7 * 24 * time.Hour
 
@@ -149,16 +146,6 @@ type heldCall struct {
 	bodyBytes              int
 }
 
-// matchingRule says whether any of rules holds for method on path.
-func matchingRule(rules []string, method, path string) bool {
-	for _, s := range rules {
-		if r, err := contract.ParseApprovalRule(s); err == nil && r.Matches(method, path) {
-			return true
-		}
-	}
-	return false
-}
-
 // requestApproval stores a pending approval for call and tells the org's
 // webhooks.
 func (b *backend) requestApproval(ctx context.Context, req *logical.Request, call heldCall, ttl time.Duration) (*approval, error) {
@@ -166,8 +153,9 @@ func (b *backend) requestApproval(ctx context.Context, req *logical.Request, cal
 	if err != nil {
 		return nil, err
 	}
-	if len(ids) >= maxPendingApprovals {
-		return nil, &userError{Status: http.StatusTooManyRequests, Msg: "this org has too many approvals waiting: a person decides some first"}
+	if len(ids) >= maxApprovals {
+		return nil, &userError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf(
+			"this org holds %d approvals, the most it keeps (decided ones are forgotten 7 days after they expire): a person decides the waiting ones first", maxApprovals)}
 	}
 	var id [12]byte
 	_, _ = rand.Read(id[:])
@@ -248,22 +236,6 @@ func approvalURL(cfg *mountConfig, mountPoint, id string) string {
 	return u.Scheme + "://" + u.Host + "/orgs/" + orgOfMount(mountPoint) + "/approvals/" + id
 }
 
-// previewOf is the start of a body a person reads before approving: text
-// as it is, anything else as its size only.
-func previewOf(body []byte) string {
-	p := body
-	if len(p) > approvalPreview {
-		p = p[:approvalPreview]
-	}
-	for len(p) > 0 && !utf8.Valid(p) {
-		p = p[:len(p)-1]
-	}
-	if strings.ContainsRune(string(p), 0) {
-		return ""
-	}
-	return string(p)
-}
-
 // approvalCallKey is where the newest approval of agent's call with hash
 // on cred is found.
 func approvalCallKey(agent, cred, hash string) string {
@@ -335,7 +307,7 @@ func (b *backend) holdVaultCall(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		return nil, userErrorMsg("path cannot be read")
 	}
-	if !matchingRule(rules.forAgent(requester), method, u.Path) {
+	if !contract.AnyApprovalRuleHolds(rules.forAgent(requester), method, u.Path) {
 		return nil, nil
 	}
 	hash := contract.ApprovalHash(method, u.Path, u.RawQuery, body)
@@ -343,7 +315,7 @@ func (b *backend) holdVaultCall(ctx context.Context, req *logical.Request, d *fr
 		return nil, b.useApproval(ctx, req.Storage, id, requester, cred, hash)
 	}
 	a, err := b.requestApproval(ctx, req, heldCall{agent: requester, cred: cred, ingress: "vault", method: method, path: u.Path,
-		rawQuery: u.RawQuery, hash: hash, preview: previewOf(body), bodyBytes: len(body)}, rules.TTL)
+		rawQuery: u.RawQuery, hash: hash, preview: contract.ApprovalPreview(body), bodyBytes: len(body)}, rules.TTL)
 	if err != nil {
 		return nil, err
 	}

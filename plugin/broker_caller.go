@@ -5,19 +5,28 @@ import (
 	"sync"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/clankteam/credentials/internal/contract"
 )
 
 // maxCallerNames bounds the cache of entity names; past it the cache
 // starts over, which costs one lookup per caller.
 const maxCallerNames = 4096
 
-// callerNames caches the names of the Vault entities that call the broker,
-// so that recording who used a credential costs no call to Vault's core on
-// the hot path.
+// callerNames caches what the broker needs of the Vault entities that
+// call it (a name for last_used_by, the agent it is, if any), so that a
+// call costs no call to Vault's core for them on the hot path. Neither
+// changes for an entity: an agent made again is a new entity.
 type callerNames struct {
 	// mu guards names.
 	mu    sync.Mutex
-	names map[string]string
+	names map[string]callerInfo
+}
+
+type callerInfo struct {
+	label string
+	// agent is the agent's short name, "" for an entity that is none.
+	agent string
 }
 
 // callerOf names who makes req, for last_used_by: the Vault entity (by
@@ -27,7 +36,16 @@ func (b *backend) callerOf(req *logical.Request) string {
 	if req.EntityID == "" {
 		return tokenLabel(req.DisplayName, req.ClientTokenAccessor)
 	}
-	return b.callers.name(b.System(), req.EntityID)
+	return b.callers.info(b.System(), req.EntityID).label
+}
+
+// agentOf names the agent making req ("" for a caller that is not one):
+// its entity's metadata, written by agent provisioning.
+func (b *backend) agentOf(req *logical.Request) string {
+	if req.EntityID == "" {
+		return ""
+	}
+	return b.callers.info(b.System(), req.EntityID).agent
 }
 
 // tokenLabel names a token without an entity. Vault's default display
@@ -49,7 +67,7 @@ func tokenLabel(displayName, accessor string) string {
 	return displayName
 }
 
-func (cn *callerNames) name(sys logical.SystemView, entityID string) string {
+func (cn *callerNames) info(sys logical.SystemView, entityID string) callerInfo {
 	cn.mu.Lock()
 	n, ok := cn.names[entityID]
 	cn.mu.Unlock()
@@ -57,17 +75,20 @@ func (cn *callerNames) name(sys logical.SystemView, entityID string) string {
 		return n
 	}
 	if sys == nil {
-		return entityID
+		return callerInfo{label: entityID}
 	}
 	ent, err := sys.EntityInfo(entityID)
 	if err != nil || ent == nil {
 		// Not cached: the next call tries again.
-		return entityID
+		return callerInfo{label: entityID}
 	}
-	n = entityLabel(ent)
+	n = callerInfo{label: entityLabel(ent)}
+	if a := ent.Metadata[contract.MetaAgent]; agentNamePattern.MatchString(a) {
+		n.agent = a
+	}
 	cn.mu.Lock()
 	if cn.names == nil || len(cn.names) >= maxCallerNames {
-		cn.names = map[string]string{}
+		cn.names = map[string]callerInfo{}
 	}
 	cn.names[entityID] = n
 	cn.mu.Unlock()

@@ -72,6 +72,34 @@ func (l *limitSpec) counterKey(agent string) string {
 	return l.Name
 }
 
+// share is how much of l u has used: 1 is all of it.
+func (l *limitSpec) share(u *limitUsage) float64 {
+	switch {
+	case l.Calls > 0:
+		return float64(u.Calls) / float64(l.Calls)
+	case l.USD > 0:
+		return u.USD / l.USD
+	}
+	return 0
+}
+
+// Limit states, by share used.
+const (
+	limitOK      = "ok"
+	limitWarning = "warning"
+	limitReached = "reached"
+)
+
+func limitState(share float64) string {
+	switch {
+	case share >= 1:
+		return limitReached
+	case share >= limitWarnAt:
+		return limitWarning
+	}
+	return limitOK
+}
+
 func (l *limitSpec) persistent() bool { return l.Period != "second" && l.Period != "minute" }
 
 func (l *limitSpec) describe() string {
@@ -274,11 +302,9 @@ func (b *backend) takeCalls(ctx context.Context, s logical.Storage, agent, cred 
 		if t.l.Calls == 0 {
 			continue
 		}
-		before := float64(t.u.Calls) / float64(t.l.Calls)
+		before := t.l.share(t.u)
 		t.u.Calls += grant
-		if after := float64(t.u.Calls) / float64(t.l.Calls); before < limitWarnAt && after >= limitWarnAt {
-			b.logger.Warn("a limit is at 80%", "limit", t.l.Name, "calls", t.u.Calls, "of", t.l.Calls)
-		}
+		b.warnAt80(t.l, before, t.u)
 		if t.l.persistent() {
 			if err := putLimitUsage(ctx, s, t.key, t.u); err != nil {
 				return 0, err
@@ -311,11 +337,9 @@ func (b *backend) addSpend(ctx context.Context, s logical.Storage, agent, cred s
 		if err != nil {
 			return err
 		}
-		before := u.USD / l.USD
+		before := l.share(u)
 		u.USD += usd
-		if after := u.USD / l.USD; before < limitWarnAt && after >= limitWarnAt {
-			b.logger.Warn("a spend limit is at 80%", "limit", l.Name, "usd", u.USD, "of", l.USD)
-		}
+		b.warnAt80(l, before, u)
 		if l.persistent() {
 			if err := putLimitUsage(ctx, s, key, u); err != nil {
 				return err
@@ -323,6 +347,13 @@ func (b *backend) addSpend(ctx context.Context, s logical.Storage, agent, cred s
 		}
 	}
 	return nil
+}
+
+// warnAt80 logs a limit whose use just passed limitWarnAt.
+func (b *backend) warnAt80(l *limitSpec, before float64, u *limitUsage) {
+	if before < limitWarnAt && l.share(u) >= limitWarnAt {
+		b.logger.Warn("a limit is at 80%", "limit", l.Name, "calls", u.Calls, "usd", u.USD, "of", l.describe())
+	}
 }
 
 func putLimitUsage(ctx context.Context, s logical.Storage, key string, u *limitUsage) error {
@@ -365,20 +396,7 @@ func (b *backend) limitStatus(ctx context.Context, s logical.Storage, l *limitSp
 		if err != nil {
 			return nil, err
 		}
-		share := 0.0
-		if l.Calls > 0 {
-			share = float64(u.Calls) / float64(l.Calls)
-		} else if l.USD > 0 {
-			share = u.USD / l.USD
-		}
-		state := "ok"
-		switch {
-		case share >= 1:
-			state = "reached"
-		case share >= limitWarnAt:
-			state = "warning"
-		}
-		m := map[string]interface{}{"calls": u.Calls, "usd": math.Round(u.USD*1e6) / 1e6, "state": state,
+		m := map[string]interface{}{"calls": u.Calls, "usd": math.Round(u.USD*1e6) / 1e6, "state": limitState(l.share(u)),
 			"period_start": u.Start.Format(time.RFC3339), "resets_at": periodEnd(l.Period, u.Start).Format(time.RFC3339)}
 		if agent, ok := strings.CutPrefix(k, l.Name+"/"); ok {
 			m["agent"] = agent
@@ -409,16 +427,10 @@ func (b *backend) limitStates() (warning, reached float64) {
 			if key != l.Name && !strings.HasPrefix(key, l.Name+"/") || !u.Start.Equal(periodStart(l.Period, now)) {
 				continue
 			}
-			share := 0.0
-			if l.Calls > 0 {
-				share = float64(u.Calls) / float64(l.Calls)
-			} else if l.USD > 0 {
-				share = u.USD / l.USD
-			}
-			switch {
-			case share >= 1:
+			switch limitState(l.share(u)) {
+			case limitReached:
 				reached++
-			case share >= limitWarnAt:
+			case limitWarning:
 				warning++
 			}
 		}

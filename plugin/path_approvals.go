@@ -2,8 +2,6 @@ package credentials
 
 import (
 	"context"
-	"crypto/hmac"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"sort"
@@ -234,21 +232,17 @@ func (b *backend) pathApprovalRequest(ctx context.Context, req *logical.Request,
 	if err := unknownFields(req, d); err != nil {
 		return nil, err
 	}
-	agent := b.agentOf(req)
-	if agent == "" {
-		return nil, userErrorMsg("approvals are requested by the portal's edge with an agent's token")
-	}
-	key, err := b.trailKeyFor(ctx, req.Storage, req.EntityID)
+	agent, key, err := b.edgeReporter(ctx, req, "approvals are requested by the portal's edge with an agent's token")
 	if err != nil {
 		return nil, err
 	}
 	cred, method, path, query := d.Get("credential").(string), d.Get("method").(string), d.Get("path").(string), d.Get("query").(string)
 	hash, preview, size := d.Get("hash").(string), d.Get("preview").(string), d.Get("body_bytes").(int)
-	mac, err := hex.DecodeString(d.Get("mac").(string))
-	if err != nil || !hmacEqual(mac, contract.ReportMAC(key, contract.ReportApproval, cred, method, path, query, hash, preview, strconv.Itoa(size))) {
-		return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "the request's mac does not match: approvals are requested by the portal's edge"}
+	if err := checkReportMAC(key, d.Get("mac").(string), "the request's mac does not match: approvals are requested by the portal's edge",
+		contract.ReportApproval, cred, method, path, query, hash, preview, strconv.Itoa(size)); err != nil {
+		return nil, err
 	}
-	if len(hash) != 64 || len(preview) > approvalPreview || size < 0 || size > contract.MaxApprovalBody || len(path) > maxTrailPath || len(query) > 2048 {
+	if len(hash) != 64 || len(preview) > contract.MaxApprovalPreview || size < 0 || size > contract.MaxApprovalBody || len(path) > contract.MaxTrailPath || len(query) > 2048 {
 		return nil, userErrorMsg("hash is 64 hex digits; preview at most 2048 bytes; path at most 1024 and query 2048")
 	}
 	c, err := b.usableCredential(ctx, req, cred)
@@ -260,7 +254,7 @@ func (b *backend) pathApprovalRequest(ctx context.Context, req *logical.Request,
 	if err != nil {
 		return nil, err
 	}
-	if !matchingRule(rules.forAgent(agent), method, path) {
+	if !contract.AnyApprovalRuleHolds(rules.forAgent(agent), method, path) {
 		return nil, userErrorf("no approval rule of credential %s holds for %s %s", cred, method, truncate(path, 64))
 	}
 	a, err := b.requestApproval(ctx, req, heldCall{agent: agent, cred: cred, ingress: "edge", method: method, path: path,
@@ -335,8 +329,6 @@ func mergeFields(a, b map[string]*framework.FieldSchema) map[string]*framework.F
 	}
 	return out
 }
-
-func hmacEqual(a, b []byte) bool { return hmac.Equal(a, b) }
 
 func decidedBy(a *approval) string {
 	if a.DecidedBy == "" {

@@ -2,10 +2,7 @@ package credentials
 
 import (
 	"context"
-	"crypto/hmac"
-	"encoding/hex"
 	"math"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -230,19 +227,15 @@ func (b *backend) pathSpendReport(ctx context.Context, req *logical.Request, d *
 	if err := unknownFields(req, d); err != nil {
 		return nil, err
 	}
-	agent := b.agentOf(req)
-	if agent == "" {
-		return nil, userErrorMsg("spend is reported by the portal's edge with an agent's token")
-	}
-	cred, model := d.Get("credential").(string), d.Get("model").(string)
-	in, out := d.Get("input_tokens").(int), d.Get("output_tokens").(int)
-	key, err := b.trailKeyFor(ctx, req.Storage, req.EntityID)
+	agent, key, err := b.edgeReporter(ctx, req, "spend is reported by the portal's edge with an agent's token")
 	if err != nil {
 		return nil, err
 	}
-	mac, err := hex.DecodeString(d.Get("mac").(string))
-	if err != nil || !hmac.Equal(mac, contract.ReportMAC(key, contract.ReportSpend, cred, model, strconv.Itoa(in), strconv.Itoa(out))) {
-		return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "the report's mac does not match: spend is reported by the portal's edge"}
+	cred, model := d.Get("credential").(string), d.Get("model").(string)
+	in, out := d.Get("input_tokens").(int), d.Get("output_tokens").(int)
+	if err := checkReportMAC(key, d.Get("mac").(string), "the report's mac does not match: spend is reported by the portal's edge",
+		contract.ReportSpend, cred, model, strconv.Itoa(in), strconv.Itoa(out)); err != nil {
+		return nil, err
 	}
 	if in < 0 || out < 0 || in > 1<<40 || out > 1<<40 || len(model) > 128 {
 		return nil, userErrorMsg("tokens are not negative; model is at most 128 bytes")

@@ -277,7 +277,7 @@ func (b *backend) proxy(ctx context.Context, req *logical.Request, d *framework.
 	out, err := b.brokerCall(ctx, req.Storage, cfg, svc, c, brokerRequest{
 		method: method, path: path, header: header, body: body, maxAnswer: vaultPathMaxAnswer,
 	})
-	line := trailLine{At: started.UTC(), Ingress: "vault", Credential: name, Method: method, Path: trailPath(path)}
+	line := trailLine{At: started.UTC(), Ingress: "vault", Credential: name, Method: method, Path: contract.TrailPath(path)}
 	if err != nil {
 		b.metrics.call("vault", 0)
 		line.DurationMS = msSince(started)

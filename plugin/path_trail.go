@@ -64,11 +64,7 @@ func (b *backend) pathTrailReport(ctx context.Context, req *logical.Request, d *
 	if err := unknownFields(req, d); err != nil {
 		return nil, err
 	}
-	agent := b.agentOf(req)
-	if agent == "" {
-		return nil, userErrorMsg("trail lines are reported with an agent's own token")
-	}
-	key, err := b.trailKeyFor(ctx, req.Storage, req.EntityID)
+	agent, key, err := b.edgeReporter(ctx, req, "trail lines are reported with an agent's own token")
 	if err != nil {
 		return nil, err
 	}

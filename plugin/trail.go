@@ -38,7 +38,6 @@ const (
 	maxTrailLines = 1000
 	// maxTrailReport bounds the lines of one report from the edge.
 	maxTrailReport = 500
-	maxTrailPath   = 1024
 )
 
 // Ingresses a trail line can name.
@@ -183,22 +182,6 @@ func readTrail(ctx context.Context, s logical.Storage, agent string) ([]trailLin
 	return all, nil
 }
 
-// agentOf names the agent making req ("" for a caller that is not one):
-// its entity's metadata, written by agent provisioning.
-func (b *backend) agentOf(req *logical.Request) string {
-	if req.EntityID == "" || b.System() == nil {
-		return ""
-	}
-	ent, err := b.System().EntityInfo(req.EntityID)
-	if err != nil || ent == nil {
-		return ""
-	}
-	if a := ent.Metadata[contract.MetaAgent]; agentNamePattern.MatchString(a) {
-		return a
-	}
-	return ""
-}
-
 // recordCall puts one call of req's agent in its trail.
 func (b *backend) recordCall(req *logical.Request, l trailLine) {
 	if agent := b.agentOf(req); agent != "" {
@@ -243,12 +226,33 @@ func (b *backend) trailSecret(ctx context.Context, s logical.Storage) ([]byte, e
 	return entry.Value, nil
 }
 
+// edgeReporter is the agent whose token sends an edge's report, and the
+// report key it is signed with; saying is who may send it, for the
+// refusal of any other caller.
+func (b *backend) edgeReporter(ctx context.Context, req *logical.Request, saying string) (string, []byte, error) {
+	agent := b.agentOf(req)
+	if agent == "" {
+		return "", nil, userErrorMsg(saying)
+	}
+	key, err := b.trailKeyFor(ctx, req.Storage, req.EntityID)
+	return agent, key, err
+}
+
+// checkReportMAC refuses a report whose mac (hex) is not the edge's
+// signature of kind and parts under key, with msg.
+func checkReportMAC(key []byte, mac, msg, kind string, parts ...string) error {
+	got, err := hex.DecodeString(mac)
+	if err != nil || !hmac.Equal(got, contract.ReportMAC(key, kind, parts...)) {
+		return &userError{Status: http.StatusForbidden, Permanent: true, Msg: msg}
+	}
+	return nil
+}
+
 // parseTrailReport checks an edge's report: its signature under the
 // caller's trail key, then each line.
 func parseTrailReport(raw, mac string, key []byte, now time.Time) ([]trailLine, error) {
-	got, err := hex.DecodeString(mac)
-	if err != nil || !hmac.Equal(got, contract.ReportMAC(key, contract.ReportTrail, raw)) {
-		return nil, &userError{Status: http.StatusForbidden, Permanent: true, Msg: "the report's mac does not match: trail lines are reported by the portal's edge"}
+	if err := checkReportMAC(key, mac, "the report's mac does not match: trail lines are reported by the portal's edge", contract.ReportTrail, raw); err != nil {
+		return nil, err
 	}
 	var lines []trailLine
 	if err := json.Unmarshal([]byte(raw), &lines); err != nil {
@@ -266,7 +270,7 @@ func parseTrailReport(raw, mac string, key []byte, now time.Time) ([]trailLine, 
 			bad = "credential is not a credential name"
 		case l.Method != "" && !contract.ValidMethod(l.Method):
 			bad = contract.MethodRule()
-		case len(l.Path) > maxTrailPath || (l.Path != "" && !strings.HasPrefix(l.Path, "/")) || strings.ContainsAny(l.Path, "?#"):
+		case len(l.Path) > contract.MaxTrailPath || (l.Path != "" && !strings.HasPrefix(l.Path, "/")) || strings.ContainsAny(l.Path, "?#"):
 			bad = "path must start with / and have no query, at most 1024 bytes"
 		case l.Tool != "" && !contract.ValidToolName(l.Tool):
 			bad = "tool is not a tool name"
@@ -309,16 +313,6 @@ func trailLineMap(l trailLine) map[string]interface{} {
 		m["tool"] = l.Tool
 	}
 	return m
-}
-
-// trailPath is a call's path as a trail keeps it: without its query,
-// bounded.
-func trailPath(p string) string {
-	p, _, _ = strings.Cut(p, "?")
-	if len(p) > maxTrailPath {
-		p = p[:maxTrailPath]
-	}
-	return p
 }
 
 func msSince(t time.Time) float64 {

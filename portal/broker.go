@@ -272,7 +272,7 @@ func (h *brokerHandler) do(ctx context.Context, r edgeRequest) (*edgeAnswer, *eg
 		return nil, fail
 	}
 	defer grant.Material.Zero()
-	if approvalRulesHold(grant.ApprovalRules, r.method, r.call.decoded) {
+	if contract.AnyApprovalRuleHolds(grant.ApprovalRules, r.method, r.call.decoded) {
 		var body []byte
 		var err error
 		if r.body != nil {

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/clankteam/credentials/internal/contract"
 	"github.com/clankteam/credentials/internal/egress"
@@ -30,7 +29,6 @@ import (
 const (
 	maxApprovalWait  = 120 * time.Second
 	approvalPollStep = 500 * time.Millisecond
-	approvalPreview  = 2048
 )
 
 // approvalGate decides a call the rules may hold: it answers the body to
@@ -39,7 +37,7 @@ const (
 func (h *brokerHandler) approvalGate(w http.ResponseWriter, r *http.Request, call *edgeCall, grant *egress.Grant) (io.Reader, int) {
 	id := r.Header.Get(contract.ApprovalHeader)
 	r.Header.Del(contract.ApprovalHeader)
-	if !approvalRulesHold(grant.ApprovalRules, r.Method, call.decoded) {
+	if !contract.AnyApprovalRuleHolds(grant.ApprovalRules, r.Method, call.decoded) {
 		return r.Body, 0
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, contract.MaxApprovalBody+1))
@@ -75,15 +73,6 @@ func (h *brokerHandler) approvalGate(w http.ResponseWriter, r *http.Request, cal
 	return bytes.NewReader(body), 0
 }
 
-func approvalRulesHold(rules []string, method, path string) bool {
-	for _, s := range rules {
-		if r, err := contract.ParseApprovalRule(s); err == nil && r.Matches(method, path) {
-			return true
-		}
-	}
-	return false
-}
-
 // heldApproval is the engine's answer to a held call.
 type heldApproval struct {
 	ID        string `json:"approval_id"`
@@ -95,25 +84,16 @@ func (h *brokerHandler) requestApproval(ctx context.Context, call *edgeCall, gra
 	if len(grant.ReportKey) == 0 {
 		return nil, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "this call needs a person's approval, which only an agent's call can wait for"}
 	}
-	preview := body
-	if len(preview) > approvalPreview {
-		preview = preview[:approvalPreview]
-	}
-	for len(preview) > 0 && !utf8.Valid(preview) {
-		preview = preview[:len(preview)-1]
-	}
-	if bytes.IndexByte(preview, 0) >= 0 {
-		preview = nil
-	}
+	preview := contract.ApprovalPreview(body)
 	size := strconv.Itoa(len(body))
-	mac := contract.ReportMAC(grant.ReportKey, contract.ReportApproval, call.cred, method, call.decoded, rawQuery, hash, string(preview), size)
+	mac := contract.ReportMAC(grant.ReportKey, contract.ReportApproval, call.cred, method, call.decoded, rawQuery, hash, preview, size)
 	var out struct {
 		Data heldApproval `json:"data"`
 	}
 	u := &url.URL{Path: "/v1/" + contract.Mount(call.org) + "/approvals/request"}
 	fail := h.vaultDo(ctx, call.token, http.MethodPost, u, map[string]any{
 		"credential": call.cred, "method": method, "path": call.decoded, "query": rawQuery, "hash": hash,
-		"preview": string(preview), "body_bytes": len(body), "mac": hex.EncodeToString(mac),
+		"preview": preview, "body_bytes": len(body), "mac": hex.EncodeToString(mac),
 	}, &out, engineRefusal)
 	if fail != nil {
 		return nil, fail
@@ -209,7 +189,7 @@ func (h *brokerHandler) approveTool(ctx context.Context, org, cred, token, tool 
 		return "" // the call itself is refused with the reason
 	}
 	grant.Material.Zero()
-	if !approvalRulesHold(grant.ApprovalRules, contract.MethodTool, tool) {
+	if !contract.AnyApprovalRuleHolds(grant.ApprovalRules, contract.MethodTool, tool) {
 		return ""
 	}
 	canonical := []byte("null")

@@ -58,12 +58,7 @@ func (t *trailReporter) note(call *edgeCall, grant *egress.Grant, l trailLine) {
 		return
 	}
 	l.Credential = call.cred
-	if l.Path != "" {
-		l.Path, _, _ = strings.Cut(l.Path, "?")
-		if len(l.Path) > 1024 {
-			l.Path = l.Path[:1024]
-		}
-	}
+	l.Path = contract.TrailPath(l.Path)
 	id := call.org + "\x00" + call.token
 	t.mu.Lock()
 	b := t.batches[id]

@@ -1,9 +1,11 @@
 package contract
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/url"
+	"unicode/utf8"
 )
 
 // ApprovalHeader carries an approval's ID on the call it approves, at the
@@ -30,4 +32,21 @@ func ApprovalHash(method, decodedPath, rawQuery string, body []byte) string {
 	}
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// MaxApprovalPreview bounds the start of a held call's body kept for the
+// person who decides.
+const MaxApprovalPreview = 2048
+
+// ApprovalPreview is the start of a body a person reads before approving:
+// text as it is (cut at a whole character), nothing for anything else.
+func ApprovalPreview(body []byte) string {
+	p := body[:min(len(body), MaxApprovalPreview)]
+	for len(p) > 0 && !utf8.Valid(p) {
+		p = p[:len(p)-1]
+	}
+	if bytes.IndexByte(p, 0) >= 0 {
+		return ""
+	}
+	return string(p)
 }

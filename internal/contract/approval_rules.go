@@ -59,6 +59,18 @@ func (r ApprovalRule) Matches(method, decodedPath string) bool {
 	return MatchPathRule(r.Path, decodedPath)
 }
 
+// AnyApprovalRuleHolds says whether any of rules (as ParseApprovalRule
+// reads them) holds for method on path; a rule that does not parse holds
+// for nothing.
+func AnyApprovalRuleHolds(rules []string, method, path string) bool {
+	for _, s := range rules {
+		if r, err := ParseApprovalRule(s); err == nil && r.Matches(method, path) {
+			return true
+		}
+	}
+	return false
+}
+
 // MatchPathRule matches a path rule against a decoded path, segment by
 // segment.
 func MatchPathRule(rule, path string) bool {

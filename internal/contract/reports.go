@@ -3,6 +3,7 @@ package contract
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"strings"
 	"time"
 )
 
@@ -41,4 +42,14 @@ type TrailLine struct {
 	Status     int       `json:"status"`
 	Bytes      int64     `json:"bytes"`
 	DurationMS float64   `json:"duration_ms"`
+}
+
+// MaxTrailPath bounds a trail line's path.
+const MaxTrailPath = 1024
+
+// TrailPath is a call's path as a trail keeps it: without its query,
+// bounded.
+func TrailPath(p string) string {
+	p, _, _ = strings.Cut(p, "?")
+	return p[:min(len(p), MaxTrailPath)]
 }
