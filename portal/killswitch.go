@@ -2,6 +2,7 @@ package portal
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -109,20 +110,30 @@ func (s *Server) handlePullKillSwitch(w http.ResponseWriter, r *http.Request, p 
 	}
 	k.SkipAgents = !page.CanStopAgents
 	msg := ""
-	id, _, err := provision.PullKillSwitch(r.Context(), p.v.c, org, k)
+	id, receipts, err := provision.PullKillSwitch(r.Context(), p.v.c, org, k)
+	stopped := 0
+	for _, rc := range receipts {
+		if rc.Outcome == provision.OutcomeRevoked {
+			stopped++
+		}
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, provision.ErrNotConfirmed) || errors.Is(err, provision.ErrAgentNotFound):
 		msg = "Nothing was revoked: " + err.Error() + "."
 	default:
 		status, vmsg := vaultError(err)
-		if status == http.StatusForbidden || status >= 500 {
+		if status == 0 {
+			vmsg = err.Error()
+		}
+		if stopped == 0 && (status == http.StatusForbidden || status >= 500) {
 			s.fail(w, r, p, err)
 			return
 		}
 		msg = "Nothing more was revoked: " + vmsg
-		if status == 0 {
-			msg = "Nothing more was revoked: " + err.Error()
+		if stopped > 0 {
+			// The person must know the agents are stopped all the same.
+			msg = fmt.Sprintf("%d agents were stopped, but the engine's part failed, so no grant was revoked and no job was kept: %s", stopped, vmsg)
 		}
 	}
 	if msg != "" {
