@@ -133,37 +133,63 @@ func (h *brokerHandler) authorize(ctx context.Context, call *edgeCall, method st
 	if call.upstreamRefused {
 		cached = false
 	}
-	var plain []byte
 	if cached {
-		if fail := h.checkCapability(ctx, call, method, path); fail != nil {
+		// Vault's check is sent first; the injection is opened and read
+		// while Vault decides, and used only once it has said yes.
+		decided := h.checks.start(call.token, path)
+		inj, openFail := h.openCached(key, local, call.cred)
+		if fail := h.decide(ctx, decided, call, method); fail != nil {
+			if inj != nil {
+				inj.Material.Zero()
+			}
 			if fail.Status == http.StatusUnauthorized {
 				h.sealed.drop(key)
 			}
 			return nil, fail
 		}
-		var err error
-		if plain, err = h.sealed.open(key, local); err != nil {
-			h.sealed.drop(key)
-			return nil, &egress.Error{Status: http.StatusServiceUnavailable, Msg: "the edge's cache failed; try again"}
+		if openFail != nil {
+			return nil, openFail
 		}
-	} else {
-		sealed, useUntil, fail := h.fetchSealed(ctx, call, method, path)
-		if fail != nil {
-			return nil, fail
-		}
-		var err error
-		if plain, err = h.key.OpenRaw(call.mount(), call.cred, sealed); err != nil {
-			h.logger.Error("broker: opening a sealed injection", "org", call.org, "cred", call.cred, "error", err)
-			return nil, &egress.Error{Status: http.StatusBadGateway, Msg: "the engine's injection could not be opened: is the engine configured with this portal's edge key?"}
-		}
-		h.sealed.put(key, h.sealed.seal(key, plain), useUntil)
+		return h.withLease(ctx, call, inj)
+	}
+	sealed, useUntil, fail := h.fetchSealed(ctx, call, method, path)
+	if fail != nil {
+		return nil, fail
+	}
+	plain, err := h.key.OpenRaw(call.mount(), call.cred, sealed)
+	if err != nil {
+		h.logger.Error("broker: opening a sealed injection", "org", call.org, "cred", call.cred, "error", err)
+		return nil, &egress.Error{Status: http.StatusBadGateway, Msg: "the engine's injection could not be opened: is the engine configured with this portal's edge key?"}
 	}
 	defer clear(plain)
+	h.sealed.put(key, h.sealed.seal(key, plain), useUntil)
 	inj, err := egress.ParseInjection(plain, call.cred)
 	if err != nil {
 		h.sealed.drop(key)
 		return nil, &egress.Error{Status: http.StatusBadGateway, Msg: "the engine's injection could not be read"}
 	}
+	return h.withLease(ctx, call, inj)
+}
+
+// openCached opens and reads a cached injection.
+func (h *brokerHandler) openCached(key string, sealed []byte, cred string) (*egress.EdgeInjection, *egress.Error) {
+	plain, err := h.sealed.open(key, sealed)
+	if err != nil {
+		h.sealed.drop(key)
+		return nil, &egress.Error{Status: http.StatusServiceUnavailable, Msg: "the edge's cache failed; try again"}
+	}
+	defer clear(plain)
+	inj, err := egress.ParseInjection(plain, cred)
+	if err != nil {
+		h.sealed.drop(key)
+		return nil, &egress.Error{Status: http.StatusBadGateway, Msg: "the engine's injection could not be read"}
+	}
+	return inj, nil
+}
+
+// withLease takes the call's share of its credential's limits, if any:
+// a step after Vault's decision, since the lease is the engine's.
+func (h *brokerHandler) withLease(ctx context.Context, call *edgeCall, inj *egress.EdgeInjection) (*egress.EdgeInjection, *egress.Error) {
 	if inj.Limited {
 		if fail := h.leases.take(ctx, call); fail != nil {
 			inj.Material.Zero()
@@ -199,7 +225,12 @@ func (h *brokerHandler) fetchSealed(ctx context.Context, call *edgeCall, method,
 // in a check it may share with the token's other calls of the moment
 // (broker_checks.go).
 func (h *brokerHandler) checkCapability(ctx context.Context, call *edgeCall, method, path string) *egress.Error {
-	caps, fail := h.checks.capabilities(ctx, call.token, path)
+	return h.decide(ctx, h.checks.start(call.token, path), call, method)
+}
+
+// decide waits for a check started before and maps its answer.
+func (h *brokerHandler) decide(ctx context.Context, decided func(context.Context) ([]string, checkFail), call *edgeCall, method string) *egress.Error {
+	caps, fail := decided(ctx)
 	switch {
 	case fail.err != nil:
 		return fail.err

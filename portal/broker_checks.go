@@ -70,6 +70,13 @@ func newCapabilityChecks(ask func(ctx context.Context, token string, paths []str
 // capabilities returns the token's capabilities on path, from a check
 // sent after this call.
 func (c *capabilityChecks) capabilities(ctx context.Context, token, path string) ([]string, checkFail) {
+	return c.start(token, path)(ctx)
+}
+
+// start sends (or joins the next) check of the token's capabilities on
+// path and returns the wait for its answer, so that the caller can do
+// its own work, none of it seen outside the process, while Vault decides.
+func (c *capabilityChecks) start(token, path string) (wait func(ctx context.Context) ([]string, checkFail)) {
 	c.mu.Lock()
 	tc := c.byToken[token]
 	if tc == nil {
@@ -95,11 +102,13 @@ func (c *capabilityChecks) capabilities(ctx context.Context, token, path string)
 	check.calls++
 	c.mu.Unlock()
 
-	select {
-	case <-check.done:
-		return check.caps[path], check.fail
-	case <-ctx.Done():
-		return nil, checkFail{err: &egress.Error{Status: http.StatusServiceUnavailable, Msg: "Vault did not answer in time; try again shortly"}}
+	return func(ctx context.Context) ([]string, checkFail) {
+		select {
+		case <-check.done:
+			return check.caps[path], check.fail
+		case <-ctx.Done():
+			return nil, checkFail{err: &egress.Error{Status: http.StatusServiceUnavailable, Msg: "Vault did not answer in time; try again shortly"}}
+		}
 	}
 }
 

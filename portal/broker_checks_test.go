@@ -186,3 +186,25 @@ func TestManyPathsSplitIntoChecksOfBoundedSize(t *testing.T) {
 		t.Fatalf("checks of %d and %d paths, want %d and 3", len(a), len(b), maxCheckPaths)
 	}
 }
+
+// TestACheckIsSentBeforeItsCallWaits: start sends the check at once and
+// returns, so the edge reads its cached injection while Vault decides;
+// the answer is the one Vault gives after the start.
+func TestACheckIsSentBeforeItsCallWaits(t *testing.T) {
+	v := &scriptedVault{asked: make(chan []string, 1), answers: make(chan map[string][]string, 1)}
+	checks := newCapabilityChecks(v.ask)
+	wait := checks.start("tok", "orgs/acme/proxy/gh/GET/user")
+	select {
+	case paths := <-v.asked:
+		if !slices.Equal(paths, []string{"orgs/acme/proxy/gh/GET/user"}) {
+			t.Fatalf("asked %v", paths)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the check was not sent before the call waited for it")
+	}
+	v.answers <- nil // Vault: the token is revoked
+	caps, fail := wait(context.Background())
+	if caps != nil || fail.status != http.StatusForbidden {
+		t.Fatalf("a revoked token's call got %v %+v", caps, fail)
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,6 +38,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,6 +88,8 @@ func run() error {
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the bench process (portal, clients, upstream) to this file")
+	vaultProfile := flag.String("vaultprofile", "", "write a CPU profile of the Vault server (sys/pprof/profile) over the first -vaultprofile-seconds of the scenarios to this file")
+	vaultProfileSeconds := flag.Int("vaultprofile-seconds", 20, "seconds of Vault's CPU profile")
 	flag.StringVar(&upstreamAddr, "upstream-addr", "", "address of the fake upstream (default: a free 127.0.0.1 port); the peer's service must name its port")
 	flag.StringVar(&peer.proxy, "peer-proxy", "", "a peer broker's forward proxy (Agent Vault: http://127.0.0.1:14322), measured as scenario peer (scripts/bench-peer.sh sets these)")
 	flag.StringVar(&peer.token, "peer-token", "", "the peer's agent token, sent as Proxy-Authorization: Bearer")
@@ -128,6 +132,17 @@ func run() error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *vaultProfile != "" {
+		wait, err := st.profileVault(*vaultProfile, *vaultProfileSeconds)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := wait(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}()
 	}
 	perRound := make([][]result, len(scenarios))
 	for round := 0; round < *rounds; round++ {
@@ -639,4 +654,34 @@ func median(rs []result) result {
 	out.cpu.self = time.Duration(pick(func(r result) float64 { return float64(r.cpu.self) }))
 	out.cpu.peer = time.Duration(pick(func(r result) float64 { return float64(r.cpu.peer) }))
 	return out
+}
+
+// profileVault records Vault's own CPU profile (sys/pprof/profile, root
+// token) for the given seconds from now, and writes it to path once they
+// are over: where Vault's share of a call goes.
+func (st *stack) profileVault(path string, seconds int) (wait func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequest(http.MethodGet, st.vault.Addr+"/v1/sys/pprof/profile?seconds="+strconv.Itoa(seconds), nil)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	req.Header.Set("X-Vault-Token", st.vault.RootToken)
+	finished := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("vault's profile: %s", resp.Status)
+			} else {
+				_, err = io.Copy(f, resp.Body)
+			}
+			resp.Body.Close()
+		}
+		finished <- errors.Join(err, f.Close())
+	}()
+	return func() error { return <-finished }, nil
 }
