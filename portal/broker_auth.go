@@ -163,10 +163,9 @@ func (h *brokerHandler) authorize(ctx context.Context, call *edgeCall, method st
 	}
 	defer clear(plain)
 	h.sealed.put(key, h.sealed.seal(key, plain), useUntil)
-	inj, err := egress.ParseInjection(plain, call.cred)
-	if err != nil {
-		h.sealed.drop(key)
-		return nil, &egress.Error{Status: http.StatusBadGateway, Msg: "the engine's injection could not be read"}
+	inj, fail := h.readInjection(key, plain, call.cred)
+	if fail != nil {
+		return nil, fail
 	}
 	return h.withLease(ctx, call, inj)
 }
@@ -179,6 +178,12 @@ func (h *brokerHandler) openCached(key string, sealed []byte, cred string) (*egr
 		return nil, &egress.Error{Status: http.StatusServiceUnavailable, Msg: "the edge's cache failed; try again"}
 	}
 	defer clear(plain)
+	return h.readInjection(key, plain, cred)
+}
+
+// readInjection parses an opened injection; one that cannot be read
+// leaves the cache, so the next call asks the engine again.
+func (h *brokerHandler) readInjection(key string, plain []byte, cred string) (*egress.EdgeInjection, *egress.Error) {
 	inj, err := egress.ParseInjection(plain, cred)
 	if err != nil {
 		h.sealed.drop(key)
