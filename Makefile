@@ -13,6 +13,11 @@ LDFLAGS := -s -w -X github.com/clankteam/credentials/plugin.Version=$(VERSION)
 RACE_PLUGIN := $(BIN)/race/$(PLUGIN)
 GOSRC := internal plugin portal cmd testing
 
+# -trimpath keeps the checkout's directory out of Go's build cache keys, so a
+# fresh clone (CI's, or a second worktree) reuses the packages and test
+# binaries an earlier checkout compiled instead of recompiling them all.
+TRIM := -trimpath
+
 # staticcheck, pinned: make lint installs this version into bin/ once.
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(BIN)/staticcheck
@@ -29,9 +34,9 @@ run: vault plugin portal
 ## test: vet, unit and integration tests against the real Vault, and the
 ## browser tests in headless Chromium, with -race
 test: vault lint chromium npm-assets
-	$(GO) build -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
+	$(GO) build $(TRIM) -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
 	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) \
-		$(GO) test -race -count=1 -timeout 20m ./...
+		$(GO) test $(TRIM) -race -count=1 -timeout 20m ./...
 	@if [ "$$SKIP_BROWSER_TESTS" = "1" ]; then \
 		echo "!!! SKIP_BROWSER_TESTS=1: the browser tests (testing/browser) were SKIPPED: nothing checked the portal in a browser, nor ran the MCP conformance suite"; fi
 
@@ -39,16 +44,17 @@ test: vault lint chromium npm-assets
 ## cluster: leader killed and frozen, plugin killed, cluster restarted,
 ## plugin upgraded, while agents call the broker; under 2 minutes
 test-faults: vault
-	$(GO) build -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
+	$(GO) build $(TRIM) -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
 	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) CREDENTIALS_FAULTS=1 \
-		$(GO) test -race -count=1 -timeout 15m -v ./testing/faults
+		$(GO) test $(TRIM) -race -count=1 -timeout 15m -v ./testing/faults
 
 ## vault: the real HashiCorp Vault, built from its Go module (testing/vault).
-## Rebuilt only when that module changes; a cold build takes ~10 minutes.
+## Rebuilt only when that module changes (a cold build takes ~10 minutes);
+## the binary is cached outside the checkout, so a fresh clone links it.
 vault: $(BIN)/vault
 
 $(BIN)/vault: testing/vault/go.mod testing/vault/go.sum testing/vault/main.go
-	cd testing/vault && $(GO) build -ldflags "-s -w" -o $(BIN)/vault .
+	GO=$(GO) ./scripts/build-vault.sh $(BIN)/vault
 
 ## chromium: Debian's chromium for the browser tests, installed when missing
 chromium:
@@ -79,7 +85,7 @@ portal:
 
 vet:
 	@test -z "$$(gofmt -l $(GOSRC))" || { gofmt -l $(GOSRC); echo "run make fmt"; exit 1; }
-	$(GO) vet ./...
+	$(GO) vet $(TRIM) ./...
 
 fmt:
 	gofmt -w $(GOSRC)
@@ -88,11 +94,18 @@ fmt:
 lint: vet $(STATICCHECK)
 	$(STATICCHECK) ./...
 
+# Installed once per version into the user's cache directory and linked into
+# bin/, so a fresh clone does not relink it.
+TOOLCACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/clankteam-credentials
 $(STATICCHECK):
-	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	test -x $(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION)/staticcheck || \
+		GOBIN=$(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mkdir -p $(BIN)
+	ln -f $(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION)/staticcheck $@ 2>/dev/null || \
+		cp $(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION)/staticcheck $@
 
 unit:
-	$(GO) test -race -short ./plugin/... ./portal/...
+	$(GO) test $(TRIM) -race -short ./plugin/... ./portal/...
 
 clean:
 	rm -rf $(BIN)
