@@ -470,7 +470,7 @@ func (s *suite) upgrade(ctx context.Context) error {
 		return err
 	}
 	bin := filepath.Join(s.t.TempDir(), "engine-v0.2.0")
-	build := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X github.com/clankteam/credentials/plugin.Version=v0.2.0",
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-X github.com/clankteam/credentials/plugin.Version=v0.2.0",
 		"-o", bin, "./cmd/"+harness.PluginBinaryName)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {

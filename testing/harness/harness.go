@@ -429,7 +429,7 @@ func buildPlugin(ctx context.Context, dst string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-race", "-o", dst, "./cmd/"+PluginBinaryName)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-race", "-o", dst, "./cmd/"+PluginBinaryName)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -140,7 +140,7 @@ func TestMCPConformanceClientAuthScenarios(t *testing.T) {
 	})
 
 	driver := filepath.Join(t.TempDir(), "conformance-client")
-	if out, err := exec.Command("go", "build", "-o", driver, "../conformance/client").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-trimpath", "-o", driver, "../conformance/client").CombinedOutput(); err != nil {
 		t.Fatalf("building the driver: %v\n%s", err, out)
 	}
 	out := t.TempDir()
