@@ -179,32 +179,36 @@ func approvalRequired(w http.ResponseWriter, a *heldApproval) int {
 	return http.StatusAccepted
 }
 
-// approveTool is the approval of a remote MCP tool call: the call is
-// bound to the tool and its arguments (in canonical JSON). It answers ""
-// to go on, or the tool error to answer.
-func (h *brokerHandler) approveTool(ctx context.Context, org, cred, token, tool string, args json.RawMessage) string {
+// approveTool is Vault's decision of a remote MCP tool call and its
+// approval: the call is bound to the tool and its arguments (in canonical
+// JSON). It answers the grant Vault decided, for the call's own request to
+// the remote server (the caller zeroes it), or the tool error to answer.
+// A grant of nil and no error: Vault refused, and the call's request meets
+// the refusal with its reason.
+func (h *brokerHandler) approveTool(ctx context.Context, org, cred, token, tool string, args json.RawMessage) (*egress.Grant, string) {
 	call := &edgeCall{org: org, cred: cred, token: token, tokenHeader: "Authorization", decoded: "/" + tool}
 	grant, fail := h.authorize(ctx, call, contract.MethodTool)
 	if fail != nil {
-		return "" // the call itself is refused with the reason
+		return nil, ""
 	}
-	grant.Material.Zero()
 	if !contract.AnyApprovalRuleHolds(grant.ApprovalRules, contract.MethodTool, tool) {
-		return ""
+		return grant, ""
 	}
 	canonical := []byte("null")
 	if len(args) > 0 {
 		var v any
 		if err := json.Unmarshal(args, &v); err != nil {
-			return "the tool's arguments are not JSON"
+			grant.Material.Zero()
+			return nil, "the tool's arguments are not JSON"
 		}
 		canonical, _ = json.Marshal(v)
 	}
 	call.decoded = tool
 	if held := h.matchApproval(ctx, call, grant, contract.MethodTool, "", canonical); held != nil {
-		return held.Msg
+		grant.Material.Zero()
+		return nil, held.Msg
 	}
-	return ""
+	return grant, ""
 }
 
 // matchApproval is the approval of a call that cannot carry an approval's

@@ -150,6 +150,10 @@ type remoteCall struct {
 	org, cred, token string
 	// tool is the tool called, "" for listing.
 	tool string
+	// decided is the grant Vault decided for the tool call (its approval
+	// rules checked on it), taken by the call's request to the remote
+	// server so that the call costs one decision, not two.
+	decided *egress.Grant
 
 	mu      sync.Mutex
 	refusal *egress.Error
@@ -165,6 +169,16 @@ type remoteCall struct {
 }
 
 type remoteCallKey struct{}
+
+// takeDecided takes the grant decided for the call, nil when there is
+// none (listing, a session's own requests) or a request took it already.
+func (rc *remoteCall) takeDecided() *egress.Grant {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	g := rc.decided
+	rc.decided = nil
+	return g
+}
 
 func (rc *remoteCall) refused(e *egress.Error, dead bool) {
 	rc.mu.Lock()
@@ -254,8 +268,14 @@ func listTools(ctx context.Context, s *mcp.ClientSession) ([]*mcp.Tool, error) {
 }
 
 // call calls one remote tool. A session the server ended (or that broke)
-// is opened again once: the call was not made on it.
-func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string, args any, progress progressFunc) (*mcp.CallToolResult, *remoteCall, error) {
+// is opened again once: the call was not made on it. decided, if not nil,
+// is Vault's decision of the call, for its first request; call zeroes it.
+func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string, args any, progress progressFunc, decided *egress.Grant) (*mcp.CallToolResult, *remoteCall, error) {
+	defer func() {
+		if decided != nil {
+			decided.Material.Zero()
+		}
+	}()
 	c := r.conn(org, cred, url)
 	params := &mcp.CallToolParams{Name: tool, Arguments: args}
 	if progress != nil {
@@ -285,8 +305,16 @@ func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string
 			c.close()
 			return nil, rc, serr
 		}
+		// Handed over once the session is open, so that the session's own
+		// requests (initialize) do not take it.
+		rc.mu.Lock()
+		rc.decided, decided = decided, nil
+		rc.mu.Unlock()
 		var res *mcp.CallToolResult
 		res, err = s.CallTool(cctx, params)
+		if left := rc.takeDecided(); left != nil {
+			left.Material.Zero()
+		}
 		if err == nil {
 			return res, rc, nil
 		}
@@ -421,9 +449,15 @@ func (h *brokerHandler) remoteRoundTrip(req *http.Request, rc *remoteCall) (*htt
 	started := time.Now()
 	for attempt := 0; ; attempt++ {
 		call.upstreamRefused = attempt > 0
-		grant, fail := h.authorize(ctx, call, contract.MethodTool)
-		if fail != nil {
-			return nil, fail, false
+		var grant *egress.Grant
+		if attempt == 0 {
+			grant = rc.takeDecided()
+		}
+		if grant == nil {
+			var fail *egress.Error
+			if grant, fail = h.authorize(ctx, call, contract.MethodTool); fail != nil {
+				return nil, fail, false
+			}
 		}
 		body := io.Reader(http.NoBody)
 		if req.GetBody != nil {

@@ -87,7 +87,8 @@ func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred,
 	if len(req.Params.Arguments) > 0 {
 		args = req.Params.Arguments
 	}
-	if held := m.broker.approveTool(ctx, call.org, c.Name, call.token, tool, req.Params.Arguments); held != "" {
+	decided, held := m.broker.approveTool(ctx, call.org, c.Name, call.token, tool, req.Params.Arguments)
+	if held != "" {
 		return toolError(held)
 	}
 	start := time.Now()
@@ -101,7 +102,7 @@ func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred,
 				Progress: p.Progress, Total: p.Total, Message: p.Message})
 		}
 	}
-	res, rc, err := m.remote.call(ctx, call.org, c.Name, c.MCPURL, call.token, tool, args, progress)
+	res, rc, err := m.remote.call(ctx, call.org, c.Name, c.MCPURL, call.token, tool, args, progress, decided)
 	status := http.StatusOK
 	if err != nil {
 		refusal, _, remoteStatus := rc.outcome()

@@ -324,3 +324,61 @@ func TestRemoteMCPProgressReachesTheAgent(t *testing.T) {
 		t.Errorf("the agent saw progress %q", got)
 	}
 }
+
+// TestRemoteMCPToolCallIsOneVaultDecision: a remote tool call, with its
+// approval rules, is decided by Vault once, not once for its rules and
+// again for its request; so a limit on the credential counts it once.
+func TestRemoteMCPToolCallIsOneVaultDecision(t *testing.T) {
+	ctx := context.Background()
+	org := newOrg(t, "remote-mcp-once")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
+	auditLog := fileAudit(t, "remote-mcp-once-audit")
+	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	agent := newAgent(t, org, provision.AgentSpec{Name: "once", Creds: []string{"tracker"}})
+	base := servePortal(t, portal.Config{}).URL()
+	s, err := mcpSession(t, base+"/mcp/"+org, &transcript{token: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	call := func(title string) {
+		t.Helper()
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.create_issue", Arguments: map[string]any{"title": title}})
+		if err != nil || res.IsError {
+			t.Fatalf("tracker.create_issue: %v %s", err, toolText(t, res))
+		}
+	}
+	// The first call opens the remote session and fetches the injection;
+	// the ones after reuse both, as every call does in the steady state.
+	call("warm")
+	decisions := func() int {
+		t.Helper()
+		data, err := os.ReadFile(auditLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, line := range strings.Split(string(data), "\n") {
+			if !strings.Contains(line, `"type":"request"`) {
+				continue
+			}
+			if strings.Contains(line, `"path":"sys/capabilities-self"`) || strings.Contains(line, `"path":"`+mount+`/proxy/tracker/TOOL/create_issue"`) {
+				n++
+			}
+		}
+		return n
+	}
+	before := decisions()
+	const calls = 5
+	for i := range calls {
+		call(fmt.Sprintf("issue %d", i))
+	}
+	if got := decisions() - before; got != calls {
+		t.Errorf("%d remote tool calls were decided by Vault %d times, want once each", calls, got)
+	}
+	if n := len(remote.Calls()); n != calls+1 {
+		t.Errorf("the remote server saw %d calls, want %d", n, calls+1)
+	}
+}
