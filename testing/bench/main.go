@@ -11,6 +11,10 @@
 //	vault    POST Vault /v1/orgs/<org>/proxy/<cred>/GET/v1/ping with an agent's token
 //	check    POST Vault /v1/sys/capabilities-self for the edge call's path: the
 //	         Vault request the edge makes per call once the injection is kept
+//	check-then-direct
+//	         the check, then the direct call: the floor of any design in
+//	         which Vault decides a call before the service sees it, with
+//	         the idle machine's wake-ups between the two included
 //
 // For each: p50 and p99 latency at concurrency 1 (-n calls) and throughput
 // at concurrency -c (for -d), in -rounds interleaved rounds (medians are
@@ -83,7 +87,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,check,edge,edge-guarded,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,check,check-then-direct,edge,edge-guarded,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-mcp); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")
@@ -406,6 +410,12 @@ func (st *stack) scenarios() []scenario {
 		}},
 		{"check", "Vault's check of an edge call alone (sys/capabilities-self)", func(ctx context.Context) error {
 			return st.check(ctx, checkBody)
+		}},
+		{"check-then-direct", "Vault's check, then the direct call (the floor of a call Vault decides first)", func(ctx context.Context) error {
+			if err := st.check(ctx, checkBody); err != nil {
+				return err
+			}
+			return st.get(ctx, st.up.URL+"/v1/ping", "Authorization", "Bearer "+apiKey, nil)
 		}},
 		{"edge", "brokered through the portal's edge", func(ctx context.Context) error {
 			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+cred+"/v1/ping", "Authorization", "Bearer "+st.agentToken, nil)
