@@ -63,6 +63,7 @@ func pathServices(b *backend) []*framework.Path {
 				"requires_host": {Type: framework.TypeBool, Description: "Password credentials of this service need host and port. Example: requires_host=true"},
 				"pricing":       {Type: framework.TypeMap, Description: `What the service's models cost in US dollars per million tokens, by model name prefix (the longest that matches wins), a JSON object: {"my-model": {"input_per_mtok": 3, "output_per_mtok": 15}}. Spend limits (limits/, usd=) are metered from the usage the answers report, priced by this (the operator's CREDENTIALS_PRICES wins). Example: pricing=@pricing.json`},
 				"mcp_url":       {Type: framework.TypeString, Description: "The service's remote MCP server (its Streamable HTTP endpoint). Writing it finds the server's authorization server (its 401 or RFC 9728 metadata, then RFC 8414 or OpenID Connect metadata; PKCE with S256 required), which fills oauth's endpoints, issuer, pkce and resource (RFC 8707, sent on every authorize and token request) and registration_url (RFC 7591, for apps written with register=true). base_urls defaults to the server's URL. Example: mcp_url=https://mcp.example.com/mcp"},
+				"mcp_from":      {Type: framework.TypeString, Description: "A preset whose remote MCP server (its mcp_server, shown by vault read orgs/<org>/services/<preset>) this service is: mcp_url is the preset's server and the OAuth is found from it as for mcp_url; display_name and description default to the preset's MCP server's. Not with mcp_url. Presets with one: github, linear, notion, atlassian, stripe. Example: vault write orgs/acme/services/linear-mcp mcp_from=linear"},
 				"github_app":    {Type: framework.TypeBool, Description: "File credentials of this service are GitHub App private keys: the broker injects 1-hour installation tokens minted from the first base URL (a GitHub Enterprise Server's https://host/api/v3). Default false. Example: github_app=true"},
 			},
 			ExistenceCheck: b.serviceExists,
@@ -150,8 +151,13 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 	// misspelt nested key is refused rather than ignored.
 	fields := map[string]interface{}{"name": name}
 	for k := range d.Schema {
-		if v, ok := d.GetOk(k); ok {
+		if v, ok := d.GetOk(k); ok && k != "mcp_from" {
 			fields[k] = v
+		}
+	}
+	if from, ok := d.GetOk("mcp_from"); ok {
+		if err := fromPresetsMCPServer(fields, from.(string)); err != nil {
+			return nil, err
 		}
 	}
 	raw, err := json.Marshal(fields)
@@ -212,6 +218,36 @@ func (b *backend) pathServiceWrite(ctx context.Context, req *logical.Request, d 
 		return nil, fmt.Errorf("storing service: %w", err)
 	}
 	return nil, nil
+}
+
+// fromPresetsMCPServer makes fields a service of the named preset's remote
+// MCP server: its URL, and unless given, its name for people, a
+// description and types=oauth2.
+func fromPresetsMCPServer(fields map[string]interface{}, from string) error {
+	preset, ok := builtinServices[from]
+	if !ok {
+		return userErrorf("mcp_from: there is no preset %q (vault list orgs/<org>/services shows them)", from)
+	}
+	if preset.MCPServer == "" {
+		return userErrorf("mcp_from: preset %q has no remote MCP server; give the server's URL as mcp_url", from)
+	}
+	if _, ok := fields["mcp_url"]; ok {
+		return userErrorf("give mcp_from or mcp_url, not both")
+	}
+	fields["mcp_url"] = preset.MCPServer
+	if _, ok := fields["display_name"]; !ok {
+		fields["display_name"] = preset.DisplayName + " MCP"
+	}
+	if _, ok := fields["description"]; !ok {
+		fields["description"] = preset.DisplayName + "'s remote MCP server: its tools, called with the organization's OAuth grant."
+	}
+	if _, ok := fields["types"]; !ok {
+		fields["types"] = []string{typeOAuth2}
+	}
+	if _, ok := fields["docs_url"]; !ok && preset.DocsURL != "" {
+		fields["docs_url"] = preset.DocsURL
+	}
+	return nil
 }
 
 // discoverMCP fills svc's OAuth from its remote MCP server's authorization

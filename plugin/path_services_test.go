@@ -2,11 +2,13 @@ package credentials
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/clankteam/credentials/plugin/provider"
 	"github.com/clankteam/credentials/testing/oauthserver"
 	"github.com/clankteam/credentials/testing/remotemcp"
 )
@@ -338,5 +340,59 @@ func TestRemoteMCPService(t *testing.T) {
 	}
 	if as.Registrations() != 1 {
 		t.Errorf("refused registrations reached the server: %d", as.Registrations())
+	}
+}
+
+// TestServiceFromAPresetsMCPServer: the presets with a remote MCP server
+// name it (mcp_server), and an org adds it as a service of its own with
+// mcp_from=<preset>: the server's URL is the preset's, its OAuth found by
+// discovery as for any mcp_url. What cannot be is a 400 and stores nothing.
+func TestServiceFromAPresetsMCPServer(t *testing.T) {
+	b, s, _ := getTestBackend(t)
+	idp := provider.NewFake()
+	idp.MCP = &provider.MCPServer{
+		Resource: "https://mcp.linear.app/mcp",
+		Auth: provider.Discovery{Issuer: "https://mcp.linear.app", AuthURL: "https://mcp.linear.app/authorize",
+			TokenURL: "https://mcp.linear.app/token", S256: true},
+		RegistrationURL: "https://mcp.linear.app/register",
+	}
+	b.oauth.provider = idp
+
+	preset := mustOK(t, do(t, b, s, logical.ReadOperation, "services/linear", nil)).Data
+	if preset["mcp_server"] != "https://mcp.linear.app/mcp" {
+		t.Fatalf("preset linear's mcp_server = %v", preset["mcp_server"])
+	}
+	mustOK(t, do(t, b, s, logical.CreateOperation, "services/linear-mcp", map[string]interface{}{"mcp_from": "linear"}))
+	got := mustOK(t, do(t, b, s, logical.ReadOperation, "services/linear-mcp", nil)).Data
+	o := got["oauth"].(map[string]interface{})
+	if got["mcp_url"] != "https://mcp.linear.app/mcp" || got["display_name"] != "Linear MCP" ||
+		o["token_url"] != "https://mcp.linear.app/token" || o["registration_url"] != "https://mcp.linear.app/register" ||
+		fmt.Sprint(got["types"]) != "[oauth2]" || got["builtin"] != false {
+		t.Fatalf("the service from linear's MCP server: %v", got)
+	}
+	if got["mcp_server"] != nil {
+		t.Errorf("an org's service has mcp_server %v: only presets name one", got["mcp_server"])
+	}
+
+	for _, tc := range []struct {
+		desc string
+		data map[string]interface{}
+		want string
+	}{
+		{"no such preset", map[string]interface{}{"mcp_from": "nope"}, "no preset"},
+		{"a preset without one", map[string]interface{}{"mcp_from": "openai"}, "has no remote MCP server"},
+		{"with mcp_url", map[string]interface{}{"mcp_from": "linear", "mcp_url": "https://other.example/mcp"}, "not both"},
+		{"not oauth2", map[string]interface{}{"mcp_from": "linear", "types": "api_key"}, "taking oauth2"},
+		{"mcp_server", map[string]interface{}{"types": "oauth2", "mcp_server": "https://mcp.linear.app/mcp"}, "unknown field"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			resp := do(t, b, s, logical.CreateOperation, "services/bad-from", tc.data)
+			if !resp.IsError() || !strings.Contains(resp.Error().Error(), tc.want) {
+				t.Fatalf("got %v, want a 400 saying %q", resp, tc.want)
+			}
+			if do(t, b, s, logical.ReadOperation, "services/bad-from", nil) != nil {
+				t.Fatal("a refused service was stored")
+			}
+		})
 	}
 }

@@ -55,8 +55,13 @@ type Service struct {
 	OAuth     *provider.Spec              `json:"oauth,omitempty"`
 	// MCPURL is the service's remote MCP server (Streamable HTTP). Its
 	// authorization server is found from it (RFC 9728), which fills OAuth.
-	MCPURL string      `json:"mcp_url,omitempty"`
-	Verify *VerifyCall `json:"verify,omitempty"`
+	MCPURL string `json:"mcp_url,omitempty"`
+	// MCPServer is a preset's remote MCP server, which is not the preset's
+	// API: its authorization server is its own (found by discovery, which
+	// needs the network), so an org adds it as a service of its own
+	// (services/<name> mcp_from=<preset>). Presets only.
+	MCPServer string      `json:"mcp_server,omitempty"`
+	Verify    *VerifyCall `json:"verify,omitempty"`
 	// RequiresHost marks services whose password credentials need a host
 	// and port (SMTP).
 	RequiresHost bool `json:"requires_host,omitempty"`
@@ -195,6 +200,11 @@ func (s *Service) Validate() error {
 	if s.MCPURL != "" {
 		if err := validateMCPURL(s); err != nil {
 			return err
+		}
+	}
+	if s.MCPServer != "" {
+		if u, err := url.Parse(s.MCPServer); !s.Builtin || err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" {
+			return errors.New("mcp_server is a preset's remote MCP server, an https URL")
 		}
 	}
 	if s.Takes(TypeOAuth2) {
