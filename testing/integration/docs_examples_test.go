@@ -107,6 +107,10 @@ var docExamples = map[string]docExample{
 	"vault write identity/entity/name/orgs-acme-agent-billing disabled=true":      {skip: "Vault's own identity path: TestKillSwitchStopsAgentsAndGrants stops agents this way through the portal's code"},
 	"vault read orgs/acme/agents/billing/trail":                                   {want: []string{"calls"}},
 	"vault path-help orgs/acme/revoke-all":                                        {want: []string{"include_grants"}},
+	// README: presets' remote MCP servers.
+	"vault read orgs/acme/services/linear":                                   {want: []string{"mcp_server", "https://mcp.linear.app/mcp"}},
+	"vault write orgs/acme/services/linear-mcp mcp_from=linear":              {skip: "discovery reaches the preset's server on the internet: TestServiceFromAPresetsMCPServer covers it with the provider client's fake"},
+	"vault write orgs/acme/apps/linear-mcp service=linear-mcp register=true": {skip: "needs the service above"},
 	// README: guardrails.
 	"vault write orgs/acme/approval-rules/stripe-live rules='POST /v1/refunds,DELETE /v1/customers/+' ttl=30m": {before: []string{stripeLive}},
 	"vault list -detailed orgs/acme/approvals": {want: []string{"pending"}, before: []string{
