@@ -18,9 +18,14 @@ GOSRC := internal plugin portal cmd testing
 # binaries an earlier checkout compiled instead of recompiling them all.
 TRIM := -trimpath
 
-# staticcheck, pinned: make lint installs this version into bin/ once.
+# Tools built once per machine are kept here, outside the checkout, and
+# linked into bin/, so a fresh clone does not build or relink them.
+TOOLCACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/clankteam-credentials
+
+# staticcheck, pinned: make lint installs this version into the tool cache once.
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(BIN)/staticcheck
+STATICCHECK_CACHED := $(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 .PHONY: test-faults all run test vault plugin portal fmt lint vet unit bench bench-peer clean chromium npm-assets logos
 
@@ -54,7 +59,7 @@ test-faults: vault
 vault: $(BIN)/vault
 
 $(BIN)/vault: testing/vault/go.mod testing/vault/go.sum testing/vault/main.go
-	GO=$(GO) ./scripts/build-vault.sh $(BIN)/vault
+	GO=$(GO) ./scripts/build-vault.sh $(TOOLCACHE) $(BIN)/vault
 
 ## chromium: Debian's chromium for the browser tests, installed when missing
 chromium:
@@ -94,15 +99,11 @@ fmt:
 lint: vet $(STATICCHECK)
 	$(STATICCHECK) ./...
 
-# Installed once per version into the user's cache directory and linked into
-# bin/, so a fresh clone does not relink it.
-TOOLCACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/clankteam-credentials
 $(STATICCHECK):
-	test -x $(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION)/staticcheck || \
-		GOBIN=$(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	test -x $(STATICCHECK_CACHED) || \
+		GOBIN=$(dir $(STATICCHECK_CACHED)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	mkdir -p $(BIN)
-	ln -f $(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION)/staticcheck $@ 2>/dev/null || \
-		cp $(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION)/staticcheck $@
+	ln -f $(STATICCHECK_CACHED) $@ 2>/dev/null || cp $(STATICCHECK_CACHED) $@
 
 unit:
 	$(GO) test $(TRIM) -race -short ./plugin/... ./portal/...
