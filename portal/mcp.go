@@ -134,6 +134,9 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		brokerFail(w, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "permission denied: this token may use no credential of org " + org})
 		return
 	}
+	if m.passRemote(w, r, org, token, list) {
+		return
+	}
 	m.handlerFor(r).ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpServerKey{}, list.server)))
 }
 
@@ -150,9 +153,10 @@ func (m *mcpServer) serverFor(r *http.Request) *mcp.Server {
 	return s
 }
 
-// newServer builds the MCP server of one token's credentials in org.
-func (m *mcpServer) newServer(org string, creds []*agentCred) *mcp.Server {
-	s := mcp.NewServer(&mcp.Implementation{Name: "credentials", Title: "Credentials for " + org, Version: "1"}, &mcp.ServerOptions{
+// newServer builds the MCP server of one token's credentials in org, and
+// the remote tools it offers by name.
+func (m *mcpServer) newServer(org string, creds []*agentCred) (*mcp.Server, map[string]remoteTool) {
+	s := mcp.NewServer(serverInfo(org), &mcp.ServerOptions{
 		Instructions: "Each tool uses one of org " + org + "'s credentials without showing it: call services with the HTTP tools, send mail with send_email. list_credentials says which work now and where a person fixes those that do not.",
 	})
 	s.AddTool(&mcp.Tool{
@@ -165,10 +169,13 @@ func (m *mcpServer) newServer(org string, creds []*agentCred) *mcp.Server {
 		return m.listCredentials(org, creds), nil
 	})
 	names := toolNames(creds)
+	remote := map[string]remoteTool{}
 	for _, c := range creds {
 		name := names[c.Name]
 		for _, t := range c.remote {
-			m.addRemoteTool(s, org, c, t)
+			if m.addRemoteTool(s, org, c, t) {
+				remote[remoteToolName(c.Name, t.Name)] = remoteTool{cred: c, name: t.Name}
+			}
 		}
 		if c.Use != "mail" && !c.HTTP {
 			continue // remote tools only
@@ -185,7 +192,7 @@ func (m *mcpServer) newServer(org string, creds []*agentCred) *mcp.Server {
 				return m.callService(ctx, callOf(org, req), c, req), nil
 			})
 	}
-	return s
+	return s, remote
 }
 
 // toolNames names each credential's tool: an HTTP credential by its own

@@ -46,6 +46,9 @@ const (
 
 type remoteKey struct{ org, cred, url string }
 
+// remoteClientInfo is the portal's name to remote servers.
+var remoteClientInfo = &mcp.Implementation{Name: "credentials-portal", Title: "Credentials broker", Version: "1"}
+
 // remoteMCP holds the portal's sessions with remote MCP servers.
 type remoteMCP struct {
 	edge *brokerHandler
@@ -271,12 +274,6 @@ func listTools(ctx context.Context, s *mcp.ClientSession) ([]*mcp.Tool, error) {
 // is opened again once: the call was not made on it. decided, if not nil,
 // is Vault's decision of the call, for its first request; call zeroes it.
 func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string, args any, progress progressFunc, decided *egress.Grant) (*mcp.CallToolResult, *remoteCall, error) {
-	defer func() {
-		if decided != nil {
-			decided.Material.Zero()
-		}
-	}()
-	c := r.conn(org, cred, url)
 	params := &mcp.CallToolParams{Name: tool, Arguments: args}
 	if progress != nil {
 		// A token of the portal's own: the agent's is the agent's, and
@@ -293,6 +290,26 @@ func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string
 		defer w.settle()
 		params.SetProgressToken(pt)
 	}
+	var res *mcp.CallToolResult
+	rc, err := r.onSession(ctx, org, cred, url, token, tool, decided, func(ctx context.Context, _ *remoteConn, s *mcp.ClientSession, _ *remoteCall) (err error) {
+		res, err = s.CallTool(ctx, params)
+		return err
+	})
+	return res, rc, err
+}
+
+// onSession makes one remote call with do on the credential's session. A
+// session the server ended (or that broke) is opened again once: the call
+// was not made on it. decided, if not nil, is Vault's decision of the
+// call, for its first request; onSession zeroes it.
+func (r *remoteMCP) onSession(ctx context.Context, org, cred, url, token, tool string, decided *egress.Grant,
+	do func(context.Context, *remoteConn, *mcp.ClientSession, *remoteCall) error) (*remoteCall, error) {
+	defer func() {
+		if decided != nil {
+			decided.Material.Zero()
+		}
+	}()
+	c := r.conn(org, cred, url)
 	var rc *remoteCall
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
@@ -303,27 +320,26 @@ func (r *remoteMCP) call(ctx context.Context, org, cred, url, token, tool string
 		c.mu.Unlock()
 		if serr != nil {
 			c.close()
-			return nil, rc, serr
+			return rc, serr
 		}
 		// Handed over once the session is open, so that the session's own
 		// requests (initialize) do not take it.
 		rc.mu.Lock()
 		rc.decided, decided = decided, nil
 		rc.mu.Unlock()
-		var res *mcp.CallToolResult
-		res, err = s.CallTool(cctx, params)
+		err = do(cctx, c, s, rc)
 		if left := rc.takeDecided(); left != nil {
 			left.Material.Zero()
 		}
 		if err == nil {
-			return res, rc, nil
+			return rc, nil
 		}
 		if !errors.Is(err, mcp.ErrSessionMissing) && !errors.Is(err, mcp.ErrConnectionClosed) {
-			return nil, rc, err
+			return rc, err
 		}
 		c.dropSession(s)
 	}
-	return nil, rc, err
+	return rc, err
 }
 
 // sessionLocked is the open session, or a new one opened with rc's token.
@@ -333,7 +349,10 @@ func (c *remoteConn) sessionLocked(ctx context.Context, rc *remoteCall) (*mcp.Cl
 	}
 	c.closeLocked()
 	c.opener.Store(rc)
-	client := mcp.NewClient(&mcp.Implementation{Name: "credentials-portal", Title: "Credentials broker", Version: "1"}, &mcp.ClientOptions{
+	client := mcp.NewClient(remoteClientInfo, &mcp.ClientOptions{
+		// None: the portal has no roots, and no model or person to ask
+		// for sampling or elicitation on the remote server's behalf.
+		Capabilities: &mcp.ClientCapabilities{},
 		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
 			if f, ok := c.r.progress.Load(fmt.Sprint(req.Params.ProgressToken)); ok {
 				f.(progressFunc)(ctx, req.Params)
@@ -411,7 +430,13 @@ func (t *remoteTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, errNoRemoteCall
 	}
-	resp, fail, dead := t.conn.r.edge.remoteRoundTrip(req, rc)
+	return t.conn.roundTrip(req, rc)
+}
+
+// roundTrip sends one request of the session through the edge's pipeline,
+// noting in rc what the edge or the remote server refused.
+func (c *remoteConn) roundTrip(req *http.Request, rc *remoteCall) (*http.Response, error) {
+	resp, fail, dead := c.r.edge.remoteRoundTrip(req, rc)
 	if fail != nil {
 		rc.refused(fail, dead)
 		return nil, fail

@@ -51,9 +51,16 @@ func objectSchema(schema any) bool {
 	return json.Unmarshal(raw, &m) == nil && m.Type == "object"
 }
 
+// remoteTool is a remote tool as /mcp/<org> offers it: whose, and its name
+// on the remote server.
+type remoteTool struct {
+	cred *agentCred
+	name string
+}
+
 // addRemoteTool offers remote tool t of credential c; a tool the server
-// cannot take (a schema it refuses) is left out.
-func (m *mcpServer) addRemoteTool(s *mcp.Server, org string, c *agentCred, t *mcp.Tool) {
+// cannot take (a schema it refuses) is left out, and added says so.
+func (m *mcpServer) addRemoteTool(s *mcp.Server, org string, c *agentCred, t *mcp.Tool) (added bool) {
 	name := remoteToolName(c.Name, t.Name)
 	desc := t.Description
 	if desc == "" {
@@ -68,30 +75,21 @@ func (m *mcpServer) addRemoteTool(s *mcp.Server, org string, c *agentCred, t *mc
 	}
 	defer func() {
 		if r := recover(); r != nil {
+			added = false
 			m.logger.Warn("mcp: a remote tool is left out", "org", org, "cred", c.Name, "tool", t.Name, "reason", fmt.Sprint(r))
 		}
 	}()
 	remoteName := t.Name
 	s.AddTool(tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return m.callRemote(ctx, callOf(org, req), c, remoteName, req), nil
+		return m.callRemoteBySDK(ctx, callOf(org, req), c, remoteName, req), nil
 	})
+	return true
 }
 
-// callRemote calls one remote tool with the organization's credential.
-// The remote server's result is passed on as it is (scrubbed on the way).
-func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred, tool string, req *mcp.CallToolRequest) *mcp.CallToolResult {
-	if why := c.blocked(); why != "" {
-		return m.needsPerson(call, c, why)
-	}
-	var args any
-	if len(req.Params.Arguments) > 0 {
-		args = req.Params.Arguments
-	}
-	decided, held := m.broker.approveTool(ctx, call.org, c.Name, call.token, tool, req.Params.Arguments)
-	if held != "" {
-		return toolError(held)
-	}
-	start := time.Now()
+// callRemoteBySDK calls one remote tool by the SDK's client: a call whose
+// progress the agent asked for (remotePass takes the others). The remote
+// server's result is passed on as the client read it (scrubbed on the way).
+func (m *mcpServer) callRemoteBySDK(ctx context.Context, call *mcpCall, c *agentCred, tool string, req *mcp.CallToolRequest) *mcp.CallToolResult {
 	var progress progressFunc
 	if agentToken := req.Params.GetProgressToken(); agentToken != nil && req.Session != nil {
 		// On the agent's request's context: the notification goes on that
@@ -102,7 +100,36 @@ func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred,
 				Progress: p.Progress, Total: p.Total, Message: p.Message})
 		}
 	}
-	res, rc, err := m.remote.call(ctx, call.org, c.Name, c.MCPURL, call.token, tool, args, progress, decided)
+	var args any
+	if len(req.Params.Arguments) > 0 {
+		args = req.Params.Arguments
+	}
+	var res *mcp.CallToolResult
+	failed := m.callRemote(ctx, call, c, tool, req.Params.Arguments, func(decided *egress.Grant) (rc *remoteCall, err error) {
+		res, rc, err = m.remote.call(ctx, call.org, c.Name, c.MCPURL, call.token, tool, args, progress, decided)
+		return rc, err
+	})
+	if failed != nil {
+		return failed
+	}
+	return res
+}
+
+// callRemote is the part of a remote tool call that does not depend on how
+// it is sent: the credential's state, Vault's decision and the call's
+// approval, the log line, and the tool error the agent gets when it fails
+// (nil when send succeeded).
+func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred, tool string, args json.RawMessage,
+	send func(decided *egress.Grant) (*remoteCall, error)) *mcp.CallToolResult {
+	if why := c.blocked(); why != "" {
+		return m.needsPerson(call, c, why)
+	}
+	decided, held := m.broker.approveTool(ctx, call.org, c.Name, call.token, tool, args)
+	if held != "" {
+		return toolError(held)
+	}
+	start := time.Now()
+	rc, err := send(decided)
 	status := http.StatusOK
 	if err != nil {
 		refusal, _, remoteStatus := rc.outcome()
@@ -124,7 +151,7 @@ func (m *mcpServer) callRemote(ctx context.Context, call *mcpCall, c *agentCred,
 		}
 		return toolError(msg)
 	}
-	return res
+	return nil
 }
 
 // credentialRefusal says whether the engine refused the call for the

@@ -88,6 +88,8 @@ type toolListEntry struct {
 type toolList struct {
 	creds  []*agentCred
 	server *mcp.Server
+	// remote are the remote tools the server offers, by their name on it.
+	remote map[string]remoteTool
 	// resource is the resource (RFC 8707) the token was minted for by the
 	// portal's OAuth server, "" for other tokens; grant its MCP grant.
 	resource, grant string
@@ -219,7 +221,7 @@ func (m *mcpServer) toolsFor(ctx context.Context, org, token string) (*toolList,
 	list := &toolList{org: org, creds: creds, resource: self.Data.Meta[provision.MetaMCPResource], grant: self.Data.Meta[provision.MetaMCPGrant],
 		role: self.Data.Meta["role_name"]}
 	if len(creds) > 0 {
-		list.server = m.newServer(org, creds)
+		list.server, list.remote = m.newServer(org, creds)
 	}
 	m.lists.put(key, list, useUntil)
 	return list, nil
