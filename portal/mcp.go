@@ -174,7 +174,7 @@ func (m *mcpServer) newServer(org string, creds []*agentCred) (*mcp.Server, map[
 		name := names[c.Name]
 		for _, t := range c.remote {
 			if m.addRemoteTool(s, org, c, t) {
-				remote[remoteToolName(c.Name, t.Name)] = remoteTool{cred: c, name: t.Name}
+				remote[remoteToolName(c.Name, t.Name)] = remoteTool{cred: c, name: t.Name, paramHeaders: namesParamHeaders(t.InputSchema)}
 			}
 		}
 		if c.Use != "mail" && !c.HTTP {

@@ -35,6 +35,8 @@ import (
 const (
 	mcpProtocolHeader = "Mcp-Protocol-Version"
 	mcpSessionHeader  = "Mcp-Session-Id"
+	mcpMethodHeader   = "Mcp-Method"
+	mcpNameHeader     = "Mcp-Name"
 	// mcpStatelessVersion is the first protocol version whose requests
 	// carry the client's protocol version, info and capabilities in
 	// _meta, and whose results say their resultType.
@@ -94,6 +96,14 @@ func readPassRequest(r *http.Request, tools map[string]remoteTool) (req passRequ
 	}
 	if version >= mcpStatelessVersion && metaVersion != version || version < mcpStatelessVersion && metaVersion != "" && metaVersion != version {
 		return req, false // the SDK answers the mismatch
+	}
+	if version >= mcpStatelessVersion {
+		// The stateless protocol's request headers name the method and
+		// the tool, and mirror the arguments a schema's x-mcp-header
+		// names; the SDK checks those.
+		if r.Header.Get(mcpMethodHeader) != "tools/call" || r.Header.Get(mcpNameHeader) != req.tool || tools[req.tool].paramHeaders {
+			return req, false
+		}
 	}
 	req.args = params["arguments"]
 	if a := bytes.TrimSpace(req.args); len(a) > 0 && a[0] != '{' {
@@ -221,15 +231,26 @@ func (r *remoteMCP) callRaw(ctx context.Context, org, cred, url, token, tool str
 		args = json.RawMessage(`{}`) // as the SDK's client sends none
 	}
 	var result json.RawMessage
-	rc, err := r.onSession(ctx, org, cred, url, token, tool, decided, func(ctx context.Context, c *remoteConn, s *mcp.ClientSession, rc *remoteCall) (err error) {
+	rc, err := r.onSession(ctx, org, cred, url, token, tool, decided, func(ctx context.Context, c *remoteConn, s *mcp.ClientSession, rc *remoteCall) error {
+		if init := s.InitializeResult(); init != nil && init.ProtocolVersion >= mcpStatelessVersion {
+			// Its requests carry headers the SDK derives from the tool's
+			// schema: the SDK's client sends it.
+			res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+			if err == nil {
+				result, err = json.Marshal(res)
+			}
+			return err
+		}
+		var err error
 		result, err = c.post(ctx, s, rc, tool, args)
 		return err
 	})
 	return result, rc, err
 }
 
-// post sends one tools/call on session s, as the SDK's client would, and
-// reads its result from the answer (JSON, or an event stream).
+// post sends one tools/call on session s (of a protocol before the
+// stateless one), as the SDK's client would, and reads its result from
+// the answer (JSON, or an event stream).
 func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteCall, tool string, args json.RawMessage) (json.RawMessage, error) {
 	init := s.InitializeResult()
 	if init == nil {
@@ -237,13 +258,6 @@ func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteC
 	}
 	version := init.ProtocolVersion
 	params := map[string]any{"name": tool, "arguments": args}
-	if version >= mcpStatelessVersion {
-		params["_meta"] = map[string]any{
-			mcp.MetaKeyProtocolVersion:    version,
-			mcp.MetaKeyClientInfo:         remoteClientInfo,
-			mcp.MetaKeyClientCapabilities: struct{}{},
-		}
-	}
 	id := fmt.Sprintf("portal-%d", passCallID.Add(1))
 	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
 	if err != nil {

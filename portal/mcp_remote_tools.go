@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,6 +57,9 @@ func objectSchema(schema any) bool {
 type remoteTool struct {
 	cred *agentCred
 	name string
+	// paramHeaders says the tool's schema names arguments that requests
+	// of the stateless protocol mirror in headers (x-mcp-header).
+	paramHeaders bool
 }
 
 // addRemoteTool offers remote tool t of credential c; a tool the server
@@ -193,4 +197,11 @@ func jsonRPCError(err error) string {
 		return egress.Truncate(e.Message, 500)
 	}
 	return ""
+}
+
+// namesParamHeaders says whether schema names an argument's header
+// (x-mcp-header) anywhere in it.
+func namesParamHeaders(schema any) bool {
+	raw, err := json.Marshal(schema)
+	return err != nil || bytes.Contains(raw, []byte(`"x-mcp-header"`))
 }

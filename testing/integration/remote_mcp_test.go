@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -380,5 +381,54 @@ func TestRemoteMCPToolCallIsOneVaultDecision(t *testing.T) {
 	}
 	if n := len(remote.Calls()); n != calls+1 {
 		t.Errorf("the remote server saw %d calls, want %d", n, calls+1)
+	}
+}
+
+// TestRemoteMCPResultReachesTheAgentAsWritten: the remote server's result
+// is the agent's as the server wrote it, a 64-bit id included (a result
+// decoded into float64 on its way answers 2^53 for 2^53+1), for a client
+// of either protocol generation.
+func TestRemoteMCPResultReachesTheAgentAsWritten(t *testing.T) {
+	org := newOrg(t, "remote-mcp-as-written")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
+	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	agent := newAgent(t, org, provision.AgentSpec{Name: "reader", Creds: []string{"tracker"}})
+	endpoint := servePortal(t, portal.Config{}).URL() + "/mcp/" + org
+
+	want := fmt.Sprintf(`"structuredContent":{"id":%d}`, remotemcp.RecordID)
+	for _, tc := range []struct{ version, meta string }{
+		{"2025-11-25", ""},
+		{"2026-07-28", `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"test","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`},
+	} {
+		body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"tracker.get_record","arguments":{}` + tc.meta + `}}`
+		req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+agent)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", tc.version)
+		if tc.version >= "2026-07-28" {
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header.Set("Mcp-Name", "tracker.get_record")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(answer), `"id":7`) || !strings.Contains(string(answer), want) {
+			t.Errorf("protocol %s: %d %s\nwant the result with %s", tc.version, resp.StatusCode, answer, want)
+		}
+		if tc.version >= "2026-07-28" && !strings.Contains(string(answer), `"resultType":"complete"`) {
+			t.Errorf("protocol %s: %s\nwant resultType complete, as the stateless protocol's results say", tc.version, answer)
+		}
+	}
+	if n := len(remote.Calls()); n != 2 {
+		t.Errorf("the remote server saw %d calls, want 2", n)
 	}
 }

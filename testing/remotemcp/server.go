@@ -7,6 +7,7 @@ package remotemcp
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -77,6 +78,17 @@ func Start(as *oauthserver.Server) (*Server, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deleted " + in.Repo}}}, nil, nil
 		})
 
+	// A record whose id is past 2^53, as services' 64-bit ids are: a
+	// result decoded into float64 on its way loses it.
+	server.AddTool(&mcp.Tool{Name: "get_record", Description: "Read a record.", InputSchema: map[string]any{"type": "object"}},
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			s.mu.Lock()
+			s.calls = append(s.calls, Call{Tool: "get_record"})
+			s.mu.Unlock()
+			record := fmt.Sprintf(`{"id":%d}`, RecordID)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: record}}, StructuredContent: json.RawMessage(record)}, nil
+		})
+
 	// A long tool that tells its progress, three steps, when asked to.
 	mcp.AddTool(server, &mcp.Tool{Name: "export_report", Description: "Export a report, telling its progress."},
 		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
@@ -119,6 +131,10 @@ func Start(as *oauthserver.Server) (*Server, error) {
 	go func() { _ = s.http.Serve(ln) }()
 	return s, nil
 }
+
+// RecordID is the id tool get_record answers: 2^53 + 1, which a float64
+// cannot hold.
+const RecordID int64 = 1<<53 + 1
 
 // MCPURL is the server's MCP endpoint, which is also its resource.
 func (s *Server) MCPURL() string { return s.base + "/mcp" }
