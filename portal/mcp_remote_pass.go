@@ -342,9 +342,11 @@ func resultInStream(body io.Reader, id string) (json.RawMessage, error) {
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			// A long data line: read the rest of it.
+			// A long data line: read the rest of it (after copying what
+			// was read, which the next read overwrites).
+			head := append([]byte(nil), line...)
 			rest, rerr := br.ReadBytes('\n')
-			line, err = append(append([]byte(nil), line...), rest...), rerr
+			line, err = append(head, rest...), rerr
 		}
 		if len(line) > 0 {
 			line = bytes.TrimRight(line, "\r\n")
