@@ -436,28 +436,38 @@ func (t *remoteTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // roundTrip sends one request of the session through the edge's pipeline,
 // noting in rc what the edge or the remote server refused.
 func (c *remoteConn) roundTrip(req *http.Request, rc *remoteCall) (*http.Response, error) {
-	resp, fail, dead := c.r.edge.remoteRoundTrip(req, rc)
+	answer, err := c.exchange(req, rc)
+	if err != nil {
+		return nil, err
+	}
+	return remoteResponse(req, answer), nil
+}
+
+// exchange is roundTrip's answer before it is read: the caller reads it
+// through its scrubber (Answer.ReadAll) and closes it.
+func (c *remoteConn) exchange(req *http.Request, rc *remoteCall) (*edgeAnswer, error) {
+	answer, fail, dead := c.r.edge.remoteRoundTrip(req, rc)
 	if fail != nil {
 		rc.refused(fail, dead)
 		return nil, fail
 	}
-	if resp.StatusCode >= 400 {
+	if answer.Status >= 400 {
 		rc.mu.Lock()
-		rc.status = resp.StatusCode
-		if resp.StatusCode == http.StatusForbidden {
-			rc.missingScope = insufficientScope(resp.Header.Values("WWW-Authenticate"))
+		rc.status = answer.Status
+		if answer.Status == http.StatusForbidden {
+			rc.missingScope = insufficientScope(answer.Header.Values("WWW-Authenticate"))
 		}
 		rc.mu.Unlock()
 	}
-	return resp, nil
+	return answer, nil
 }
 
 // remoteRoundTrip sends one request of a remote session: authorized by
 // Vault with the agent's token, the organization's token injected. A 401
 // from the remote server (a token revoked or cut short at the provider)
 // has the engine refresh once and the request sent again; dead says the
-// second was refused too.
-func (h *brokerHandler) remoteRoundTrip(req *http.Request, rc *remoteCall) (*http.Response, *egress.Error, bool) {
+// second was refused too. The answer is the remote server's, unread.
+func (h *brokerHandler) remoteRoundTrip(req *http.Request, rc *remoteCall) (*edgeAnswer, *egress.Error, bool) {
 	if req.Body != nil {
 		defer req.Body.Close()
 	}
@@ -508,7 +518,7 @@ func (h *brokerHandler) remoteRoundTrip(req *http.Request, rc *remoteCall) (*htt
 				h.trail.note(call, grant, trailLine{At: started.UTC(), Ingress: "mcp", Tool: rc.tool,
 					Status: answer.Status, Bytes: max(answer.Length, 0), DurationMS: msSince(started)})
 			}
-			return remoteResponse(req, answer), nil, false
+			return answer, nil, false
 		}
 		answer.Close()
 		if attempt > 0 || (req.GetBody == nil && req.Body != nil) {

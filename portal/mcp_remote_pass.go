@@ -274,26 +274,31 @@ func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteC
 	if sessionID != "" {
 		req.Header.Set(mcpSessionHeader, sessionID)
 	}
-	resp, err := c.roundTrip(req, rc)
+	answer, err := c.exchange(req, rc)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer answer.Close()
 	switch {
-	case resp.StatusCode == http.StatusNotFound && sessionID != "":
+	case answer.Status == http.StatusNotFound && sessionID != "":
 		return nil, mcp.ErrSessionMissing
-	case resp.StatusCode >= 400:
-		return nil, fmt.Errorf("the remote server answered %d", resp.StatusCode)
+	case answer.Status >= 400:
+		return nil, fmt.Errorf("the remote server answered %d", answer.Status)
 	}
-	switch baseMediaType(resp.Header.Get("Content-Type")) {
+	// Read here, not through a pipe to another goroutine as the SDK's
+	// client reads: a result is one message, bounded by broker_max_body.
+	raw, err := answer.ReadAll(answer.MaxBody())
+	if errors.Is(err, egress.ErrAnswerOver) {
+		return nil, fmt.Errorf("the remote MCP server's answer is over broker_max_body (%d bytes)", answer.MaxBody())
+	}
+	if err != nil {
+		return nil, errors.New("the remote MCP server's answer broke off")
+	}
+	switch baseMediaType(answer.Header.Get("Content-Type")) {
 	case "application/json":
-		raw, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
 		return resultOf(raw, id)
 	case "text/event-stream":
-		return resultInStream(resp.Body, id)
+		return resultInStream(bytes.NewReader(raw), id)
 	}
 	return nil, errors.New("the remote server answered neither JSON nor an event stream")
 }
