@@ -432,3 +432,47 @@ func TestRemoteMCPResultReachesTheAgentAsWritten(t *testing.T) {
 		t.Errorf("the remote server saw %d calls, want 2", n)
 	}
 }
+
+// TestRemoteMCPAnswerIsScrubbed: a remote tool that answers with the
+// token it was called with reaches the agent with the token taken out,
+// whether the call is passed through or goes by the SDK (asking for
+// progress).
+func TestRemoteMCPAnswerIsScrubbed(t *testing.T) {
+	ctx := context.Background()
+	org := newOrg(t, "remote-mcp-scrub")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
+	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	agent := newAgent(t, org, provision.AgentSpec{Name: "scrubbed", Creds: []string{"tracker"}})
+	tr := &transcript{token: agent}
+	s, err := mcpSession(t, servePortal(t, portal.Config{}).URL()+"/mcp/"+org, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, progress := range []bool{false, true} {
+		params := &mcp.CallToolParams{Name: "tracker.echo_token", Arguments: map[string]any{}}
+		if progress {
+			params.SetProgressToken("p-1")
+		}
+		res, err := s.CallTool(ctx, params)
+		if err != nil || res.IsError {
+			t.Fatalf("progress %v: %v %s", progress, err, toolText(t, res))
+		}
+		text := toolText(t, res)
+		if !strings.HasPrefix(text, "called with ") || len(text) == len("called with ") {
+			t.Fatalf("progress %v: %q, want the remote server's words", progress, text)
+		}
+		for _, tok := range remote.Tokens() {
+			if leaks(text, tok) {
+				t.Fatalf("progress %v: the remote token reached the agent", progress)
+			}
+		}
+	}
+	for _, tok := range remote.Tokens() {
+		if leaks(tr.String(), tok) {
+			t.Error("a remote token shows in the agent's transcript")
+		}
+	}
+}

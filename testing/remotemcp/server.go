@@ -89,6 +89,17 @@ func Start(as *oauthserver.Server) (*Server, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: record}}, StructuredContent: json.RawMessage(record)}, nil
 		})
 
+	// A careless tool that answers with the token it was called with: the
+	// broker's scrubber must take it out before an agent sees it.
+	server.AddTool(&mcp.Tool{Name: "echo_token", Description: "Say which token called.", InputSchema: map[string]any{"type": "object"}},
+		func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			token := ""
+			if req.Extra != nil && req.Extra.TokenInfo != nil {
+				token, _ = req.Extra.TokenInfo.Extra["token"].(string)
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "called with " + token}}}, nil
+		})
+
 	// A long tool that tells its progress, three steps, when asked to.
 	mcp.AddTool(server, &mcp.Tool{Name: "export_report", Description: "Export a report, telling its progress."},
 		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
@@ -114,7 +125,7 @@ func Start(as *oauthserver.Server) (*Server, error) {
 		s.mu.Lock()
 		s.tokens[token] = true
 		s.mu.Unlock()
-		return &auth.TokenInfo{Expiration: time.Now().Add(time.Hour)}, nil
+		return &auth.TokenInfo{Expiration: time.Now().Add(time.Hour), Extra: map[string]any{"token": token}}, nil
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/.well-known/oauth-protected-resource/mcp", auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
