@@ -476,3 +476,33 @@ func TestRemoteMCPAnswerIsScrubbed(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteMCPSessionEndedByTheServer: a remote server that forgot the
+// portal's session (restarted) answers 404 on it; the portal opens a new
+// session and makes the call there, once.
+func TestRemoteMCPSessionEndedByTheServer(t *testing.T) {
+	ctx := context.Background()
+	org := newOrg(t, "remote-mcp-restart")
+	mount := contract.Mount(org)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
+	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	agent := newAgent(t, org, provision.AgentSpec{Name: "steady", Creds: []string{"tracker"}})
+	s, err := mcpSession(t, servePortal(t, portal.Config{}).URL()+"/mcp/"+org, &transcript{token: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i, title := range []string{"before", "after the restart", "on the new session"} {
+		if i == 1 {
+			remote.ForgetSessions()
+		}
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.create_issue", Arguments: map[string]any{"title": title}})
+		if err != nil || res.IsError {
+			t.Fatalf("%s: %v %s", title, err, toolText(t, res))
+		}
+		if calls := remote.Calls(); len(calls) != i+1 || calls[i].Title != title {
+			t.Fatalf("%s: the remote server saw %v", title, calls)
+		}
+	}
+}

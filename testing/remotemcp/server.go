@@ -34,6 +34,8 @@ type Server struct {
 	// refuse is how many of the next requests are answered 401 whatever
 	// their token (a token cut short at the provider).
 	refuse int
+	// sessions is the Streamable HTTP handler, which holds the sessions.
+	sessions http.Handler
 }
 
 // Call is one tools/call the server answered.
@@ -134,10 +136,15 @@ func Start(as *oauthserver.Server) (*Server, error) {
 	s.mcp = server
 	// Sessions, as most remote servers keep: a tool added later is
 	// announced to them (notifications/tools/list_changed).
-	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
+	s.ForgetSessions()
 	mux.Handle("/mcp", auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{
 		ResourceMetadataURL: s.base + "/.well-known/oauth-protected-resource/mcp",
-	})(mcpHandler))
+	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		h := s.sessions
+		s.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.http.Serve(ln) }()
 	return s, nil
@@ -167,6 +174,15 @@ func (s *Server) Tokens() []string {
 		out = append(out, t)
 	}
 	return out
+}
+
+// ForgetSessions ends every session as a restart does: a request on one
+// is answered 404, and the client must open a new one.
+func (s *Server) ForgetSessions() {
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp }, nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessions = h
 }
 
 // RefuseNext answers the next n requests 401, whatever their token.
