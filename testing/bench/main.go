@@ -177,7 +177,9 @@ type stack struct {
 	portal     *portal.Server
 	portalURL  string
 	agentToken string
-	adminToken string
+	// guardedToken is an agent's token for credGuarded alone.
+	guardedToken string
+	adminToken   string
 	// roleToken is an AppRole login's token holding the admin policy: the
 	// same kind of token as an agent's (with an entity), for the floor.
 	roleToken string
@@ -325,17 +327,15 @@ func (st *stack) provision(ctx context.Context) error {
 			return fmt.Errorf("writing %s: %w", w.path, err)
 		}
 	}
-	login, err := provision.CreateAgent(ctx, root, org, provision.AgentSpec{Name: "bench", Creds: []string{cred, credTLS, credGuarded, mailer}, TokenTTL: time.Hour})
-	if err != nil {
+	// The guarded credential serves the same host as cred: an agent of its
+	// own, so that the forward proxy's host decides one credential.
+	var err error
+	if st.agentToken, err = st.agentLogin(ctx, provision.AgentSpec{Name: "bench", Creds: []string{cred, credTLS, mailer}, TokenTTL: time.Hour}); err != nil {
 		return err
 	}
-	s, err := st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
-		"role_id": login.RoleID, "secret_id": login.SecretID,
-	})
-	if err != nil {
-		return fmt.Errorf("agent login: %w", err)
+	if st.guardedToken, err = st.agentLogin(ctx, provision.AgentSpec{Name: "bench-guarded", Creds: []string{credGuarded}, TokenTTL: time.Hour}); err != nil {
+		return err
 	}
-	st.agentToken = s.Auth.ClientToken
 	// The floor's caller holds the org's admin policy: one policy to
 	// evaluate, as the agent has.
 	if st.adminToken, err = st.vault.Token(ctx, 2*time.Hour, provision.AdminPolicy(org)); err != nil {
@@ -357,7 +357,7 @@ func (st *stack) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s, err = st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
+	s, err := st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
 		"role_id": rid.Data["role_id"], "secret_id": sid.Data["secret_id"],
 	})
 	if err != nil {
@@ -422,7 +422,7 @@ func (st *stack) scenarios() []scenario {
 			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+cred+"/v1/ping", "Authorization", "Bearer "+st.agentToken, nil)
 		}},
 		{"edge-guarded", "the edge, with an approval rule and a limit on the credential", func(ctx context.Context) error {
-			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+credGuarded+"/v1/ping", "Authorization", "Bearer "+st.agentToken, nil)
+			return st.get(ctx, st.portalURL+"/broker/"+org+"/"+credGuarded+"/v1/ping", "Authorization", "Bearer "+st.guardedToken, nil)
 		}},
 		{"vault", "brokered through Vault proxy/<name>/GET/v1/ping", func(ctx context.Context) error {
 			return st.get(ctx, st.vault.Addr+"/v1/"+contract.Mount(org)+"/proxy/"+cred+"/GET/v1/ping", "X-Vault-Token", st.agentToken, proxyBody)
@@ -467,6 +467,21 @@ func (st *stack) check(ctx context.Context, body []byte) error {
 		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, out)
 	}
 	return nil
+}
+
+// agentLogin creates an agent in the bench's org and logs it in.
+func (st *stack) agentLogin(ctx context.Context, spec provision.AgentSpec) (string, error) {
+	login, err := provision.CreateAgent(ctx, st.vault.Client(), org, spec)
+	if err != nil {
+		return "", err
+	}
+	s, err := st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
+		"role_id": login.RoleID, "secret_id": login.SecretID,
+	})
+	if err != nil {
+		return "", fmt.Errorf("agent login: %w", err)
+	}
+	return s.Auth.ClientToken, nil
 }
 
 // peerGet calls through the peer's forward proxy. The fake upstream
