@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -75,14 +76,19 @@ func newMCPServer(broker *brokerHandler, auth *mcpAuth, publicURL func() string,
 	m.handler = mcp.NewStreamableHTTPHandler(m.serverFor, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
 		JSONResponse: true,
+		// ServeHTTP guards against DNS rebinding knowing the public name
+		// a reverse proxy on loopback sends as Host; the SDK's guard
+		// refuses every such request.
+		DisableLocalhostProtection: true,
 		// Tool inputs are small; bodies larger than this belong on the edge.
 		MaxRequestBodyBytes: mcpMaxBody,
 	})
 	// A call that asks for progress is answered as an event stream, which
 	// can carry the progress notifications before the result.
 	m.streaming = mcp.NewStreamableHTTPHandler(m.serverFor, &mcp.StreamableHTTPOptions{
-		Stateless:           true,
-		MaxRequestBodyBytes: mcpMaxBody,
+		Stateless:                  true,
+		DisableLocalhostProtection: true,
+		MaxRequestBodyBytes:        mcpMaxBody,
 	})
 	return m
 }
@@ -108,6 +114,10 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	org, ok := strings.CutPrefix(r.URL.Path, "/mcp/")
 	if !ok || !contract.ValidOrgName(org) {
 		brokerFail(w, &egress.Error{Status: http.StatusNotFound, Permanent: true, Msg: "use /mcp/<org>"})
+		return
+	}
+	if !m.hostAllowed(r) {
+		brokerFail(w, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "invalid Host header: the portal answers on loopback only to loopback names and its public URL's"})
 		return
 	}
 	token, _ := brokerToken(r.Header)
@@ -138,6 +148,27 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.handlerFor(r).ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpServerKey{}, list.server)))
+}
+
+// hostAllowed is the MCP spec's guard against DNS rebinding: a request
+// that came in on a loopback address names a loopback host or the
+// portal's public one (a reverse proxy's), not a name a page resolved
+// to 127.0.0.1.
+func (m *mcpServer) hostAllowed(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || local == nil || !isLoopback(hostname(local.String())) || isLoopback(hostname(r.Host)) {
+		return true
+	}
+	public, err := url.Parse(m.publicURL())
+	return err == nil && public.Hostname() != "" && strings.EqualFold(hostname(r.Host), public.Hostname())
+}
+
+// hostname is addr without its port and IPv6 brackets.
+func hostname(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return strings.Trim(addr, "[]")
 }
 
 // unauthorized answers 401 with the challenge that tells an MCP client

@@ -483,3 +483,36 @@ func TestMCPToolCallNeedsApproval(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestMCPBehindAReverseProxy: a portal listening on loopback behind a
+// reverse proxy gets the public name as Host; its MCP server answers
+// those requests as any other, while a Host that is neither loopback nor
+// the public name (a DNS-rebinding page's) is still refused.
+func TestMCPBehindAReverseProxy(t *testing.T) {
+	f := newMCPOrg(t, "mcp-proxied")
+	srv := servePortal(t, portal.Config{PublicURL: "https://portal.example.test"})
+	endpoint := srv.URL() + "/mcp/" + f.org
+	list := func(host string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+f.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, host := range []string{"portal.example.test", strings.TrimPrefix(srv.URL(), "http://")} {
+		if status, body := list(host); status != http.StatusOK || !strings.Contains(body, `"list_credentials"`) {
+			t.Errorf("Host %s: %d %s, want the tool list", host, status, body)
+		}
+	}
+	if status, body := list("rebound.example"); status != http.StatusForbidden {
+		t.Errorf("Host rebound.example: %d %s, want 403", status, body)
+	}
+}
