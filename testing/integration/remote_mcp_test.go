@@ -45,6 +45,17 @@ func connectRemote(t *testing.T, admin *api.Client, mount string, remote *remote
 	})
 }
 
+// connectedRemote is a new org whose credential tracker is connected to a
+// remote MCP server of its own, registered by RFC 7591.
+func connectedRemote(t *testing.T, name string) (string, *remotemcp.Server) {
+	t.Helper()
+	org := newOrg(t, name)
+	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
+	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
+	connectRemote(t, admin, contract.Mount(org), remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	return org, remote
+}
+
 // TestRemoteMCPConnectsByClientMetadataDocument: an authorization server
 // that takes client ID metadata documents reads the portal's, and the
 // engine's client is that document's: nothing is registered, and agents'
@@ -331,12 +342,8 @@ func TestRemoteMCPProgressReachesTheAgent(t *testing.T) {
 // again for its request; so a limit on the credential counts it once.
 func TestRemoteMCPToolCallIsOneVaultDecision(t *testing.T) {
 	ctx := context.Background()
-	org := newOrg(t, "remote-mcp-once")
-	mount := contract.Mount(org)
-	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
+	org, remote := connectedRemote(t, "remote-mcp-once")
 	auditLog := fileAudit(t, "remote-mcp-once-audit")
-	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
 	agent := newAgent(t, org, provision.AgentSpec{Name: "once", Creds: []string{"tracker"}})
 	base := servePortal(t, portal.Config{}).URL()
 	s, err := mcpSession(t, base+"/mcp/"+org, &transcript{token: agent})
@@ -365,7 +372,7 @@ func TestRemoteMCPToolCallIsOneVaultDecision(t *testing.T) {
 			if !strings.Contains(line, `"type":"request"`) {
 				continue
 			}
-			if strings.Contains(line, `"path":"sys/capabilities-self"`) || strings.Contains(line, `"path":"`+mount+`/proxy/tracker/TOOL/create_issue"`) {
+			if strings.Contains(line, `"path":"sys/capabilities-self"`) || strings.Contains(line, `"path":"`+contract.Mount(org)+`/proxy/tracker/TOOL/create_issue"`) {
 				n++
 			}
 		}
@@ -389,11 +396,7 @@ func TestRemoteMCPToolCallIsOneVaultDecision(t *testing.T) {
 // decoded into float64 on its way answers 2^53 for 2^53+1), for a client
 // of either protocol generation.
 func TestRemoteMCPResultReachesTheAgentAsWritten(t *testing.T) {
-	org := newOrg(t, "remote-mcp-as-written")
-	mount := contract.Mount(org)
-	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
-	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	org, remote := connectedRemote(t, "remote-mcp-as-written")
 	agent := newAgent(t, org, provision.AgentSpec{Name: "reader", Creds: []string{"tracker"}})
 	endpoint := servePortal(t, portal.Config{}).URL() + "/mcp/" + org
 
@@ -439,11 +442,7 @@ func TestRemoteMCPResultReachesTheAgentAsWritten(t *testing.T) {
 // progress).
 func TestRemoteMCPAnswerIsScrubbed(t *testing.T) {
 	ctx := context.Background()
-	org := newOrg(t, "remote-mcp-scrub")
-	mount := contract.Mount(org)
-	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
-	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	org, remote := connectedRemote(t, "remote-mcp-scrub")
 	agent := newAgent(t, org, provision.AgentSpec{Name: "scrubbed", Creds: []string{"tracker"}})
 	tr := &transcript{token: agent}
 	s, err := mcpSession(t, servePortal(t, portal.Config{}).URL()+"/mcp/"+org, tr)
@@ -482,11 +481,7 @@ func TestRemoteMCPAnswerIsScrubbed(t *testing.T) {
 // session and makes the call there, once.
 func TestRemoteMCPSessionEndedByTheServer(t *testing.T) {
 	ctx := context.Background()
-	org := newOrg(t, "remote-mcp-restart")
-	mount := contract.Mount(org)
-	admin := vault.ClientWithToken(tokenFor(t, org, provision.RoleAdmin))
-	_, remote := remotemcp.StartForTest(t, oauthserver.Options{AutoApprove: true, IssInCallback: true})
-	connectRemote(t, admin, mount, remote, map[string]interface{}{"redirect_url": "http://127.0.0.1:1/oauth/callback"})
+	org, remote := connectedRemote(t, "remote-mcp-restart")
 	agent := newAgent(t, org, provision.AgentSpec{Name: "steady", Creds: []string{"tracker"}})
 	s, err := mcpSession(t, servePortal(t, portal.Config{}).URL()+"/mcp/"+org, &transcript{token: agent})
 	if err != nil {
