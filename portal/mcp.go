@@ -95,19 +95,29 @@ func newMCPServer(broker *brokerHandler, auth *mcpAuth, publicURL func() string,
 
 const mcpMaxBody = 8 << 20
 
-// handlerFor is the handler of r: the event stream for a request that
-// asks for progress (and takes an event stream), else plain JSON. The
-// body is read to tell, and put back.
-func (m *mcpServer) handlerFor(r *http.Request) http.Handler {
-	if r.Method != http.MethodPost || !strings.Contains(r.Header.Get("Accept"), "text/event-stream") || r.Body == nil {
-		return m.handler
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, mcpMaxBody+1))
-	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
-	if err == nil && bytes.Contains(body, []byte(`"progressToken"`)) {
+// handlerFor is the handler of r, whose body is body: the event stream
+// for a request that asks for progress (and takes an event stream), else
+// plain JSON.
+func (m *mcpServer) handlerFor(r *http.Request, body []byte) http.Handler {
+	if r.Method == http.MethodPost && strings.Contains(r.Header.Get("Accept"), "text/event-stream") && bytes.Contains(body, []byte(`"progressToken"`)) {
 		return m.streaming
 	}
 	return m.handler
+}
+
+// peekBody reads a POST's body for the portal's own look at it (up to one
+// byte past mcpMaxBody; nil for other requests, or a body that could not
+// be read) and puts it back whole for the SDK.
+func peekBody(r *http.Request) []byte {
+	if r.Method != http.MethodPost || r.Body == nil {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, mcpMaxBody+1))
+	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
+	if err != nil {
+		return nil
+	}
+	return body
 }
 
 func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -144,10 +154,11 @@ func (m *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		brokerFail(w, &egress.Error{Status: http.StatusForbidden, Permanent: true, Msg: "permission denied: this token may use no credential of org " + org})
 		return
 	}
-	if m.passRemote(w, r, org, token, list) {
+	body := peekBody(r)
+	if m.passRemote(w, r, body, org, token, list) {
 		return
 	}
-	m.handlerFor(r).ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpServerKey{}, list.server)))
+	m.handlerFor(r, body).ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mcpServerKey{}, list.server)))
 }
 
 // hostAllowed is the MCP spec's guard against DNS rebinding: a request

@@ -50,10 +50,10 @@ type passRequest struct {
 	args json.RawMessage
 }
 
-// readPassRequest reads r's body as a remote tool's call the portal can
-// pass, or says no (ok false) and puts the body back for the SDK.
-func readPassRequest(r *http.Request, tools map[string]remoteTool) (req passRequest, ok bool) {
-	if r.Method != http.MethodPost || len(tools) == 0 || r.Body == nil || baseMediaType(r.Header.Get("Content-Type")) != "application/json" {
+// readPassRequest reads r, whose body is body (peekBody's), as a remote
+// tool's call the portal can pass, or says no (ok false).
+func readPassRequest(r *http.Request, body []byte, tools map[string]remoteTool) (req passRequest, ok bool) {
+	if r.Method != http.MethodPost || len(tools) == 0 || body == nil || baseMediaType(r.Header.Get("Content-Type")) != "application/json" {
 		return req, false
 	}
 	if jsonOK, streamOK := acceptsMCP(r.Header.Values("Accept")); !jsonOK || !streamOK {
@@ -63,9 +63,7 @@ func readPassRequest(r *http.Request, tools map[string]remoteTool) (req passRequ
 	if version != "" && !slices.Contains(mcp.SupportedProtocolVersions(), version) {
 		return req, false
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, mcpMaxBody+1))
-	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
-	if err != nil || len(body) > mcpMaxBody {
+	if len(body) > mcpMaxBody {
 		return req, false
 	}
 	// Exact member names, as the SDK reads them.
@@ -154,8 +152,8 @@ func acceptsMCP(values []string) (jsonOK, streamOK bool) {
 
 // passRemote answers r if it is a remote tool's call it can pass; false
 // leaves r to the SDK.
-func (m *mcpServer) passRemote(w http.ResponseWriter, r *http.Request, org, token string, list *toolList) bool {
-	req, ok := readPassRequest(r, list.remote)
+func (m *mcpServer) passRemote(w http.ResponseWriter, r *http.Request, body []byte, org, token string, list *toolList) bool {
+	req, ok := readPassRequest(r, body, list.remote)
 	if !ok {
 		return false
 	}

@@ -67,7 +67,7 @@ func TestReadPassRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.Header = tc.header
-		req, ok := readPassRequest(r, tools)
+		req, ok := readPassRequest(r, peekBody(r), tools)
 		if ok != tc.pass {
 			t.Errorf("%s: passed %v, want %v", tc.what, ok, tc.pass)
 			continue

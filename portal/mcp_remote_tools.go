@@ -91,7 +91,7 @@ func (m *mcpServer) addRemoteTool(s *mcp.Server, org string, c *agentCred, t *mc
 }
 
 // callRemoteBySDK calls one remote tool by the SDK's client: a call whose
-// progress the agent asked for (remotePass takes the others). The remote
+// progress the agent asked for (passRemote takes the others). The remote
 // server's result is passed on as the client read it (scrubbed on the way).
 func (m *mcpServer) callRemoteBySDK(ctx context.Context, call *mcpCall, c *agentCred, tool string, req *mcp.CallToolRequest) *mcp.CallToolResult {
 	var progress progressFunc
