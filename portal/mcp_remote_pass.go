@@ -161,7 +161,7 @@ func (m *mcpServer) passRemote(w http.ResponseWriter, r *http.Request, body []by
 	call := &mcpCall{org: org, token: token}
 	var result json.RawMessage
 	failed := m.callRemote(r.Context(), call, t.cred, t.name, req.args, func(decided *egress.Grant) (rc *remoteCall, err error) {
-		result, rc, err = m.remote.callRaw(r.Context(), org, t.cred.Name, t.cred.MCPURL, token, t.name, req.args, decided)
+		result, rc, err = m.remote.callRaw(r.Context(), org, t, token, req.args, decided)
 		return rc, err
 	})
 	if failed != nil {
@@ -222,33 +222,36 @@ func serverInfo(org string) *mcp.Implementation {
 // on the same session.
 var passCallID atomic.Uint64
 
-// callRaw calls one remote tool with args as they came (a JSON object, or
+// callRaw calls remote tool t with args as they came (a JSON object, or
 // none) and answers the remote server's result as it wrote it.
-func (r *remoteMCP) callRaw(ctx context.Context, org, cred, url, token, tool string, args json.RawMessage, decided *egress.Grant) (json.RawMessage, *remoteCall, error) {
+func (r *remoteMCP) callRaw(ctx context.Context, org string, t remoteTool, token string, args json.RawMessage, decided *egress.Grant) (json.RawMessage, *remoteCall, error) {
 	if len(bytes.TrimSpace(args)) == 0 || string(bytes.TrimSpace(args)) == "null" {
 		args = json.RawMessage(`{}`) // as the SDK's client sends none
 	}
 	var result json.RawMessage
-	rc, err := r.onSession(ctx, org, cred, url, token, tool, decided, func(ctx context.Context, c *remoteConn, s *mcp.ClientSession, rc *remoteCall) error {
-		if init := s.InitializeResult(); init != nil && init.ProtocolVersion >= mcpStatelessVersion {
-			// Its requests carry headers the SDK derives from the tool's
-			// schema: the SDK's client sends it.
-			res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+	rc, err := r.onSession(ctx, org, t.cred.Name, t.cred.MCPURL, token, t.name, decided, func(ctx context.Context, c *remoteConn, s *mcp.ClientSession, rc *remoteCall) error {
+		if init := s.InitializeResult(); t.paramHeaders && init != nil && init.ProtocolVersion >= mcpStatelessVersion {
+			// Its requests mirror arguments in headers the SDK derives
+			// from the tool's schema: the SDK's client sends it.
+			res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: t.name, Arguments: args})
 			if err == nil {
 				result, err = json.Marshal(res)
 			}
 			return err
 		}
 		var err error
-		result, err = c.post(ctx, s, rc, tool, args)
+		result, err = c.post(ctx, s, rc, t.name, args)
 		return err
 	})
 	return result, rc, err
 }
 
-// post sends one tools/call on session s (of a protocol before the
-// stateless one), as the SDK's client would, and reads its result from
-// the answer (JSON, or an event stream).
+// post sends one tools/call on session s, as the SDK's client would, and
+// reads its result from the answer (JSON, or an event stream). On the
+// stateless protocol the request carries the client's protocol version,
+// info and capabilities in _meta, and names its method and tool in
+// headers; a tool whose schema mirrors arguments in headers too is not
+// posted here (callRaw).
 func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteCall, tool string, args json.RawMessage) (json.RawMessage, error) {
 	init := s.InitializeResult()
 	if init == nil {
@@ -256,6 +259,15 @@ func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteC
 	}
 	version := init.ProtocolVersion
 	params := map[string]any{"name": tool, "arguments": args}
+	stateless := version >= mcpStatelessVersion
+	if stateless {
+		params["_meta"] = map[string]any{
+			mcp.MetaKeyProtocolVersion: version,
+			mcp.MetaKeyClientInfo:      remoteClientInfo,
+			// None, as the client's options say (remoteConn.connect).
+			mcp.MetaKeyClientCapabilities: json.RawMessage(`{}`),
+		}
+	}
 	id := fmt.Sprintf("portal-%d", passCallID.Add(1))
 	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
 	if err != nil {
@@ -268,6 +280,10 @@ func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteC
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set(mcpProtocolHeader, version)
+	if stateless {
+		req.Header.Set(mcpMethodHeader, "tools/call")
+		req.Header.Set(mcpNameHeader, tool)
+	}
 	sessionID := s.ID()
 	if sessionID != "" {
 		req.Header.Set(mcpSessionHeader, sessionID)

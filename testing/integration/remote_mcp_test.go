@@ -394,12 +394,33 @@ func TestRemoteMCPToolCallIsOneVaultDecision(t *testing.T) {
 // TestRemoteMCPResultReachesTheAgentAsWritten: the remote server's result
 // is the agent's as the server wrote it, a 64-bit id included (a result
 // decoded into float64 on its way answers 2^53 for 2^53+1), for a client
-// of either protocol generation.
+// of either protocol generation, and a remote server with sessions or of
+// the stateless protocol.
 func TestRemoteMCPResultReachesTheAgentAsWritten(t *testing.T) {
-	org, remote := connectedRemote(t, "remote-mcp-as-written")
-	agent := newAgent(t, org, provision.AgentSpec{Name: "reader", Creds: []string{"tracker"}})
-	endpoint := servePortal(t, portal.Config{}).URL() + "/mcp/" + org
+	for _, stateless := range []bool{false, true} {
+		name := "remote-mcp-as-written"
+		if stateless {
+			name += "-stateless"
+		}
+		t.Run(name, func(t *testing.T) {
+			org, remote := connectedRemote(t, name)
+			if stateless {
+				remote.Stateless()
+			}
+			agent := newAgent(t, org, provision.AgentSpec{Name: "reader", Creds: []string{"tracker"}})
+			endpoint := servePortal(t, portal.Config{}).URL() + "/mcp/" + org
+			resultAsWritten(t, endpoint, agent)
+			if n := len(remote.Calls()); n != 2 {
+				t.Errorf("the remote server saw %d calls, want 2", n)
+			}
+		})
+	}
+}
 
+// resultAsWritten calls tracker.get_record on endpoint as a client of
+// each protocol generation, and wants the record's id as written.
+func resultAsWritten(t *testing.T, endpoint, agent string) {
+	t.Helper()
 	want := fmt.Sprintf(`"structuredContent":{"id":%d}`, remotemcp.RecordID)
 	for _, tc := range []struct{ version, meta string }{
 		{"2025-11-25", ""},
@@ -430,9 +451,6 @@ func TestRemoteMCPResultReachesTheAgentAsWritten(t *testing.T) {
 		if tc.version >= "2026-07-28" && !strings.Contains(string(answer), `"resultType":"complete"`) {
 			t.Errorf("protocol %s: %s\nwant resultType complete, as the stateless protocol's results say", tc.version, answer)
 		}
-	}
-	if n := len(remote.Calls()); n != 2 {
-		t.Errorf("the remote server saw %d calls, want 2", n)
 	}
 }
 
@@ -498,6 +516,58 @@ func TestRemoteMCPSessionEndedByTheServer(t *testing.T) {
 		}
 		if calls := remote.Calls(); len(calls) != i+1 || calls[i].Title != title {
 			t.Fatalf("%s: the remote server saw %v", title, calls)
+		}
+	}
+}
+
+// TestRemoteMCPStatelessServer: a remote server of the stateless protocol
+// (no sessions, each request on its own) serves the agent as one with
+// sessions does: its tools listed, a call passed through, a 401 answered
+// by one refresh and one retry, its answers scrubbed on the pass-through
+// and on the SDK's path (a call asking for progress).
+func TestRemoteMCPStatelessServer(t *testing.T) {
+	ctx := context.Background()
+	org, remote := connectedRemote(t, "remote-mcp-stateless")
+	remote.Stateless()
+	agent := newAgent(t, org, provision.AgentSpec{Name: "stateless", Creds: []string{"tracker"}})
+	tr := &transcript{token: agent}
+	s, err := mcpSession(t, servePortal(t, portal.Config{}).URL()+"/mcp/"+org, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if names := toolNamesOf(t, s); !slices.Contains(names, "tracker.create_issue") || !slices.Contains(names, "tracker.echo_token") {
+		t.Fatalf("tools %v: want the remote server's tools", names)
+	}
+	for i, title := range []string{"first", "after a refusal"} {
+		if i == 1 {
+			remote.RefuseNext(1)
+		}
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "tracker.create_issue", Arguments: map[string]any{"title": title}})
+		if err != nil || res.IsError || !strings.Contains(toolText(t, res), `"title":"`+title+`"`) {
+			t.Fatalf("%s: %v %s", title, err, toolText(t, res))
+		}
+		if calls := remote.Calls(); len(calls) != i+1 || calls[i].Title != title {
+			t.Fatalf("%s: the remote server saw %v", title, calls)
+		}
+	}
+	for _, progress := range []bool{false, true} {
+		params := &mcp.CallToolParams{Name: "tracker.echo_token", Arguments: map[string]any{}}
+		if progress {
+			params.SetProgressToken("p-1")
+		}
+		res, err := s.CallTool(ctx, params)
+		if err != nil || res.IsError || !strings.HasPrefix(toolText(t, res), "called with ") {
+			t.Fatalf("progress %v: %v %s", progress, err, toolText(t, res))
+		}
+	}
+	tokens := remote.Tokens()
+	if len(tokens) == 0 {
+		t.Fatal("the remote server accepted no token")
+	}
+	for _, tok := range tokens {
+		if leaks(tr.String(), tok) {
+			t.Fatal("a remote token shows in the agent's transcript")
 		}
 	}
 }

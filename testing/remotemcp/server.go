@@ -185,6 +185,16 @@ func (s *Server) ForgetSessions() {
 	s.sessions = h
 }
 
+// Stateless serves the stateless protocol (2026-07-28) from now on, as
+// servers without sessions do: no session IDs, every request on its own.
+// Clients of earlier protocols are still answered, without sessions.
+func (s *Server) Stateless() {
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp }, &mcp.StreamableHTTPOptions{Stateless: true})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessions = h
+}
+
 // RefuseNext answers the next n requests 401, whatever their token.
 func (s *Server) RefuseNext(n int) {
 	s.mu.Lock()
