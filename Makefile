@@ -58,7 +58,7 @@ test-faults: vault
 ## the binary is cached outside the checkout, so a fresh clone links it.
 vault: $(BIN)/vault
 
-$(BIN)/vault: testing/vault/go.mod testing/vault/go.sum testing/vault/main.go
+$(BIN)/vault: testing/vault/go.mod testing/vault/go.sum testing/vault/main.go scripts/build-vault.sh
 	GO=$(GO) ./scripts/build-vault.sh $(TOOLCACHE) $(BIN)/vault
 
 ## chromium: Debian's chromium for the browser tests, installed when missing
