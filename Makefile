@@ -27,7 +27,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(BIN)/staticcheck
 STATICCHECK_CACHED := $(TOOLCACHE)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: test-faults test-deps modules browser-deps all run test vault plugin portal fmt lint vet unit bench bench-peer clean chromium npm-assets logos
+.PHONY: test-faults all run test vault plugin portal fmt lint vet unit bench bench-peer clean chromium npm-assets logos
 
 all: vault plugin portal
 
@@ -38,26 +38,12 @@ run: vault plugin portal
 
 ## test: vet, unit and integration tests against the real Vault, and the
 ## browser tests in headless Chromium, with -race
-test: test-deps lint
+test: vault lint chromium npm-assets
 	$(GO) build $(TRIM) -race -o $(RACE_PLUGIN) ./cmd/$(PLUGIN)
 	VAULT_BIN=$(BIN)/vault CREDENTIALS_PLUGIN_BIN=$(RACE_PLUGIN) \
 		$(GO) test $(TRIM) -race -count=1 -timeout 20m ./...
 	@if [ "$$SKIP_BROWSER_TESTS" = "1" ]; then \
 		echo "!!! SKIP_BROWSER_TESTS=1: the browser tests (testing/browser) were SKIPPED: nothing checked the portal in a browser, nor ran the MCP conformance suite"; fi
-
-# test-deps: what make test needs, fetched and built side by side: Vault's
-# compile keeps both cores busy while the module, Debian and npm downloads
-# wait on the network. chromium and the npm assets stay one after the other
-# (both may apt-get, and apt takes one at a time).
-test-deps:
-	@$(MAKE) --no-print-directory -j3 --output-sync=target vault modules browser-deps
-
-modules:
-	$(GO) mod download
-
-browser-deps:
-	@./scripts/install-chromium.sh
-	@./scripts/install-npm-assets.sh
 
 ## test-faults: the fault suite (testing/faults) on a three-node Raft
 ## cluster: leader killed and frozen, plugin killed, cluster restarted,
@@ -68,7 +54,7 @@ test-faults: vault
 		$(GO) test $(TRIM) -race -count=1 -timeout 15m -v ./testing/faults
 
 ## vault: the real HashiCorp Vault, built from its Go module (testing/vault).
-## Rebuilt only when that module or its build script changes;
+## Rebuilt only when that module changes (a cold build takes ~10 minutes);
 ## the binary is cached outside the checkout, so a fresh clone links it.
 vault: $(BIN)/vault
 
