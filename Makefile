@@ -54,7 +54,7 @@ test-faults: vault
 		$(GO) test $(TRIM) -race -count=1 -timeout 15m -v ./testing/faults
 
 ## vault: the real HashiCorp Vault, built from its Go module (testing/vault).
-## Rebuilt only when that module changes (a cold build takes ~10 minutes);
+## Rebuilt only when that module or its build script changes (about 9 minutes cold);
 ## the binary is cached outside the checkout, so a fresh clone links it.
 vault: $(BIN)/vault
 
