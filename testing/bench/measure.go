@@ -114,8 +114,10 @@ func printTable(w io.Writer, rs []result, n, conc int, d time.Duration, rounds i
 		by[r.name] = r
 		fmt.Fprintf(w, "| %s | %s | %s | %.0f req/s | %s | %s | %s |\n", r.desc, ms(r.p50), ms(r.p99), r.rps, ms(r.cp50), ms(r.cp99), r.cpu)
 	}
-	if d, ok := by["remote-direct"]; ok {
-		if r, ok := by["remote-mcp"]; ok {
+	for _, prefix := range []string{"remote-", "remote-stateless-"} {
+		d, okD := by[prefix+"direct"]
+		r, okR := by[prefix+"mcp"]
+		if okD && okR {
 			fmt.Fprintln(w)
 			fmt.Fprintf(w, "%s: p50 over the direct call %s; throughput %.2fx the direct call's\n", r.desc, ms(r.p50-d.p50), r.rps/d.rps)
 		}

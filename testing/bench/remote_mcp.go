@@ -18,45 +18,102 @@ import (
 
 // A remote MCP server's tool, called through /mcp/<org> (remote-mcp) and
 // directly with the token the engine holds (remote-direct), each by a
-// go-sdk client session: the difference is what the broker adds.
+// go-sdk client session: the difference is what the broker adds. The
+// same again for a remote server of the stateless protocol
+// (remote-stateless-direct, remote-stateless-mcp).
 
-const remoteCred = "tracker"
+const (
+	remoteCred          = "tracker"
+	remoteStatelessCred = "tracker-stateless"
+)
 
 type remoteBench struct {
 	as      *oauthserver.Server
-	remote  *remoteMCP
 	through *mcp.ClientSession
-	direct  *mcp.ClientSession
+	// servers are the remote servers, by credential.
+	servers map[string]*remoteServer
 }
 
-type remoteMCP = remotemcp.Server
+// remoteServer is one remote MCP server and a go-sdk session straight to
+// it with the engine's token.
+type remoteServer struct {
+	server *remotemcp.Server
+	direct *mcp.ClientSession
+}
 
 func (st *stack) setUpRemote(ctx context.Context) error {
 	as, err := oauthserver.Start(oauthserver.Options{AutoApprove: true, IssInCallback: true})
 	if err != nil {
 		return err
 	}
-	rb := &remoteBench{as: as}
+	rb := &remoteBench{as: as, servers: map[string]*remoteServer{}}
 	st.remote = rb
-	if rb.remote, err = remotemcp.Start(as); err != nil {
+	root := st.vault.Client().Logical()
+	mount := contract.Mount(org)
+	if _, err := root.WriteWithContext(ctx, mount+"/config", map[string]interface{}{"redirect_url": loopback, "broker_max_body": 64 << 20}); err != nil {
 		return err
 	}
+	for _, cred := range []string{remoteCred, remoteStatelessCred} {
+		server, err := remotemcp.Start(as)
+		if err != nil {
+			return err
+		}
+		rb.servers[cred] = &remoteServer{server: server}
+		if cred == remoteStatelessCred {
+			server.Stateless()
+		}
+		if err := st.connectRemote(ctx, cred, server); err != nil {
+			return err
+		}
+	}
+	login, err := provision.CreateAgent(ctx, st.vault.Client(), org, provision.AgentSpec{Name: "bench-remote", Creds: []string{remoteCred, remoteStatelessCred}, TokenTTL: time.Hour})
+	if err != nil {
+		return err
+	}
+	s, err := st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
+		"role_id": login.RoleID, "secret_id": login.SecretID,
+	})
+	if err != nil {
+		return err
+	}
+	if rb.through, err = connectMCP(ctx, st.portalURL+"/mcp/"+org, s.Auth.ClientToken); err != nil {
+		return fmt.Errorf("connecting to /mcp/%s: %w", org, err)
+	}
+	for cred, rs := range rb.servers {
+		// The first call through the broker shows the remote server the
+		// token the engine holds; the direct client uses it as it is.
+		if err := callRemoteTool(ctx, rb.through, cred+".create_issue"); err != nil {
+			return err
+		}
+		tokens := rs.server.Tokens()
+		if len(tokens) != 1 {
+			return fmt.Errorf("the remote server of %s saw %d tokens, want 1", cred, len(tokens))
+		}
+		if rs.direct, err = connectMCP(ctx, rs.server.MCPURL(), tokens[0]); err != nil {
+			return fmt.Errorf("connecting to the remote server of %s: %w", cred, err)
+		}
+	}
+	return nil
+}
+
+// connectRemote writes credential cred on a service naming server and
+// connects it through the engine's whole flow.
+func (st *stack) connectRemote(ctx context.Context, cred string, server *remotemcp.Server) error {
 	root := st.vault.Client().Logical()
 	mount := contract.Mount(org)
 	for _, w := range []struct {
 		path string
 		data map[string]interface{}
 	}{
-		{mount + "/config", map[string]interface{}{"redirect_url": loopback, "broker_max_body": 64 << 20}},
-		{mount + "/services/tracker", map[string]interface{}{"types": "oauth2", "mcp_url": rb.remote.MCPURL()}},
-		{mount + "/apps/tracker-app", map[string]interface{}{"service": "tracker", "register": true}},
-		{mount + "/creds/" + remoteCred, map[string]interface{}{"type": "oauth2", "service": "tracker", "app": "tracker-app"}},
+		{mount + "/services/" + cred, map[string]interface{}{"types": "oauth2", "mcp_url": server.MCPURL()}},
+		{mount + "/apps/" + cred + "-app", map[string]interface{}{"service": cred, "register": true}},
+		{mount + "/creds/" + cred, map[string]interface{}{"type": "oauth2", "service": cred, "app": cred + "-app"}},
 	} {
 		if _, err := root.WriteWithContext(ctx, w.path, w.data); err != nil {
 			return fmt.Errorf("writing %s: %w", w.path, err)
 		}
 	}
-	started, err := root.WriteWithContext(ctx, mount+"/creds/"+remoteCred+"/connect", nil)
+	started, err := root.WriteWithContext(ctx, mount+"/creds/"+cred+"/connect", nil)
 	if err != nil {
 		return err
 	}
@@ -71,47 +128,23 @@ func (st *stack) setUpRemote(ctx context.Context) error {
 		return err
 	}
 	q := back.Query()
-	if _, err := root.WriteWithContext(ctx, mount+"/creds/"+remoteCred+"/callback", map[string]interface{}{
+	if _, err := root.WriteWithContext(ctx, mount+"/creds/"+cred+"/callback", map[string]interface{}{
 		"code": q.Get("code"), "state": q.Get("state"), "iss": q.Get("iss"),
 	}); err != nil {
-		return fmt.Errorf("callback: %w", err)
-	}
-	login, err := provision.CreateAgent(ctx, st.vault.Client(), org, provision.AgentSpec{Name: "bench-remote", Creds: []string{remoteCred}, TokenTTL: time.Hour})
-	if err != nil {
-		return err
-	}
-	s, err := st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
-		"role_id": login.RoleID, "secret_id": login.SecretID,
-	})
-	if err != nil {
-		return err
-	}
-	if rb.through, err = connectMCP(ctx, st.portalURL+"/mcp/"+org, s.Auth.ClientToken); err != nil {
-		return fmt.Errorf("connecting to /mcp/%s: %w", org, err)
-	}
-	// The first call through the broker shows the remote server the token
-	// the engine holds; the direct client uses it as it is.
-	if err := callRemoteTool(ctx, rb.through, remoteCred+".create_issue"); err != nil {
-		return err
-	}
-	tokens := rb.remote.Tokens()
-	if len(tokens) != 1 {
-		return fmt.Errorf("the remote server saw %d tokens, want 1", len(tokens))
-	}
-	if rb.direct, err = connectMCP(ctx, rb.remote.MCPURL(), tokens[0]); err != nil {
-		return fmt.Errorf("connecting to the remote server: %w", err)
+		return fmt.Errorf("callback of %s: %w", cred, err)
 	}
 	return nil
 }
 
 func (rb *remoteBench) stop() {
-	for _, s := range []*mcp.ClientSession{rb.through, rb.direct} {
-		if s != nil {
-			_ = s.Close()
-		}
+	if rb.through != nil {
+		_ = rb.through.Close()
 	}
-	if rb.remote != nil {
-		rb.remote.Close()
+	for _, rs := range rb.servers {
+		if rs.direct != nil {
+			_ = rs.direct.Close()
+		}
+		rs.server.Close()
 	}
 	rb.as.Close()
 }
@@ -152,10 +185,16 @@ func (st *stack) remoteScenarios() []scenario {
 	}
 	return []scenario{
 		{"remote-direct", "a remote MCP server's tool, called directly with the token", func(ctx context.Context) error {
-			return callRemoteTool(ctx, st.remote.direct, "create_issue")
+			return callRemoteTool(ctx, st.remote.servers[remoteCred].direct, "create_issue")
 		}},
 		{"remote-mcp", "the same tool through /mcp/<org> (tracker.create_issue)", func(ctx context.Context) error {
 			return callRemoteTool(ctx, st.remote.through, remoteCred+".create_issue")
+		}},
+		{"remote-stateless-direct", "a stateless-protocol remote server's tool, called directly with the token", func(ctx context.Context) error {
+			return callRemoteTool(ctx, st.remote.servers[remoteStatelessCred].direct, "create_issue")
+		}},
+		{"remote-stateless-mcp", "the same tool through /mcp/<org> (tracker-stateless.create_issue)", func(ctx context.Context) error {
+			return callRemoteTool(ctx, st.remote.through, remoteStatelessCred+".create_issue")
 		}},
 	}
 }
