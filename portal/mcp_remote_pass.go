@@ -1,13 +1,11 @@
 package portal
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -312,7 +310,7 @@ func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteC
 	case "application/json":
 		return resultOf(raw, id)
 	case "text/event-stream":
-		return resultInStream(bytes.NewReader(raw), id)
+		return resultInStream(raw, id)
 	}
 	return nil, errors.New("the remote server answered neither JSON nor an event stream")
 }
@@ -354,47 +352,29 @@ func resultOf(raw []byte, id string) (json.RawMessage, error) {
 	return msg.Result, nil
 }
 
-// resultInStream reads server-sent events until the one answering id.
-func resultInStream(body io.Reader, id string) (json.RawMessage, error) {
-	br := bufio.NewReaderSize(body, 16<<10)
+// resultInStream reads the server-sent events of stream, the whole answer
+// (post reads it bounded), until the one answering id.
+func resultInStream(stream []byte, id string) (json.RawMessage, error) {
 	var data []byte
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// A long data line: read the rest of it (after copying what
-			// was read, which the next read overwrites).
-			head := append([]byte(nil), line...)
-			rest, rerr := br.ReadBytes('\n')
-			line, err = append(head, rest...), rerr
-		}
-		if len(line) > 0 {
-			line = bytes.TrimRight(line, "\r\n")
-			switch {
-			case len(line) == 0:
-				if len(data) > 0 {
-					res, rerr := resultOf(data, id)
-					if !errors.Is(rerr, errNoResult) {
-						return res, rerr
-					}
-					data = data[:0]
-				}
-			case bytes.HasPrefix(line, []byte("data:")):
-				if len(data) > 0 {
-					data = append(data, '\n')
-				}
-				data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
-			}
-		}
-		if err != nil {
+	for line := range bytes.Lines(stream) {
+		line = bytes.TrimRight(line, "\r\n")
+		switch {
+		case len(line) == 0:
 			if len(data) > 0 {
-				if res, rerr := resultOf(data, id); !errors.Is(rerr, errNoResult) {
-					return res, rerr
+				if res, err := resultOf(data, id); !errors.Is(err, errNoResult) {
+					return res, err
 				}
+				data = data[:0]
 			}
-			if err == io.EOF {
-				return nil, errNoResult
+		case bytes.HasPrefix(line, []byte("data:")):
+			if len(data) > 0 {
+				data = append(data, '\n')
 			}
-			return nil, err
+			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
 		}
 	}
+	if len(data) > 0 {
+		return resultOf(data, id)
+	}
+	return nil, errNoResult
 }

@@ -104,7 +104,7 @@ func TestResultInStream(t *testing.T) {
 		{"an error", "data: {\"jsonrpc\":\"2.0\",\"id\":\"portal-1\",\"error\":{\"code\":-32602,\"message\":\"unknown tool\"}}\n\n", "", &jsonrpc.Error{}},
 		{"no result", "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n", "", errNoResult},
 	} {
-		got, err := resultInStream(strings.NewReader(tc.stream), "portal-1")
+		got, err := resultInStream([]byte(tc.stream), "portal-1")
 		switch want := tc.err.(type) {
 		case nil:
 			if err != nil || string(got) != tc.want {
