@@ -34,7 +34,8 @@ type Server struct {
 	// refuse is how many of the next requests are answered 401 whatever
 	// their token (a token cut short at the provider).
 	refuse int
-	// sessions is the Streamable HTTP handler, which holds the sessions.
+	// sessions is the Streamable HTTP handler, which holds the sessions
+	// (none after Stateless).
 	sessions http.Handler
 }
 
@@ -178,18 +179,16 @@ func (s *Server) Tokens() []string {
 
 // ForgetSessions ends every session as a restart does: a request on one
 // is answered 404, and the client must open a new one.
-func (s *Server) ForgetSessions() {
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp }, nil)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sessions = h
-}
+func (s *Server) ForgetSessions() { s.serve(nil) }
 
 // Stateless serves the stateless protocol (2026-07-28) from now on, as
 // servers without sessions do: no session IDs, every request on its own.
 // Clients of earlier protocols are still answered, without sessions.
-func (s *Server) Stateless() {
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp }, &mcp.StreamableHTTPOptions{Stateless: true})
+func (s *Server) Stateless() { s.serve(&mcp.StreamableHTTPOptions{Stateless: true}) }
+
+// serve answers /mcp with a new Streamable HTTP handler made with opts.
+func (s *Server) serve(opts *mcp.StreamableHTTPOptions) {
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp }, opts)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sessions = h
