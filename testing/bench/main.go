@@ -441,13 +441,18 @@ func (st *stack) scenarios() []scenario {
 	return all
 }
 
-// check sends the edge's per-call Vault check and wants "update".
+// check sends the edge's per-call Vault check with the edge agent's token
+// and wants "update".
 func (st *stack) check(ctx context.Context, body []byte) error {
+	return st.checkWith(ctx, st.agentToken, body)
+}
+
+func (st *stack) checkWith(ctx context.Context, token string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.vault.Addr+"/v1/sys/capabilities-self", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-Vault-Token", st.agentToken)
+	req.Header.Set("X-Vault-Token", token)
 	resp, err := st.client.Do(req)
 	if err != nil {
 		return err

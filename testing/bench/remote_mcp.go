@@ -19,8 +19,11 @@ import (
 // A remote MCP server's tool, called through /mcp/<org> (remote-mcp) and
 // directly with the token the engine holds (remote-direct), each by a
 // go-sdk client session: the difference is what the broker adds. The
-// same again for a remote server of the stateless protocol
-// (remote-stateless-direct, remote-stateless-mcp).
+// floor under it (remote-floor) is Vault's check of the call, sent by the
+// bench with the agent's token, then the direct call: what any design
+// that has Vault decide each call after it arrives pays. The same again
+// for a remote server of the stateless protocol (remote-stateless-direct,
+// remote-stateless-mcp).
 
 const (
 	remoteCred          = "tracker"
@@ -28,8 +31,11 @@ const (
 )
 
 type remoteBench struct {
-	as      *oauthserver.Server
-	through *mcp.ClientSession
+	as *oauthserver.Server
+	// agentToken is the token of through, the agent's session with
+	// /mcp/<org>.
+	agentToken string
+	through    *mcp.ClientSession
 	// servers are the remote servers, by credential.
 	servers map[string]*remoteServer
 }
@@ -76,7 +82,8 @@ func (st *stack) setUpRemote(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if rb.through, err = connectMCP(ctx, st.portalURL+"/mcp/"+org, s.Auth.ClientToken); err != nil {
+	rb.agentToken = s.Auth.ClientToken
+	if rb.through, err = connectMCP(ctx, st.portalURL+"/mcp/"+org, rb.agentToken); err != nil {
 		return fmt.Errorf("connecting to /mcp/%s: %w", org, err)
 	}
 	for cred, rs := range rb.servers {
@@ -183,8 +190,15 @@ func (st *stack) remoteScenarios() []scenario {
 	if st.remote == nil {
 		return nil
 	}
+	checkBody := []byte(`{"paths":["` + contract.CallPath(org, remoteCred, contract.MethodTool, "/create_issue") + `"]}`)
 	return []scenario{
 		{"remote-direct", "a remote MCP server's tool, called directly with the token", func(ctx context.Context) error {
+			return callRemoteTool(ctx, st.remote.servers[remoteCred].direct, "create_issue")
+		}},
+		{"remote-floor", "Vault's check of the tool's call, then the direct call (the floor of a call Vault decides first)", func(ctx context.Context) error {
+			if err := st.checkWith(ctx, st.remote.agentToken, checkBody); err != nil {
+				return err
+			}
 			return callRemoteTool(ctx, st.remote.servers[remoteCred].direct, "create_issue")
 		}},
 		{"remote-mcp", "the same tool through /mcp/<org> (tracker.create_issue)", func(ctx context.Context) error {
