@@ -1,11 +1,13 @@
 package portal
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -28,7 +30,10 @@ import (
 // tool's own name on the credential's session; the remote server's result
 // comes back as it wrote it, through the edge's scrubber. A request this
 // cannot answer exactly as the SDK would (a batch, another method, a call
-// asking for progress, headers the SDK refuses) is left to the SDK.
+// asking for progress on the stateless protocol, headers the SDK
+// refuses) is left to the SDK. A call asking for progress is answered as
+// an event stream: the remote server's progress, under the agent's own
+// token, then the result, in the order the remote server sent them.
 
 const (
 	mcpProtocolHeader = "Mcp-Protocol-Version"
@@ -46,6 +51,8 @@ type passRequest struct {
 	id   json.RawMessage
 	tool string
 	args json.RawMessage
+	// progress is the agent's progress token, if it asked for progress.
+	progress json.RawMessage
 }
 
 // readPassRequest reads r, whose body is body (peekBody's), as a remote
@@ -83,8 +90,11 @@ func readPassRequest(r *http.Request, body []byte, tools map[string]remoteTool) 
 	if raw, ok := params["_meta"]; ok && json.Unmarshal(raw, &meta) != nil {
 		return req, false
 	}
-	if _, asks := meta["progressToken"]; asks {
-		return req, false // the SDK's server streams the progress
+	if raw, asks := meta["progressToken"]; asks {
+		if version >= mcpStatelessVersion || tools[req.tool].paramHeaders || !validRequestID(raw) {
+			return req, false // the SDK's server streams the progress
+		}
+		req.progress = raw
 	}
 	var metaVersion string
 	if raw, ok := meta[mcp.MetaKeyProtocolVersion]; ok && json.Unmarshal(raw, &metaVersion) != nil {
@@ -108,8 +118,8 @@ func readPassRequest(r *http.Request, body []byte, tools map[string]remoteTool) 
 	return req, true
 }
 
-// validRequestID says whether raw is a JSON-RPC request's id: a string
-// or an integer.
+// validRequestID says whether raw is a JSON-RPC request's id (or a
+// progress token): a string or an integer.
 func validRequestID(raw json.RawMessage) bool {
 	if len(raw) == 0 {
 		return false
@@ -157,9 +167,15 @@ func (m *mcpServer) passRemote(w http.ResponseWriter, r *http.Request, body []by
 	}
 	t := list.remote[req.tool]
 	call := &mcpCall{org: org, token: token}
+	var events *eventStream
+	var progress *progressPass
+	if req.progress != nil {
+		events = &eventStream{w: w}
+		progress = newProgressPass(req.progress, events.send)
+	}
 	var result json.RawMessage
 	failed := m.callRemote(r.Context(), call, t.cred, t.name, req.args, func(decided *egress.Grant) (rc *remoteCall, err error) {
-		result, rc, err = m.remote.callRaw(r.Context(), org, t, token, req.args, decided)
+		result, rc, err = m.remote.callRaw(r.Context(), org, t, token, req.args, decided, progress)
 		return rc, err
 	})
 	if failed != nil {
@@ -171,14 +187,19 @@ func (m *mcpServer) passRemote(w http.ResponseWriter, r *http.Request, body []by
 	if version := r.Header.Get(mcpProtocolHeader); version >= mcpStatelessVersion {
 		result = m.asStatelessResult(result, org)
 	}
-	w.Header().Set("Content-Type", "application/json")
 	var b bytes.Buffer
 	b.Grow(len(result) + len(req.id) + 40)
 	b.WriteString(`{"jsonrpc":"2.0","id":`)
 	b.Write(req.id)
 	b.WriteString(`,"result":`)
 	b.Write(result)
-	b.WriteString("}\n")
+	b.WriteString("}")
+	if events != nil {
+		events.end(b.Bytes())
+		return true
+	}
+	w.Header().Set("Content-Type", "application/json")
+	b.WriteString("\n")
 	_, _ = w.Write(b.Bytes())
 	return true
 }
@@ -222,7 +243,8 @@ var passCallID atomic.Uint64
 
 // callRaw calls remote tool t with args as they came (a JSON object, or
 // none) and answers the remote server's result as it wrote it.
-func (r *remoteMCP) callRaw(ctx context.Context, org string, t remoteTool, token string, args json.RawMessage, decided *egress.Grant) (json.RawMessage, *remoteCall, error) {
+// progress, if not nil, passes the call's progress on.
+func (r *remoteMCP) callRaw(ctx context.Context, org string, t remoteTool, token string, args json.RawMessage, decided *egress.Grant, progress *progressPass) (json.RawMessage, *remoteCall, error) {
 	if len(bytes.TrimSpace(args)) == 0 || string(bytes.TrimSpace(args)) == "null" {
 		args = json.RawMessage(`{}`) // as the SDK's client sends none
 	}
@@ -238,7 +260,7 @@ func (r *remoteMCP) callRaw(ctx context.Context, org string, t remoteTool, token
 			return err
 		}
 		var err error
-		result, err = c.post(ctx, s, rc, t.name, args)
+		result, err = c.post(ctx, s, rc, t.name, args, progress)
 		return err
 	})
 	return result, rc, err
@@ -249,8 +271,9 @@ func (r *remoteMCP) callRaw(ctx context.Context, org string, t remoteTool, token
 // stateless protocol the request carries the client's protocol version,
 // info and capabilities in _meta, and names its method and tool in
 // headers; a tool whose schema mirrors arguments in headers too is not
-// posted here (callRaw).
-func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteCall, tool string, args json.RawMessage) (json.RawMessage, error) {
+// posted here (callRaw). With progress, the request carries the portal's
+// progress token and the answer is read as it comes.
+func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteCall, tool string, args json.RawMessage, progress *progressPass) (json.RawMessage, error) {
 	init := s.InitializeResult()
 	if init == nil {
 		return nil, mcp.ErrConnectionClosed
@@ -258,13 +281,22 @@ func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteC
 	version := init.ProtocolVersion
 	params := map[string]any{"name": tool, "arguments": args}
 	stateless := version >= mcpStatelessVersion
+	meta := map[string]any{}
 	if stateless {
-		params["_meta"] = map[string]any{
-			mcp.MetaKeyProtocolVersion: version,
-			mcp.MetaKeyClientInfo:      remoteClientInfo,
-			// None, as the client's options say (remoteConn.connect).
-			mcp.MetaKeyClientCapabilities: json.RawMessage(`{}`),
-		}
+		meta[mcp.MetaKeyProtocolVersion] = version
+		meta[mcp.MetaKeyClientInfo] = remoteClientInfo
+		// None, as the client's options say (remoteConn.connect).
+		meta[mcp.MetaKeyClientCapabilities] = json.RawMessage(`{}`)
+	}
+	if progress != nil {
+		meta["progressToken"] = progress.token
+		// Also when the remote server sends it on the session's own
+		// stream rather than the call's.
+		c.r.progress.Store(progress.token, progressFunc(progress.fromSession))
+		defer c.r.progress.Delete(progress.token)
+	}
+	if len(meta) > 0 {
+		params["_meta"] = meta
 	}
 	id := fmt.Sprintf("portal-%d", passCallID.Add(1))
 	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
@@ -290,13 +322,21 @@ func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteC
 	if err != nil {
 		return nil, err
 	}
-	defer answer.Close()
 	switch {
 	case answer.Status == http.StatusNotFound && sessionID != "":
+		answer.Close()
 		return nil, mcp.ErrSessionMissing
 	case answer.Status >= 400:
+		answer.Close()
 		return nil, fmt.Errorf("the remote server answered %d", answer.Status)
+	case progress != nil && baseMediaType(answer.Header.Get("Content-Type")) == "text/event-stream":
+		// Read as it comes, through the scrubber, so that each
+		// notification reaches the agent when the remote server sends it.
+		stream := remoteResponse(req, answer).Body // closes answer
+		defer stream.Close()
+		return resultInEvents(bufio.NewReader(stream), id, progress)
 	}
+	defer answer.Close()
 	// Read here, not through a pipe to another goroutine as the SDK's
 	// client reads: a result is one message, bounded by broker_max_body.
 	raw, err := answer.ReadAll(answer.MaxBody())
@@ -310,7 +350,7 @@ func (c *remoteConn) post(ctx context.Context, s *mcp.ClientSession, rc *remoteC
 	case "application/json":
 		return resultOf(raw, id)
 	case "text/event-stream":
-		return resultInStream(raw, id)
+		return resultInEvents(bufio.NewReader(bytes.NewReader(raw)), id, progress)
 	}
 	return nil, errors.New("the remote server answered neither JSON nor an event stream")
 }
@@ -352,29 +392,34 @@ func resultOf(raw []byte, id string) (json.RawMessage, error) {
 	return msg.Result, nil
 }
 
-// resultInStream reads the server-sent events of stream, the whole answer
-// (post reads it bounded), until the one answering id.
-func resultInStream(stream []byte, id string) (json.RawMessage, error) {
+// resultInEvents reads the server-sent events of stream until the one
+// answering id, passing on the call's progress (progress, if not nil) as
+// it comes.
+func resultInEvents(stream *bufio.Reader, id string, progress *progressPass) (json.RawMessage, error) {
 	var data []byte
-	for line := range bytes.Lines(stream) {
+	for {
+		line, err := stream.ReadBytes('\n')
 		line = bytes.TrimRight(line, "\r\n")
-		switch {
-		case len(line) == 0:
-			if len(data) > 0 {
-				if res, err := resultOf(data, id); !errors.Is(err, errNoResult) {
-					return res, err
-				}
-				data = data[:0]
-			}
-		case bytes.HasPrefix(line, []byte("data:")):
+		if bytes.HasPrefix(line, []byte("data:")) {
 			if len(data) > 0 {
 				data = append(data, '\n')
 			}
 			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
 		}
+		// An event ends at a blank line, or where the stream does.
+		if (len(line) == 0 || err != nil) && len(data) > 0 {
+			if !progress.fromStream(data) {
+				if res, rerr := resultOf(data, id); !errors.Is(rerr, errNoResult) {
+					return res, rerr
+				}
+			}
+			data = data[:0]
+		}
+		if err == io.EOF {
+			return nil, errNoResult
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	if len(data) > 0 {
-		return resultOf(data, id)
-	}
-	return nil, errNoResult
 }

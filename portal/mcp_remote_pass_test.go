@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"bufio"
 	"errors"
 	"net/http"
 	"strings"
@@ -55,7 +56,13 @@ func TestReadPassRequest(t *testing.T) {
 		{"a batch", http.MethodPost, legacy, "[" + call + "]", false},
 		{"a member name in other case", http.MethodPost, legacy, strings.Replace(call, `"method"`, `"Method"`, 1), false},
 		{"arguments that are not an object", http.MethodPost, legacy, strings.Replace(call, `{"title":"x"}`, `[1]`, 1), false},
-		{"a call asking for progress", http.MethodPost, legacy, strings.Replace(call, `"arguments"`, `"_meta":{"progressToken":"p"},"arguments"`, 1), false},
+		{"a call asking for progress", http.MethodPost, legacy, strings.Replace(call, `"arguments"`, `"_meta":{"progressToken":"p"},"arguments"`, 1), true},
+		{"asking for progress by a number", http.MethodPost, legacy, strings.Replace(call, `"arguments"`, `"_meta":{"progressToken":7},"arguments"`, 1), true},
+		{"a progress token that is an object", http.MethodPost, legacy, strings.Replace(call, `"arguments"`, `"_meta":{"progressToken":{}},"arguments"`, 1), false},
+		{"asking for progress of a tool whose schema names headers", http.MethodPost, legacy,
+			strings.Replace(strings.Replace(call, "tracker.create_issue", "tracker.upload", 1), `"arguments"`, `"_meta":{"progressToken":"p"},"arguments"`, 1), false},
+		{"stateless, asking for progress", http.MethodPost, statelessHeader("tracker.create_issue"),
+			strings.Replace(stateless, `"_meta":{`, `"_meta":{"progressToken":"p",`, 1), false},
 		{"stateless without Mcp-Name", http.MethodPost, with(statelessHeader("tracker.create_issue"), "Mcp-Name", ""), stateless, false},
 		{"stateless naming another tool", http.MethodPost, statelessHeader("tracker.upload"), stateless, false},
 		{"stateless without its _meta", http.MethodPost, statelessHeader("tracker.create_issue"), call, false},
@@ -104,7 +111,7 @@ func TestResultInStream(t *testing.T) {
 		{"an error", "data: {\"jsonrpc\":\"2.0\",\"id\":\"portal-1\",\"error\":{\"code\":-32602,\"message\":\"unknown tool\"}}\n\n", "", &jsonrpc.Error{}},
 		{"no result", "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n", "", errNoResult},
 	} {
-		got, err := resultInStream([]byte(tc.stream), "portal-1")
+		got, err := resultInEvents(bufio.NewReader(strings.NewReader(tc.stream)), "portal-1", nil)
 		switch want := tc.err.(type) {
 		case nil:
 			if err != nil || string(got) != tc.want {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -577,6 +578,83 @@ func TestRemoteMCPStatelessServer(t *testing.T) {
 	for _, tok := range tokens {
 		if leaks(tr.String(), tok) {
 			t.Fatal("a remote token shows in the agent's transcript")
+		}
+	}
+}
+
+// TestRemoteMCPProgressCallPassedThrough: a remote tool's call that asks
+// for progress is answered as an event stream with the remote server's
+// progress, under the agent's own progress token, before its result, and
+// the result as the remote server wrote it (an id of 2^53+1 stays one),
+// scrubbed of the remote token.
+func TestRemoteMCPProgressCallPassedThrough(t *testing.T) {
+	org, remote := connectedRemote(t, "remote-mcp-progress-pass")
+	agent := newAgent(t, org, provision.AgentSpec{Name: "reporter", Creds: []string{"tracker"}})
+	endpoint := servePortal(t, portal.Config{}).URL() + "/mcp/" + org
+	call := func(tool string) []string {
+		t.Helper()
+		body := `{"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{"name":"` + tool + `","arguments":{},"_meta":{"progressToken":"agent-9"}}}`
+		req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+agent)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		answer, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			t.Fatalf("%s: %d %s %s", tool, resp.StatusCode, resp.Header.Get("Content-Type"), answer)
+		}
+		var messages []string
+		for _, line := range strings.Split(string(answer), "\n") {
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				messages = append(messages, data)
+			}
+		}
+		return messages
+	}
+
+	messages := call("tracker.export_report")
+	if len(messages) != 4 {
+		t.Fatalf("tracker.export_report: %d messages, want 3 progress notifications and the result:\n%s", len(messages), strings.Join(messages, "\n"))
+	}
+	for i, m := range messages[:3] {
+		var n struct {
+			Method string `json:"method"`
+			Params struct {
+				ProgressToken   any
+				Progress, Total json.Number
+				Message         string
+			} `json:"params"`
+		}
+		_ = json.Unmarshal([]byte(m), &n)
+		got := fmt.Sprintf("%s %v %s/%s %s", n.Method, n.Params.ProgressToken, n.Params.Progress, n.Params.Total, n.Params.Message)
+		if want := fmt.Sprintf("notifications/progress agent-9 %d/3 step %d of 3", i+1, i+1); got != want {
+			t.Errorf("message %d: %s\nwant %s", i+1, m, want)
+		}
+	}
+	if last := messages[3]; !strings.Contains(last, `"id":"call-1"`) || !strings.Contains(last, `"text":"exported"`) {
+		t.Errorf("the last message: %s\nwant the call's result", last)
+	}
+
+	want := fmt.Sprintf(`"structuredContent":{"id":%d}`, remotemcp.RecordID)
+	if messages := call("tracker.get_record"); len(messages) != 1 || !strings.Contains(messages[0], want) {
+		t.Errorf("tracker.get_record: %s\nwant the result alone, with %s", strings.Join(messages, "\n"), want)
+	}
+
+	echoed := call("tracker.echo_token")
+	if len(echoed) != 1 || !strings.Contains(echoed[0], `"text":"called with `) {
+		t.Fatalf("tracker.echo_token: %s\nwant the remote server's words", strings.Join(echoed, "\n"))
+	}
+	for _, tok := range remote.Tokens() {
+		if leaks(echoed[0], tok) {
+			t.Fatal("the remote token reached the agent")
 		}
 	}
 }
