@@ -428,24 +428,7 @@ func resultAsWritten(t *testing.T, endpoint, agent string) {
 		{"2026-07-28", `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"test","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`},
 	} {
 		body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"tracker.get_record","arguments":{}` + tc.meta + `}}`
-		req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+agent)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", tc.version)
-		if tc.version >= "2026-07-28" {
-			req.Header.Set("Mcp-Method", "tools/call")
-			req.Header.Set("Mcp-Name", "tracker.get_record")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, answer := postToolCall(t, endpoint, agent, tc.version, "tracker.get_record", body)
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(answer), `"id":7`) || !strings.Contains(string(answer), want) {
 			t.Errorf("protocol %s: %d %s\nwant the result with %s", tc.version, resp.StatusCode, answer, want)
 		}
@@ -453,6 +436,33 @@ func resultAsWritten(t *testing.T, endpoint, agent string) {
 			t.Errorf("protocol %s: %s\nwant resultType complete, as the stateless protocol's results say", tc.version, answer)
 		}
 	}
+}
+
+// postToolCall posts a JSON-RPC tools/call of tool, body, to endpoint
+// with an agent's token, as a client of protocol version would (the
+// stateless protocol's method and name headers too), and reads the
+// whole answer.
+func postToolCall(t *testing.T, endpoint, agent, version, tool, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+agent)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", version)
+	if version >= "2026-07-28" {
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", tool)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp, answer
 }
 
 // TestRemoteMCPAnswerIsScrubbed: a remote tool that answers with the
@@ -594,20 +604,7 @@ func TestRemoteMCPProgressCallPassedThrough(t *testing.T) {
 	call := func(tool string) []string {
 		t.Helper()
 		body := `{"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{"name":"` + tool + `","arguments":{},"_meta":{"progressToken":"agent-9"}}}`
-		req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+agent)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		answer, _ := io.ReadAll(resp.Body)
+		resp, answer := postToolCall(t, endpoint, agent, "2025-11-25", tool, body)
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 			t.Fatalf("%s: %d %s %s", tool, resp.StatusCode, resp.Header.Get("Content-Type"), answer)
 		}
