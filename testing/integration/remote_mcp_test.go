@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -653,5 +654,49 @@ func TestRemoteMCPProgressCallPassedThrough(t *testing.T) {
 		if leaks(echoed[0], tok) {
 			t.Fatal("the remote token reached the agent")
 		}
+	}
+}
+
+// TestRemoteMCPProgressIsStreamed: a progress notification of a passed-
+// through call reaches the agent while the remote tool is still running,
+// not when its answer ends.
+func TestRemoteMCPProgressIsStreamed(t *testing.T) {
+	org, remote := connectedRemote(t, "remote-mcp-progress-stream")
+	agent := newAgent(t, org, provision.AgentSpec{Name: "streamed", Creds: []string{"tracker"}})
+	endpoint := servePortal(t, portal.Config{}).URL() + "/mcp/" + org
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tracker.export_held","arguments":{},"_meta":{"progressToken":"agent-1"}}}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = http.Header{"Authorization": {"Bearer " + agent}, "Content-Type": {"application/json"},
+		"Accept": {"application/json, text/event-stream"}, "Mcp-Protocol-Version": {"2025-11-25"}}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := bufio.NewReader(resp.Body)
+	next := func() string {
+		t.Helper()
+		for {
+			line, err := events.ReadString('\n')
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				return data
+			}
+			if err != nil {
+				t.Fatalf("the answer ended without the next event: %v", err)
+			}
+		}
+	}
+	// The tool is held: this event can only have been streamed.
+	if first := next(); !strings.Contains(first, `"notifications/progress"`) || !strings.Contains(first, `"progressToken":"agent-1"`) {
+		t.Fatalf("the first event: %s\nwant the progress notification", first)
+	}
+	remote.Release()
+	if last := next(); !strings.Contains(last, `"id":1`) || !strings.Contains(last, `"text":"exported"`) {
+		t.Errorf("the last event: %s\nwant the call's result", last)
 	}
 }

@@ -37,6 +37,8 @@ type Server struct {
 	// sessions is the Streamable HTTP handler, which holds the sessions
 	// (none after Stateless).
 	sessions http.Handler
+	// release lets one held export (export_held) end.
+	release chan struct{}
 }
 
 // Call is one tools/call the server answered.
@@ -51,7 +53,7 @@ func Start(as *oauthserver.Server) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remotemcp: listen: %w", err)
 	}
-	s := &Server{base: "http://" + ln.Addr().String(), tokens: map[string]bool{}}
+	s := &Server{base: "http://" + ln.Addr().String(), tokens: map[string]bool{}, release: make(chan struct{}, 1)}
 
 	server := mcp.NewServer(&mcp.Implementation{Name: "remote-test", Version: "1.0.0"}, nil)
 	type issueIn struct {
@@ -111,6 +113,22 @@ func Start(as *oauthserver.Server) (*Server, error) {
 					_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token,
 						Progress: float64(i), Total: 3, Message: fmt.Sprintf("step %d of 3", i)})
 				}
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "exported"}}}, nil, nil
+		})
+
+	// An export that tells its first step, then is held until the test
+	// releases it (Release): what the client sees of it meanwhile is
+	// what was streamed.
+	mcp.AddTool(server, &mcp.Tool{Name: "export_held", Description: "Export a report, held after its first step."},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			if token := req.Params.GetProgressToken(); token != nil {
+				_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token, Progress: 1, Total: 2, Message: "step 1 of 2"})
+			}
+			select {
+			case <-s.release:
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
 			}
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "exported"}}}, nil, nil
 		})
@@ -193,6 +211,9 @@ func (s *Server) serve(opts *mcp.StreamableHTTPOptions) {
 	defer s.mu.Unlock()
 	s.sessions = h
 }
+
+// Release lets one held export (export_held) end.
+func (s *Server) Release() { s.release <- struct{}{} }
 
 // RefuseNext answers the next n requests 401, whatever their token.
 func (s *Server) RefuseNext(n int) {
