@@ -52,9 +52,7 @@ func (p *progressPass) fromStream(data []byte) bool {
 	var token string
 	if json.Unmarshal(msg.Params["progressToken"], &token) == nil && token == p.token {
 		msg.Params["progressToken"] = p.agent
-		if out, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": msg.Method, "params": msg.Params}); err == nil {
-			p.send(out)
-		}
+		p.pass(msg.Params)
 	}
 	return true
 }
@@ -65,7 +63,13 @@ func (p *progressPass) fromStream(data []byte) bool {
 func (p *progressPass) fromSession(_ context.Context, n *mcp.ProgressNotificationParams) {
 	params := *n
 	params.ProgressToken = p.agent
-	if out, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/progress", "params": &params}); err == nil {
+	p.pass(&params)
+}
+
+// pass sends the agent a progress notification with params, which name
+// the agent's token.
+func (p *progressPass) pass(params any) {
+	if out, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/progress", "params": params}); err == nil {
 		p.send(out)
 	}
 }
