@@ -81,7 +81,7 @@ func run() error {
 	n := flag.Int("n", 2000, "calls per scenario at concurrency 1")
 	d := flag.Duration("d", 5*time.Second, "duration per scenario at concurrency -c")
 	conc := flag.Int("c", 32, "concurrency for throughput")
-	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,check,check-then-direct,edge,edge-guarded,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-mcp,remote-stateless-direct,remote-stateless-mcp); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (direct,floor,floor-approle,check,check-then-direct,edge,edge-guarded,vault,proxy,direct-tls,proxy-tls,mcp,mcp-oauth,mail,remote-direct,remote-floor,remote-mcp,remote-stateless-direct,remote-stateless-mcp); default all")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of the scenarios")
 	downloads := flag.Int("downloads", 32, "concurrent 50 MB downloads for the memory measurement (0: skip)")
 	extras := flag.Bool("extras", true, "measure the first streamed event, 1 MiB answers and download memory")

@@ -72,17 +72,9 @@ func (st *stack) setUpRemote(ctx context.Context) error {
 			return err
 		}
 	}
-	login, err := provision.CreateAgent(ctx, st.vault.Client(), org, provision.AgentSpec{Name: "bench-remote", Creds: []string{remoteCred, remoteStatelessCred}, TokenTTL: time.Hour})
-	if err != nil {
+	if rb.agentToken, err = st.agentLogin(ctx, provision.AgentSpec{Name: "bench-remote", Creds: []string{remoteCred, remoteStatelessCred}, TokenTTL: time.Hour}); err != nil {
 		return err
 	}
-	s, err := st.vault.ClientWithToken("").Logical().WriteWithContext(ctx, "auth/approle/login", map[string]interface{}{
-		"role_id": login.RoleID, "secret_id": login.SecretID,
-	})
-	if err != nil {
-		return err
-	}
-	rb.agentToken = s.Auth.ClientToken
 	if rb.through, err = connectMCP(ctx, st.portalURL+"/mcp/"+org, rb.agentToken); err != nil {
 		return fmt.Errorf("connecting to /mcp/%s: %w", org, err)
 	}
